@@ -1,0 +1,302 @@
+"""The canonical spec of the ONNX operator domain `linf`, version 1.
+
+Two ops (full text: docs/onnx-ops.md):
+
+- ``linf::LinfDist(X[N,D], W[M,D], B?[M]) -> Y[N,M]``,
+  ``Y[n,m] = max_d |X[n,d] - W[m,d]| + B[m]``.
+- ``linf::LinfDistConv(X[N,C,H,W], W[M,C,kH,kW], B?[M]) -> Y[N,M,H',W']`` with attributes
+  ``strides`` (default [1,1]), ``pads`` (default [0,0,0,0], ONNX Conv order
+  [top, left, bottom, right]) and ``dilations`` (default [1,1]); padded value 0;
+  ``Y[n,m,i,j] = max_{c,u,v} |Xpad[n,c,i*s0+u*d0, j*s1+v*d1] - W[m,c,u,v]| + B[m]``.
+
+Every model using an op carries, as a model-local FunctionProto, exactly the body this module
+builds for the model's default-domain opset (``make_linf_functions(opset)``). The bodies use only
+standard ops: a ``Scan`` over the rows of W computing ``ReduceMax(Abs(Sub(X, w)))`` per row, then a
+transpose; the optional bias goes through ``Gemm(0[1,1], 0[1,M], B?)`` (a missing Gemm ``C`` is 0,
+so one body serves both call forms) and one ``Add``. The conv body pads with ``Pad``, unfolds with
+two ``Gather``s (pure copies) and reuses the same distance/bias nodes.
+
+Guarantee: in IEEE float32 every ``|x - w|`` is one correctly rounded subtraction, abs/max/copies
+are exact and the bias is one rounded addition, so any runtime that executes the body computes
+exactly ``fl(fl(max_d |x_d - w_d|) + b)`` -- bit-identical to :func:`linf_dist_reference`.
+
+This module imports neither nets/ nor export/: the verifier uses it to check that a model's
+attached bodies are the canonical ones (:func:`check_function`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+from onnx import AttributeProto, FunctionProto, NodeProto
+from onnx import TensorProto as T
+from onnx import helper as h
+
+from verify.errors import ModelError
+
+DOMAIN = "linf"
+DOMAIN_VERSION = 1
+LINF_DIST = "LinfDist"
+LINF_DIST_CONV = "LinfDistConv"
+OP_TYPES = (LINF_DIST, LINF_DIST_CONV)
+#: default-domain opsets the canonical bodies are defined for (ReduceMax/Pad take axes as inputs
+#: from opset 18 on).
+MIN_OPSET = 18
+MAX_OPSET = 23
+DEFAULT_OPSET = 18
+CONV_DEFAULTS = {"strides": (1, 1), "pads": (0, 0, 0, 0), "dilations": (1, 1)}
+
+
+def _check_opset(opset: int) -> None:
+    if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ModelError(
+            f"linf domain v1 is defined for default-domain opsets {MIN_OPSET}..{MAX_OPSET}, got {opset!r}"
+        )
+
+
+def _c_ints(out: str, values: Sequence[int]) -> NodeProto:
+    return h.make_node("Constant", [], [out], value_ints=list(values))
+
+
+def _scan_body() -> onnx.GraphProto:
+    """Scan body: one row ``w`` of W -> the column ``max_d |X - w|`` over all rows of X (outer X)."""
+    nodes = [
+        h.make_node("Sub", ["X", "w"], ["d"]),
+        h.make_node("Abs", ["d"], ["a"]),
+        _c_ints("ax1", [1]),
+        h.make_node("ReduceMax", ["a", "ax1"], ["col"], keepdims=0),
+    ]
+    return h.make_graph(
+        nodes,
+        "linf_row",
+        [h.make_tensor_value_info("w", T.FLOAT, None)],
+        [h.make_tensor_value_info("col", T.FLOAT, None)],
+    )
+
+
+def _distance_nodes(x: str, w: str, b: str, y: str) -> list[NodeProto]:
+    """Nodes computing ``y[n,m] = max_d |x[n,d] - w[m,d]| + b[m]`` (b may be a missing input).
+
+    The scan body refers to the outer value named ``X``; callers pass ``x == "X"`` or bind it.
+    """
+    nodes = []
+    if x != "X":
+        nodes.append(h.make_node("Identity", [x], ["X"]))
+    nodes += [
+        h.make_node("Scan", [w], ["Yt"], num_scan_inputs=1, body=_scan_body()),
+        h.make_node("Transpose", ["Yt"], ["Y0"], perm=[1, 0]),
+        h.make_node("Shape", [w], ["Mshape"], start=0, end=1),
+        _c_ints("one", [1]),
+        h.make_node("Concat", ["one", "Mshape"], ["Bshape"], axis=0),
+        h.make_node(
+            "ConstantOfShape", ["Bshape"], ["Z1M"], value=h.make_tensor("zero", T.FLOAT, [1], [0.0])
+        ),
+        h.make_node("Constant", [], ["Z11"], value=h.make_tensor("z11", T.FLOAT, [1, 1], [0.0])),
+        # Gemm's C is optional and "as if 0" when missing: Bfull = B, or zeros when B is absent
+        h.make_node("Gemm", ["Z11", "Z1M", b], ["Bfull"]),
+        h.make_node("Add", ["Y0", "Bfull"], [y]),
+    ]
+    return nodes
+
+
+def linf_dist_function(opset: int = DEFAULT_OPSET) -> FunctionProto:
+    """The canonical FunctionProto of ``linf::LinfDist`` for a model of default-domain ``opset``."""
+    _check_opset(opset)
+    return h.make_function(
+        DOMAIN,
+        LINF_DIST,
+        ["X", "W", "B"],
+        ["Y"],
+        _distance_nodes("X", "W", "B", "Y"),
+        [h.make_opsetid("", opset)],
+        doc_string="Y[n,m] = max_d |X[n,d] - W[m,d]| + B[m]; B optional (0 when absent). "
+        "linf domain v1, docs/onnx-ops.md.",
+    )
+
+
+def _attr_ref(name: str) -> AttributeProto:
+    a = AttributeProto()
+    a.name = "value_ints"
+    a.ref_attr_name = name
+    a.type = AttributeProto.INTS
+    return a
+
+
+def _conv_nodes() -> list[NodeProto]:
+    """Pad + Gather unfold into [N*H'*W', C*kH*kW], distance to W as [M, C*kH*kW], fold back."""
+    const_from_attr = []
+    for attr, out in (("strides", "S"), ("pads", "P"), ("dilations", "Dl")):
+        n = h.make_node("Constant", [], [out])
+        n.attribute.append(_attr_ref(attr))
+        const_from_attr.append(n)
+    nodes = const_from_attr + [
+        _c_ints("ax23", [2, 3]),
+        h.make_node("Pad", ["Xin", "P", "", "ax23"], ["Xp"], mode="constant"),
+        h.make_node("Shape", ["Xp"], ["HWp"], start=2, end=4),
+        h.make_node("Shape", ["Win"], ["K"], start=2, end=4),
+        _c_ints("i1", [1]),
+        # extent of the dilated kernel and output size: O = (HWp - (Dl*(K-1)+1)) / S + 1
+        h.make_node("Sub", ["K", "i1"], ["Km1"]),
+        h.make_node("Mul", ["Dl", "Km1"], ["DK"]),
+        h.make_node("Add", ["DK", "i1"], ["Ext"]),
+        h.make_node("Sub", ["HWp", "Ext"], ["Room"]),
+        h.make_node("Div", ["Room", "S"], ["Steps"]),
+        h.make_node("Add", ["Steps", "i1"], ["O"]),
+        h.make_node("Constant", [], ["s0"], value=h.make_tensor("s0v", T.INT64, [], [0])),
+        h.make_node("Constant", [], ["s1"], value=h.make_tensor("s1v", T.INT64, [], [1])),
+    ]
+    # row/col index tables: idx_a[i, u] = i * S[a] + u * Dl[a]
+    for a, tag in ((0, "h"), (1, "w")):
+        sa = "s0" if a == 0 else "s1"
+        nodes += [
+            h.make_node("Gather", ["O", sa], [f"O{tag}"], axis=0),
+            h.make_node("Gather", ["K", sa], [f"K{tag}"], axis=0),
+            h.make_node("Gather", ["S", sa], [f"S{tag}"], axis=0),
+            h.make_node("Gather", ["Dl", sa], [f"D{tag}"], axis=0),
+            h.make_node("Range", ["s0", f"O{tag}", "s1"], [f"ri{tag}"]),
+            h.make_node("Range", ["s0", f"K{tag}", "s1"], [f"ru{tag}"]),
+            h.make_node("Mul", [f"ri{tag}", f"S{tag}"], [f"bi{tag}"]),
+            h.make_node("Mul", [f"ru{tag}", f"D{tag}"], [f"bu{tag}"]),
+            h.make_node("Unsqueeze", [f"bi{tag}", "i1"], [f"bic{tag}"]),
+            h.make_node("Add", [f"bic{tag}", f"bu{tag}"], [f"idx{tag}"]),
+        ]
+    nodes += [
+        h.make_node("Gather", ["Xp", "idxh"], ["G1"], axis=2),  # [N, C, H', kH, Wp]
+        h.make_node("Gather", ["G1", "idxw"], ["G2"], axis=4),  # [N, C, H', kH, W', kW]
+        h.make_node("Transpose", ["G2"], ["G3"], perm=[0, 2, 4, 1, 3, 5]),  # [N, H', W', C, kH, kW]
+        h.make_node("Shape", ["Win"], ["CKK"], start=1, end=4),
+        h.make_node("ReduceProd", ["CKK"], ["D"], keepdims=1),
+        _c_ints("m1", [-1]),
+        h.make_node("Concat", ["m1", "D"], ["RowShape"], axis=0),
+        h.make_node("Reshape", ["G3", "RowShape"], ["X"]),  # [N*H'*W', D]
+        _c_ints("keep0", [0, -1]),
+        h.make_node("Reshape", ["Win", "keep0"], ["W2"]),  # [M, D]
+    ]
+    nodes += _distance_nodes("X", "W2", "Bin", "Y2")
+    nodes += [
+        h.make_node("Shape", ["Xin"], ["Nshape"], start=0, end=1),
+        h.make_node("Concat", ["Nshape", "O", "m1"], ["Y4shape"], axis=0),
+        h.make_node("Reshape", ["Y2", "Y4shape"], ["Y4"]),  # [N, H', W', M]
+        h.make_node("Transpose", ["Y4"], ["Y"], perm=[0, 3, 1, 2]),
+    ]
+    return nodes
+
+
+def linf_dist_conv_function(opset: int = DEFAULT_OPSET) -> FunctionProto:
+    """The canonical FunctionProto of ``linf::LinfDistConv`` for a model of default-domain ``opset``."""
+    _check_opset(opset)
+    defaults = [h.make_attribute(k, list(v)) for k, v in CONV_DEFAULTS.items()]
+    return h.make_function(
+        DOMAIN,
+        LINF_DIST_CONV,
+        ["Xin", "Win", "Bin"],
+        ["Y"],
+        _conv_nodes(),
+        [h.make_opsetid("", opset)],
+        attribute_protos=defaults,
+        doc_string="Y[n,m,i,j] = max_{c,u,v} |Xpad[n,c,i*s0+u*d0,j*s1+v*d1] - W[m,c,u,v]| + B[m]; "
+        "ONNX Conv semantics for strides/pads/dilations, padded value 0. linf domain v1.",
+    )
+
+
+_BUILDERS = {LINF_DIST: linf_dist_function, LINF_DIST_CONV: linf_dist_conv_function}
+
+
+def canonical_function(op_type: str, opset: int = DEFAULT_OPSET) -> FunctionProto:
+    """The canonical body of ``linf::<op_type>`` for default-domain ``opset``; ModelError if unknown."""
+    if op_type not in _BUILDERS:
+        raise ModelError(f"unknown op linf::{op_type} (linf v1 defines {', '.join(OP_TYPES)})")
+    return _BUILDERS[op_type](opset)
+
+
+def make_linf_functions(
+    opset: int = DEFAULT_OPSET, op_types: Sequence[str] = OP_TYPES
+) -> list[FunctionProto]:
+    """The canonical FunctionProtos for ``op_types`` (a model attaches those it uses)."""
+    return [canonical_function(t, opset) for t in op_types]
+
+
+def _normalised(fn: FunctionProto) -> bytes:
+    f = FunctionProto()
+    f.CopyFrom(fn)
+    f.doc_string = ""
+    return f.SerializeToString(deterministic=True)
+
+
+def is_canonical_function(fn: FunctionProto, opset: int) -> bool:
+    """True iff ``fn`` equals the canonical body for ``opset`` (doc strings ignored)."""
+    if fn.domain != DOMAIN or fn.name not in _BUILDERS or not MIN_OPSET <= opset <= MAX_OPSET:
+        return False
+    return _normalised(fn) == _normalised(canonical_function(fn.name, opset))
+
+
+def check_function(fn: FunctionProto, opset: int) -> None:
+    """Raise ModelError unless ``fn`` is the canonical body of a linf v1 op for ``opset``."""
+    if fn.domain != DOMAIN:
+        raise ModelError(f"function {fn.domain}::{fn.name} is not in the linf domain")
+    if fn.name not in _BUILDERS:
+        raise ModelError(f"unknown op linf::{fn.name} (linf v1 defines {', '.join(OP_TYPES)})")
+    _check_opset(opset)
+    if not is_canonical_function(fn, opset):
+        raise ModelError(
+            f"the attached body of linf::{fn.name} is not the canonical linf v1 body for opset "
+            f"{opset}; refusing to trust it (rebuild with verify.linf_spec.make_linf_functions)"
+        )
+
+
+def conv_attributes(node: NodeProto) -> dict[str, tuple[int, ...]]:
+    """``strides``, ``pads``, ``dilations`` of a LinfDistConv node, defaults filled in, validated."""
+    out = dict(CONV_DEFAULTS)
+    for a in node.attribute:
+        if a.name not in CONV_DEFAULTS:
+            raise ModelError(f"linf::LinfDistConv node {node.name!r}: unknown attribute {a.name!r}")
+        out[a.name] = tuple(int(v) for v in h.get_attribute_value(a))
+    for k, v in out.items():
+        want = 4 if k == "pads" else 2
+        low = 0 if k == "pads" else 1
+        if len(v) != want or any(x < low for x in v):
+            raise ModelError(
+                f"linf::LinfDistConv node {node.name!r}: {k} must be {want} ints >= {low}, got {list(v)}"
+            )
+    return out
+
+
+def linf_dist_reference(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """float32 reference of LinfDist, bit-identical to the canonical body (chunked over rows of W)."""
+    x = np.asarray(x, np.float32)
+    w = np.asarray(w, np.float32)
+    y = np.empty((x.shape[0], w.shape[0]), np.float32)
+    for m in range(w.shape[0]):
+        y[:, m] = np.abs(x - w[m]).max(axis=1) if x.shape[1] else 0.0
+    if b is not None:
+        y = (y + np.asarray(b, np.float32)).astype(np.float32)
+    return y
+
+
+def linf_dist_conv_reference(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None = None,
+    strides: Sequence[int] = (1, 1),
+    pads: Sequence[int] = (0, 0, 0, 0),
+    dilations: Sequence[int] = (1, 1),
+) -> np.ndarray:
+    """float32 reference of LinfDistConv (ONNX Conv index semantics, zero padding)."""
+    x = np.asarray(x, np.float32)
+    w = np.asarray(w, np.float32)
+    n, c, _, _ = x.shape
+    m, _, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    oh = (xp.shape[2] - (dilations[0] * (kh - 1) + 1)) // strides[0] + 1
+    ow = (xp.shape[3] - (dilations[1] * (kw - 1) + 1)) // strides[1] + 1
+    cols = np.empty((n, oh, ow, c, kh, kw), np.float32)
+    for u in range(kh):
+        for v in range(kw):
+            r0, c0 = u * dilations[0], v * dilations[1]
+            patch = xp[:, :, r0 : r0 + strides[0] * (oh - 1) + 1 : strides[0],
+                       c0 : c0 + strides[1] * (ow - 1) + 1 : strides[1]]
+            cols[..., u, v] = patch.transpose(0, 2, 3, 1)
+    y = linf_dist_reference(cols.reshape(n * oh * ow, -1), w.reshape(m, -1), b)
+    return y.reshape(n, oh, ow, m).transpose(0, 3, 1, 2).copy()
