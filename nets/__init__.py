@@ -1,0 +1,9 @@
+"""nets: ℓ∞-dist layers, models, ensembles and checkpoints (Zhang et al., ICML 2021).
+
+Public API (see each module's docstring for the guarantees):
+- nets.ops: lp_dist, lp_dist_conv, reference_lp_dist
+- nets.layers: LinfDistLinear, LinfDistConv2d, MeanShift, identity_init
+- nets.models: ModelConfig, build_model, set_p, get_p, set_backend, count_params, LinfDistNet
+- nets.ensemble: ConvexEnsemble
+- nets.checkpoint: save_checkpoint, load_checkpoint
+"""
