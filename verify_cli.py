@@ -45,5 +45,38 @@ def user_errors(fn):
 # ---- commands: each section is owned by one module; keep them thin ----
 
 
+@app.command()
+@user_errors
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="checkpoint directory (config.json + model.safetensors)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write")],
+    opset: Annotated[int, typer.Option(help="default-domain ONNX opset (18..23)")] = 18,
+    check: Annotated[bool, typer.Option("--check/--no-check",
+                                        help="run the full ONNX checker and an onnxruntime parity run vs torch")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
+):
+    """Export a trained checkpoint to one self-contained ONNX file (linf ops + standard-op bodies)."""
+    import json
+
+    from export import export_checkpoint, read_metadata
+
+    m = export_checkpoint(checkpoint, out, opset=opset, check=check)
+    meta = read_metadata(m)
+    linf_nodes = sum(1 for n in m.graph.node if n.domain == "linf")
+    summary = {"out": str(out), "bytes": out.stat().st_size, "opset": opset, "nodes": len(m.graph.node),
+               "linf_nodes": linf_nodes, "checked": check, **{k: meta.get(k) for k in
+               ("architecture", "dataset", "eps_train", "claimed_lipschitz")}}
+    if json_out:
+        typer.echo(json.dumps(summary))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"exported {out}", show_header=False)
+    for k, v in summary.items():
+        table.add_row(k, str(v))
+    Console().print(table)
+
+
 if __name__ == "__main__":
     app()
