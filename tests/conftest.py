@@ -1,0 +1,30 @@
+"""Shared fixtures: tiny model configs of every architecture (fast to build and run on CPU)."""
+
+from __future__ import annotations
+
+import pytest
+
+from nets.models import ModelConfig
+
+TINY = {
+    "linf": dict(arch="linf", input_shape=(1, 8, 8), depth=3, width=16, num_classes=10),
+    "linf-mlp": dict(arch="linf-mlp", input_shape=(1, 8, 8), depth=2, width=16, hidden=8, num_classes=10),
+    "conv-linf-mlp": dict(arch="conv-linf-mlp", input_shape=(1, 8, 8), depth=1, width=16, hidden=8,
+                          num_classes=10, conv_channels=(4, 8), conv_strides=(1, 2)),
+}
+
+
+def _tiny(arch: str) -> ModelConfig:
+    return ModelConfig(**TINY[arch])
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """Factory: tiny_config(arch) -> a small ModelConfig on 8×8×1 inputs (the digits shape), 10 classes."""
+    return _tiny
+
+
+@pytest.fixture(params=sorted(TINY))
+def tiny_cfg(request) -> ModelConfig:
+    """Parametrised over every architecture: a tiny ModelConfig."""
+    return _tiny(request.param)
