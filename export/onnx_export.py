@@ -50,10 +50,9 @@ def _ensemble_parts(model: nn.Module):
 
 def _input_shape(model: nn.Module, input_shape) -> tuple[int, int, int]:
     if input_shape is None:
-        cfg = getattr(model, "config", None)
-        if cfg is None and getattr(model, "members", None) is not None:
-            cfg = getattr(next(iter(model.members)), "config", None)
-        if cfg is None:
+        net = next(iter(model.members)) if getattr(model, "members", None) is not None else model
+        cfg = getattr(net, "config", None)
+        if cfg is None or not hasattr(cfg, "input_shape"):
             raise ModelError("input_shape is needed: the model has no .config")
         input_shape = cfg.input_shape
     shape = tuple(int(v) for v in input_shape)
