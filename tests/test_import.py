@@ -1,0 +1,240 @@
+"""Safe ONNX import: forward vs onnxruntime, shapes, unsupported ops, external data, fusion.
+
+Also hosts the small ONNX builders reused by the other verifier test files (test_ops_*.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+from verify import linf_spec
+from verify.errors import ModelError
+from verify.model import load_model
+
+OPSET = 18
+
+
+def make_model(nodes, inits: dict, in_shape, out_k, *, linf_ops=(), opset=OPSET, in_name="input"):
+    """A model with one float input [N, *in_shape] and output 'logits' [N, out_k]."""
+    g = h.make_graph(
+        nodes,
+        "g",
+        [h.make_tensor_value_info(in_name, T.FLOAT, ["N", *in_shape])],
+        [h.make_tensor_value_info("logits", T.FLOAT, ["N", out_k])],
+        [nh.from_array(np.asarray(v), k) for k, v in inits.items()],
+    )
+    imports = [h.make_opsetid("", opset)]
+    funcs = []
+    if linf_ops:
+        imports.append(h.make_opsetid("linf", 1))
+        funcs = linf_spec.make_linf_functions(opset, list(linf_ops))
+    m = h.make_model(g, opset_imports=imports, functions=funcs)
+    m.ir_version = 9
+    return m
+
+
+def save(m, tmp_path, name="m.onnx") -> Path:
+    p = Path(tmp_path) / name
+    onnx.save(m, str(p))
+    return p
+
+
+def ort_run(path, x):
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+
+def pure_linf_net(rng, d=12, widths=(16, 16), k=5, mean_shift=True):
+    """Flatten -> LinfDist... -> Neg: the shape of our exported pure ℓ∞-dist nets."""
+    nodes = [h.make_node("Flatten", ["input"], ["h0"])]
+    inits = {}
+    prev, cur = d, "h0"
+    for i, w in enumerate(list(widths) + [k]):
+        inits[f"W{i}"] = rng.normal(size=(w, prev)).astype(np.float32)
+        ins = [cur, f"W{i}"]
+        if mean_shift or i == len(widths):
+            inits[f"B{i}"] = rng.normal(size=w).astype(np.float32)
+            ins.append(f"B{i}")
+        nodes.append(h.make_node("LinfDist", ins, [f"h{i + 1}"], domain="linf"))
+        cur, prev = f"h{i + 1}", w
+    nodes.append(h.make_node("Neg", [cur], ["logits"]))
+    return make_model(nodes, inits, [d], k, linf_ops=["LinfDist"])
+
+
+def mlp(rng, d=12, hidden=16, k=4, act="Relu"):
+    inits = {
+        "W1": rng.normal(size=(hidden, d)).astype(np.float32),
+        "B1": rng.normal(size=hidden).astype(np.float32),
+        "W2": rng.normal(size=(hidden, k)).astype(np.float32),
+        "B2": rng.normal(size=k).astype(np.float32),
+    }
+    nodes = [
+        h.make_node("Gemm", ["input", "W1", "B1"], ["a"], transB=1),
+        h.make_node(act, ["a"], ["r"]),
+        h.make_node("MatMul", ["r", "W2"], ["m"]),
+        h.make_node("Add", ["m", "B2"], ["logits"]),
+    ]
+    return make_model(nodes, inits, [d], k)
+
+
+def test_pure_linf_forward_matches_ort_bit_exactly(tmp_path):
+    rng = np.random.default_rng(0)
+    p = save(pure_linf_net(rng), tmp_path)
+    m = load_model(p)
+    x = rng.random((9, 12), dtype=np.float32)
+    assert np.array_equal(m.forward(x), ort_run(p, x))
+    assert m.num_classes == 5 and m.input_shape == (12,) and len(m.sha256) == 64
+    assert m.lipschitz() == 1.0
+    la = m.last_affine()
+    assert la is None  # a pure net ends in Neg(LinfDist): no affine layer
+
+
+def test_mlp_forward_close_to_ort_and_last_affine(tmp_path):
+    rng = np.random.default_rng(1)
+    p = save(mlp(rng), tmp_path)
+    m = load_model(p)
+    x = rng.random((6, 12), dtype=np.float32)
+    np.testing.assert_allclose(m.forward(x), ort_run(p, x), rtol=1e-5, atol=1e-5)
+    la = m.last_affine()
+    assert la is not None and la.input_name == "r"
+    r = np.maximum(x @ m.graph.constants["W1"].T + m.graph.constants["B1"], 0)
+    np.testing.assert_allclose(r @ la.weight.T + la.bias, ort_run(p, x), rtol=1e-4, atol=1e-4)
+
+
+def test_interval_contains_ort_outputs(tmp_path):
+    rng = np.random.default_rng(2)
+    for model in (pure_linf_net(rng), mlp(rng, act="Tanh")):
+        p = save(model, tmp_path)
+        m = load_model(p)
+        x = rng.random((4, 12), dtype=np.float32)
+        lo, hi = m.interval(x - np.float32(0.05), x + np.float32(0.05))
+        for _ in range(20):
+            xs = (x + rng.uniform(-0.05, 0.05, x.shape)).astype(np.float32)
+            xs = np.clip(xs, x - np.float32(0.05), x + np.float32(0.05))
+            y = ort_run(p, xs)
+            assert np.all(lo <= y) and np.all(y <= hi)
+
+
+def test_unsupported_ops_listed_in_one_error(tmp_path):
+    nodes = [
+        h.make_node("Erf", ["input"], ["a"], name="e1"),
+        h.make_node("Relu", ["a"], ["b"]),
+        h.make_node("HardSwish", ["b"], ["c"], name="hs"),
+        h.make_node("Conv", ["c4", "Wc"], ["d"], name="cg", group=2),
+        h.make_node("Identity", ["c"], ["logits"]),
+    ]
+    m = make_model(nodes[:3] + [nodes[4]], {}, [4], 4)
+    with pytest.raises(ModelError) as e:
+        load_model(save(m, tmp_path))
+    msg = str(e.value)
+    assert "e1 (Erf)" in msg and "hs (HardSwish)" in msg and "Supported ops:" in msg and "LinfDist" in msg
+    assert "\n" not in msg
+
+
+def test_unsupported_attribute_is_named(tmp_path):
+    w = np.ones((2, 2, 3, 3), np.float32)
+    nodes = [
+        h.make_node("Conv", ["input", "W"], ["c"], name="grouped", group=2),
+        h.make_node("Flatten", ["c"], ["logits"]),
+    ]
+    m = make_model(nodes, {"W": w}, [4, 3, 3], 2)
+    with pytest.raises(ModelError, match="grouped.*group"):
+        load_model(save(m, tmp_path))
+
+
+def _external_model(tmp_path, location: str):
+    rng = np.random.default_rng(3)
+    m = mlp(rng)
+    for t in m.graph.initializer:
+        if t.name == "W1":
+            t.data_location = T.EXTERNAL
+            t.ClearField("raw_data")
+            t.ClearField("float_data")
+            e = t.external_data.add()
+            e.key, e.value = "location", location
+    return save(m, tmp_path)
+
+
+@pytest.mark.parametrize("loc", ["/etc/passwd", "../secret.bin", "sub/../../secret.bin", "link.bin"])
+def test_external_data_outside_folder_refused(tmp_path, loc):
+    d = tmp_path / "model"
+    d.mkdir()
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.ones(16 * 12, np.float32).tobytes())
+    os.symlink(secret, d / "link.bin")
+    p = _external_model(d, loc)
+    with pytest.raises(ModelError, match="outside the model folder|absolute|'\\.\\.'"):
+        load_model(p)
+
+
+def test_external_data_inside_folder_loads(tmp_path):
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(16, 12)).astype(np.float32)
+    (tmp_path / "w.bin").write_bytes(b"\0" * 8 + w.tobytes())
+    p = _external_model(tmp_path, "w.bin")
+    m = onnx.load(str(p), load_external_data=False)
+    t = next(t for t in m.graph.initializer if t.name == "W1")
+    e = t.external_data.add()
+    e.key, e.value = "offset", "8"
+    onnx.save(m, str(p))
+    vm = load_model(p)
+    assert np.array_equal(vm.graph.constants["W1"], w)
+    x = rng.random((3, 12), dtype=np.float32)
+    np.testing.assert_allclose(vm.forward(x), ort_run(p, x), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_files_give_model_errors(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        load_model(tmp_path / "nope.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not protobuf at all \xff\xfe")
+    with pytest.raises(ModelError):
+        load_model(bad)
+
+
+def test_float16_weights_refused(tmp_path):
+    nodes = [h.make_node("Cast", ["input"], ["c"], to=T.FLOAT16)]
+    w = np.ones((4, 2), np.float16)
+    nodes = [h.make_node("MatMul", ["input", "W"], ["logits"])]
+    m = make_model(nodes, {"W": w}, [4], 2)
+    with pytest.raises(ModelError):
+        load_model(save(m, tmp_path))
+
+
+def test_two_inputs_refused(tmp_path):
+    g = h.make_graph(
+        [h.make_node("Add", ["a", "b"], ["logits"])],
+        "g",
+        [h.make_tensor_value_info("a", T.FLOAT, ["N", 3]), h.make_tensor_value_info("b", T.FLOAT, ["N", 3])],
+        [h.make_tensor_value_info("logits", T.FLOAT, ["N", 3])],
+    )
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", OPSET)])
+    with pytest.raises(ModelError, match="exactly one input"):
+        load_model(save(m, tmp_path))
+
+
+def test_tampered_linf_function_refused(tmp_path):
+    rng = np.random.default_rng(4)
+    m = pure_linf_net(rng)
+    f = m.functions[0]
+    for n in f.node:
+        if n.op_type == "Add":
+            n.op_type = "Sub"
+    with pytest.raises(ModelError, match="canonical"):
+        load_model(save(m, tmp_path))
+
+
+def test_missing_linf_function_refused(tmp_path):
+    rng = np.random.default_rng(5)
+    m = pure_linf_net(rng)
+    del m.functions[:]
+    with pytest.raises(ModelError, match="function body"):
+        load_model(save(m, tmp_path))

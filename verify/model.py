@@ -1,0 +1,220 @@
+"""``load_model(path) -> VerifiedModel``: the verifier's view of an ONNX file (see docs/DESIGN.md).
+
+Pipeline: safe read (verify/loader.py) -> NodeSpecs in topological order -> bind every node to its
+registry op (ONE ModelError naming every unsupported node) -> fold constant subgraphs whose ops are
+bit-identical to onnxruntime -> fuse standard-op ℓ∞-dist layers into linf::LinfDist
+(verify/fuse.py) -> dry run on zeros, checking every tensor's shape against ONNX shape inference.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from verify.errors import ModelError
+from verify.graph import Graph, NodeLipschitz, evaluate, lipschitz_table, output_lipschitz, propagate, toposort
+from verify.loader import RawModel, read_model, tensor_to_numpy
+from verify.ops.base import Box, NodeSpec, Op, attrs_of
+from verify.rounding import require_ieee_subnormals
+
+
+@dataclass
+class LastAffine:
+    """The output is ``x @ W.T + b`` of the tensor ``input_name`` (W [K, H] float32, b [K] float32):
+    the exact real map the certifier may merge into the margin (paper Eqn 21). ``node`` produced it."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    input_name: str
+    node: str
+
+
+def _specs(raw: RawModel) -> list[NodeSpec]:
+    specs = []
+    names = set()
+    for k, n in enumerate(raw.proto.graph.node):
+        name = n.name or f"{n.op_type}_{k}"
+        while name in names:
+            name = f"{name}_{k}"
+        names.add(name)
+        domain = "" if n.domain == "ai.onnx" else n.domain
+        specs.append(NodeSpec(name, n.op_type, domain, list(n.input), list(n.output), attrs_of(n),
+                              raw.opsets.get(domain, 0)))
+    return specs
+
+
+def _bind(specs: list[NodeSpec], constants: dict[str, np.ndarray]) -> list[Op]:
+    from verify.ops._op_list import OPS, supported_ops
+
+    ops, bad = [], []
+    for s in specs:
+        cls = OPS.get((s.domain, s.op_type))
+        label = f"{s.name} ({s.domain + '::' if s.domain else ''}{s.op_type})"
+        if cls is None:
+            bad.append(label)
+            continue
+        op = cls(s, {i: constants[t] for i, t in enumerate(s.inputs) if t in constants})
+        reason = op.unsupported()
+        if reason:
+            bad.append(f"{label}: {reason}")
+            continue
+        ops.append(op)
+        if op.foldable and all(t == "" or t in constants for t in s.inputs):
+            outs = op.forward(*[None if t == "" else constants[t] for t in s.inputs])
+            for name, v in zip(s.outputs, outs if len(s.outputs) > 1 else (outs,)):
+                constants[name] = np.asarray(v)
+            ops.pop()
+    if bad:
+        raise ModelError(
+            f"unsupported node(s): {'; '.join(bad)}. Supported ops: {', '.join(supported_ops())}"
+        )
+    return ops
+
+
+def _dry_run(g: Graph, raw: RawModel) -> int:
+    n = raw.batch_dim or 1
+    vals = evaluate(g, np.zeros([n] + raw.input_dims, np.float32), keep_all=True)
+    for name, v in vals.items():
+        want = raw.shapes.get(name)
+        if want is not None and len(want) == v.ndim:
+            if any(w is not None and w != s for w, s in zip(want, v.shape) if w):
+                raise ModelError(f"tensor {name!r}: shape {list(v.shape)} disagrees with ONNX shape inference {list(want)}")
+    out = vals[g.output_name]
+    if out.ndim != 2 or out.shape[0] != n:
+        raise ModelError(f"the output must have shape [N, K], got {list(out.shape)} for N = {n}")
+    if out.dtype != np.float32:
+        raise ModelError(f"the output must be float32, got {out.dtype}")
+    return int(out.shape[1])
+
+
+class VerifiedModel:
+    """A loaded model: float32 forward, sound interval propagation and Lipschitz bounds.
+
+    Attributes: ``input_name``, ``input_shape`` (without N), ``output_name``, ``num_classes``,
+    ``metadata`` (dict of metadata_props; claims, never trusted), ``sha256``, ``path``,
+    ``batch_size`` (None = dynamic; a fixed batch dim makes forward/interval run in chunks of it),
+    ``graph`` (:class:`verify.graph.Graph`; ``graph.nodes`` is the list of bound ops).
+    """
+
+    def __init__(self, raw: RawModel, graph: Graph, num_classes: int):
+        self.path = raw.path
+        self.sha256 = raw.sha256
+        self.metadata = dict(raw.metadata)
+        self.opsets = dict(raw.opsets)
+        self.input_name = graph.input_name
+        self.output_name = graph.output_name
+        self.input_shape = tuple(raw.input_dims)
+        self.batch_size = raw.batch_dim
+        self.num_classes = num_classes
+        self.graph = graph
+
+    # ---- evaluation ----
+    def _check_x(self, x: np.ndarray, what: str) -> np.ndarray:
+        x = np.asarray(x)
+        if x.dtype != np.float32:
+            raise ModelError(f"{what} must be float32, got {x.dtype}")
+        if tuple(x.shape[1:]) != self.input_shape or x.ndim != len(self.input_shape) + 1:
+            raise ModelError(f"{what} must have shape [N, {', '.join(map(str, self.input_shape))}], got {list(x.shape)}")
+        return x
+
+    def _chunks(self, n: int):
+        step = self.batch_size or max(n, 1)
+        for s in range(0, n, step):
+            yield slice(s, min(n, s + step))
+
+    def _pad(self, a: np.ndarray) -> tuple[np.ndarray, int]:
+        if self.batch_size and a.shape[0] < self.batch_size:
+            k = a.shape[0]
+            return np.concatenate([a, np.repeat(a[-1:], self.batch_size - k, 0)]), k
+        return a, a.shape[0]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """float32 logits [N, K] as onnxruntime computes them (bit-identical for ℓ∞-dist, shape and
+        elementwise IEEE ops; within float32 dot-product/libm error for Gemm/Conv/tanh...)."""
+        x = self._check_x(x, "input")
+        outs = []
+        for sl in self._chunks(x.shape[0]):
+            xi, k = self._pad(x[sl])
+            outs.append(evaluate(self.graph, xi)[self.output_name][:k])
+        return np.concatenate(outs) if outs else np.zeros((0, self.num_classes), np.float32)
+
+    def propagate(self, lo: np.ndarray, hi: np.ndarray) -> dict[str, Box]:
+        """Sound boxes of EVERY tensor (graph input, intermediates, output) for inputs in [lo, hi].
+        Requires a dynamic batch or N equal to the fixed batch size."""
+        require_ieee_subnormals()
+        lo = self._check_x(lo, "lower bound")
+        hi = self._check_x(hi, "upper bound")
+        if lo.shape != hi.shape or np.any(np.isnan(lo)) or np.any(np.isnan(hi)) or np.any(lo > hi):
+            raise ModelError("the input box must satisfy lo <= hi elementwise (same shape, no NaN)")
+        if self.batch_size and lo.shape[0] != self.batch_size:
+            raise ModelError(f"this model has a fixed batch size {self.batch_size}")
+        return propagate(self.graph, Box(lo, hi), keep_all=True)
+
+    def interval(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sound float32 enclosure (lo_out, hi_out) [N, K] of the logits for every real input in the
+        box and of onnxruntime's float32 logits for every float32 input in it."""
+        require_ieee_subnormals()
+        lo = self._check_x(lo, "lower bound")
+        hi = self._check_x(hi, "upper bound")
+        if lo.shape != hi.shape or np.any(np.isnan(lo)) or np.any(np.isnan(hi)) or np.any(lo > hi):
+            raise ModelError("the input box must satisfy lo <= hi elementwise (same shape, no NaN)")
+        los, his = [], []
+        for sl in self._chunks(lo.shape[0]):
+            li, k = self._pad(lo[sl])
+            hi_i, _ = self._pad(hi[sl])
+            b = propagate(self.graph, Box(li, hi_i), keep_all=False)[self.output_name]
+            los.append(b.lo[:k])
+            his.append(b.hi[:k])
+        if not los:
+            z = np.zeros((0, self.num_classes), np.float32)
+            return z, z.copy()
+        return np.concatenate(los).astype(np.float32), np.concatenate(his).astype(np.float32)
+
+    # ---- Lipschitz ----
+    def node_lipschitz(self) -> list[NodeLipschitz]:
+        """Per node: name, op_type, local bound, cumulative bound (upward rounded; inf = unbounded)."""
+        return lipschitz_table(self.graph)
+
+    def lipschitz(self) -> float:
+        """Sound global ℓ∞→ℓ∞ Lipschitz bound of the logits (math.inf if none is known)."""
+        return float(output_lipschitz(self.graph))
+
+    # ---- structure for the certifier ----
+    def last_affine(self) -> LastAffine | None:
+        """When the logits are produced by Gemm (A variable, B/C constant) or MatMul with a constant
+        right operand (optionally followed by Add of a constant vector), return the exact map
+        ``logits = h @ W.T + b`` as float32 arrays and the name of ``h``; otherwise None."""
+        from verify.fuse import find_last_affine
+
+        return find_last_affine(self.graph)
+
+
+def build_graph(raw: RawModel) -> Graph:
+    """Bind, fold, fuse and order the nodes of a validated model."""
+    constants = {t.name: tensor_to_numpy(t) for t in raw.proto.graph.initializer}
+    specs = toposort(_specs(raw), set(constants) | {raw.input_name})
+    ops = _bind(specs, constants)
+    g = Graph(raw.input_name, raw.output_name, ops, constants)
+    if raw.output_name in constants:
+        raise ModelError("the model output does not depend on its input")
+    if any(op.op_type == "ReduceMax" for op in g.nodes):
+        from verify.fuse import fuse_linf_patterns, tensor_ranks
+
+        ranks = tensor_ranks(g, np.zeros([raw.batch_dim or 1] + raw.input_dims, np.float32))
+        g = fuse_linf_patterns(g, ranks)
+    return g
+
+
+def load_model(path: str | os.PathLike) -> VerifiedModel:
+    """Load an ONNX file for verification; raises ModelError with a one-line message on bad input."""
+    raw = read_model(path)
+    g = build_graph(raw)
+    k = _dry_run(g, raw)
+    if raw.num_classes is not None and raw.num_classes != k:
+        raise ModelError(f"the output declares {raw.num_classes} classes but computes {k}")
+    return VerifiedModel(raw, g, k)
+
+
+__all__ = ["load_model", "VerifiedModel", "LastAffine", "Box", "NodeLipschitz"]

@@ -1,0 +1,57 @@
+"""Helpers for elementwise ops: outward rounding of correctly rounded float32 results, and the
+error model of float32 transcendental functions in onnxruntime.
+
+Correctly rounded ops (+, -, *, / of float32): the float32 result is RN(exact); RN is monotone, so
+bounds computed in float32 from the box corners are RN(exact extreme) and one step outward
+(``step_down`` / ``step_up``) makes them sound for the reals AND for every float32 evaluation.
+
+Transcendental ops (tanh, sigmoid, exp): evaluated in float64 at the endpoints (the function is
+monotone) and widened by ``LIBM_REL`` relative + ``LIBM_ABS`` absolute before rounding outward.
+ASSUMPTION (documented, tested against onnxruntime by sampling in tests/test_ops_soundness.py): the
+float32 kernels of onnxruntime (MLAS vectorised approximations) are accurate to within 2^-16
+relative of the true value plus 2^-126 absolute; float64 libm is within a few ulp (negligible).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from verify.ops.base import Box
+from verify.rounding import down, step_down, step_up, up
+
+LIBM_REL = 2.0**-16
+LIBM_ABS = 2.0**-126
+
+
+def f32(a) -> np.ndarray:
+    return np.asarray(a, dtype=np.float32)
+
+
+def outward(lo32: np.ndarray, hi32: np.ndarray) -> Box:
+    """Sound box from float32 values that are each one correctly rounded op of the exact extreme."""
+    return Box(step_down(lo32), step_up(hi32))
+
+
+def corner_box(fn: Callable, a: Box, b: Box) -> Box:
+    """Sound box of the correctly rounded binary op ``fn`` (monotone in each argument on each sign
+    region, extremes at corners: * and / away from 0) from the four float32 corner values."""
+    with np.errstate(all="ignore"):
+        cands = [fn(f32(x), f32(y)) for x in (a.lo, a.hi) for y in (b.lo, b.hi)]
+    lo = cands[0]
+    hi = cands[0]
+    for c in cands[1:]:
+        lo = np.minimum(lo, c)
+        hi = np.maximum(hi, c)
+    return outward(lo, hi)
+
+
+def monotone_libm(fn64: Callable, box: Box, lo_clip: float, hi_clip: float) -> Box:
+    """Sound box of a non-decreasing transcendental ``fn`` with range within [lo_clip, hi_clip]."""
+    with np.errstate(all="ignore"):
+        flo = fn64(box.lo.astype(np.float64))
+        fhi = fn64(box.hi.astype(np.float64))
+    lo = down(flo - (np.abs(flo) * LIBM_REL + LIBM_ABS))
+    hi = up(fhi + (np.abs(fhi) * LIBM_REL + LIBM_ABS))
+    return Box(np.clip(lo, lo_clip, hi_clip).astype(np.float32), np.clip(hi, lo_clip, hi_clip).astype(np.float32))

@@ -1,0 +1,55 @@
+"""The op registry: (domain, op_type) -> class. One import line per op; domain "" is ONNX's default.
+
+To add an op: write ``verify/ops/op_<name>.py`` with one class named after the op_type (see
+``verify/ops/base.py`` for the contract), import it here and add it to ``OPS``.
+"""
+
+from __future__ import annotations
+
+from verify.ops.base import Op
+from verify.ops.op_abs import Abs
+from verify.ops.op_add import Add
+from verify.ops.op_constant import Constant
+from verify.ops.op_conv import Conv
+from verify.ops.op_div import Div
+from verify.ops.op_flatten import Flatten
+from verify.ops.op_gemm import Gemm
+from verify.ops.op_identity import Identity
+from verify.ops.op_linfdist import LinfDist
+from verify.ops.op_linfdistconv import LinfDistConv
+from verify.ops.op_matmul import MatMul
+from verify.ops.op_mul import Mul
+from verify.ops.op_neg import Neg
+from verify.ops.op_relu import Relu
+from verify.ops.op_reshape import Reshape
+from verify.ops.op_sigmoid import Sigmoid
+from verify.ops.op_sub import Sub
+from verify.ops.op_tanh import Tanh
+
+_CLASSES: list[type[Op]] = [
+    LinfDist,
+    LinfDistConv,
+    Abs,
+    Add,
+    Constant,
+    Conv,
+    Div,
+    Flatten,
+    Gemm,
+    Identity,
+    MatMul,
+    Mul,
+    Neg,
+    Relu,
+    Reshape,
+    Sigmoid,
+    Sub,
+    Tanh,
+]
+
+OPS: dict[tuple[str, str], type[Op]] = {(c.domain, c.op_type): c for c in _CLASSES}
+
+
+def supported_ops() -> list[str]:
+    """Sorted names ``domain::op_type`` (``op_type`` alone for the default domain)."""
+    return sorted(f"{d}::{t}" if d else t for d, t in OPS)

@@ -1,0 +1,31 @@
+"""Helpers for shape ops: they move values without arithmetic, so boxes map exactly and the
+Lipschitz bound passes through unchanged (ℓ∞ of a permuted/copied tensor)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from verify.ops.base import Box, Op, scaled
+
+
+class ShapeOp(Op):
+    """An op applying the same value-preserving map to lo and hi (forward = the map)."""
+
+    def interval(self, b: Box, *rest: Box) -> Box:
+        consts = [None if r is None else r.lo for r in rest]
+        return Box(self.forward(b.lo, *consts), self.forward(b.hi, *consts))
+
+    def lipschitz(self, lx=None, *rest):
+        return scaled([lx], 1.0)
+
+
+def axes_from(op: Op, input_index: int, attr_name: str = "axes"):
+    """Axes from the attribute (old opsets) or the constant input (new opsets); None if absent."""
+    if attr_name in op.attrs:
+        return [int(a) for a in op.attrs[attr_name]]
+    if len(op.inputs) > input_index and op.inputs[input_index]:
+        c = op.const(input_index)
+        if c is None:
+            raise op.fail("axes must be a constant")
+        return [int(a) for a in np.asarray(c).reshape(-1)]
+    return None

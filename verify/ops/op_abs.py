@@ -1,0 +1,24 @@
+"""Abs: exact, 1-Lipschitz."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from verify.ops._elementwise import f32
+from verify.ops.base import Box, Op, scaled
+
+
+class Abs(Op):
+    op_type = "Abs"
+
+    def forward(self, x):
+        return np.abs(f32(x))
+
+    def interval(self, b):
+        lo, hi = f32(b.lo), f32(b.hi)
+        out_lo = np.where(lo >= 0, lo, np.where(hi <= 0, -hi, np.float32(0.0)))
+        out_hi = np.maximum(np.abs(lo), np.abs(hi))
+        return Box(out_lo.astype(np.float32), out_hi.astype(np.float32))
+
+    def lipschitz(self, lx=None):
+        return scaled([lx], 1.0)

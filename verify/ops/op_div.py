@@ -1,0 +1,47 @@
+"""Div (numpy broadcasting): corner quotients when the divisor's box excludes 0, one rounding,
+stepped outward; a divisor box containing 0 gives [-inf, inf] (documented; 0/0 would be NaN)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from verify.ops._elementwise import corner_box, f32
+from verify.ops.base import Box, Op, mul_up
+
+
+class Div(Op):
+    op_type = "Div"
+
+    def unsupported(self):
+        r = super().unsupported()
+        if r:
+            return r
+        c = self.const(1)
+        if c is not None and np.any(c == 0):
+            return "division by a constant containing 0"
+        return None
+
+    def forward(self, a, b):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return f32(a) / f32(b)
+
+    def interval(self, a, b):
+        spans0 = (f32(b.lo) <= 0) & (f32(b.hi) >= 0)
+        box = corner_box(np.divide, a, Box(np.where(spans0, 1, b.lo), np.where(spans0, 1, b.hi)))
+        if np.any(spans0):
+            shape = np.broadcast_shapes(box.lo.shape, spans0.shape)
+            lo = np.where(spans0, -np.inf, np.broadcast_to(box.lo, shape)).astype(np.float32)
+            hi = np.where(spans0, np.inf, np.broadcast_to(box.hi, shape)).astype(np.float32)
+            return Box(lo, hi)
+        return box
+
+    def lipschitz(self, la=None, lb=None):
+        if lb is not None:
+            return 0.0 if lb == 0 and not la else math.inf
+        if la is None:
+            return 0.0
+        c = np.abs(self.const(1).astype(np.float64))
+        inv = math.nextafter(float(1.0 / np.min(c)), math.inf) if c.size else 0.0
+        return mul_up(inv, la)

@@ -1,0 +1,20 @@
+"""Flatten(axis): reshape to 2-D [prod(dims[:axis]), prod(dims[axis:])], exact."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from verify.ops._shape import ShapeOp
+
+
+class Flatten(ShapeOp):
+    op_type = "Flatten"
+    known_attrs = frozenset({"axis"})
+
+    def forward(self, x):
+        x = np.asarray(x)
+        axis = int(self.attr("axis", 1))
+        if axis < 0:
+            axis += x.ndim
+        lead = int(np.prod(x.shape[:axis], dtype=np.int64))
+        return x.reshape(lead, -1) if x.size or lead else x.reshape(lead, 0)

@@ -1,0 +1,20 @@
+"""Identity: exact copy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from verify.ops.base import Box, Op, scaled
+
+
+class Identity(Op):
+    op_type = "Identity"
+
+    def forward(self, x):
+        return np.asarray(x)
+
+    def interval(self, b):
+        return Box(b.lo, b.hi)
+
+    def lipschitz(self, lx=None):
+        return scaled([lx], 1.0)

@@ -1,0 +1,53 @@
+"""linf::LinfDist(X[N,D], W[M,D], B?[M]) -> Y[N,M] = max_d |X[n,d] - W[m,d]| + B[m]."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from verify.ops._linf_kernel import linf_forward, linf_lower, linf_upper
+from verify.ops.base import Box, Op, add_up, mul_up
+from verify.rounding import step_down, step_up
+
+
+def add_bias_outward(lo: np.ndarray, hi: np.ndarray, b: Box | None) -> Box:
+    """Sound box of ``[lo, hi] + [b.lo, b.hi]``: one float32 add (RN) then one outward step each."""
+    if b is None:
+        return Box(lo, hi)
+    return Box(step_down(lo + b.lo.astype(np.float32)), step_up(hi + b.hi.astype(np.float32)))
+
+
+def dist_box(lo: np.ndarray, hi: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sound float32 bounds of ``max_d |x_d - w_d|`` over the box (exact RN value, one step out)."""
+    lower = np.maximum(step_down(linf_lower(lo, hi, w)), np.float32(0.0))
+    upper = step_up(linf_upper(lo, hi, w))
+    return lower, upper
+
+
+class LinfDist(Op):
+    op_type = "LinfDist"
+    domain = "linf"
+
+    def unsupported(self):
+        if self.attrs:
+            return f"unsupported attribute(s) {', '.join(sorted(self.attrs))}"
+        if self.is_var(1):
+            return "W must be a constant (initializer)"
+        w = self.const(1)
+        if w is None or w.ndim != 2:
+            return "W must be a constant of rank 2 [M, D]"
+        return None
+
+    def forward(self, x, w, b=None):
+        y = linf_forward(np.asarray(x, np.float32), np.asarray(w, np.float32))
+        if b is not None:
+            y = y + np.asarray(b, np.float32)
+        return y
+
+    def interval(self, xb, wb, bb=None):
+        w = np.asarray(wb.lo, np.float32)
+        lo, hi = dist_box(xb.lo.astype(np.float32), xb.hi.astype(np.float32), w)
+        return add_bias_outward(lo, hi, bb)
+
+    def lipschitz(self, lx=None, lw=None, lb=None):
+        # |x - w|_inf is 1-Lipschitz in x (and jointly in (x, w)); + B adds B's own bound.
+        return add_up(*(v for v in (lx, lw, lb) if v is not None))

@@ -1,0 +1,48 @@
+"""MatMul (numpy semantics) with one constant operand: a sound linear map."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from verify.ops._affine import affine_interval
+from verify.ops.base import Op, inf_norm_up, mul_up
+
+
+class MatMul(Op):
+    op_type = "MatMul"
+    foldable = False
+
+    def unsupported(self):
+        r = super().unsupported()
+        if r:
+            return r
+        if self.is_var(0) and self.is_var(1):
+            return "both operands variable (bilinear) is not supported"
+        return None
+
+    def forward(self, a, b):
+        return np.matmul(np.asarray(a, np.float32), np.asarray(b, np.float32)).astype(np.float32)
+
+    def interval(self, ab, bb):
+        if self.is_var(1) and not self.is_var(0):
+            am = np.asarray(ab.lo, np.float64)
+            aam = np.abs(am)
+            n = am.shape[-1]
+            return affine_interval(bb, lambda v: np.matmul(am, v), lambda v: np.matmul(aam, v), n)
+        bm = np.asarray(bb.lo, np.float64)
+        abm = np.abs(bm)
+        n = bm.shape[0] if bm.ndim == 1 else bm.shape[-2]
+        return affine_interval(ab, lambda v: np.matmul(v, bm), lambda v: np.matmul(v, abm), n)
+
+    def lipschitz(self, la=None, lb=None):
+        if la is not None and lb is not None:
+            return np.inf if (la or lb) else 0.0
+        if la is not None:
+            b = self.const(1)
+            b2 = b[:, None] if b.ndim == 1 else b  # y[.., i, j] = sum_k a[.., i, k] b[.., k, j]
+            return mul_up(inf_norm_up(b2, b2.ndim - 2), la)
+        if lb is not None:
+            a = self.const(0)
+            a2 = a[None, :] if a.ndim == 1 else a  # y[.., i, j] = sum_k a[.., i, k] b[.., k, j]
+            return mul_up(inf_norm_up(a2, a2.ndim - 1), lb)
+        return 0.0

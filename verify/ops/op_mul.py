@@ -1,0 +1,29 @@
+"""Mul (numpy broadcasting): interval product of the corners, one rounding, stepped outward."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from verify.ops._elementwise import corner_box, f32
+from verify.ops.base import Op, mul_up
+
+
+class Mul(Op):
+    op_type = "Mul"
+
+    def forward(self, a, b):
+        return f32(a) * f32(b)
+
+    def interval(self, a, b):
+        return corner_box(np.multiply, a, b)
+
+    def lipschitz(self, la=None, lb=None):
+        if la is not None and lb is not None:
+            return 0.0 if la == 0 and lb == 0 else math.inf  # variable x variable: unbounded
+        if la is None and lb is None:
+            return 0.0
+        c, lv = (self.const(1), la) if la is not None else (self.const(0), lb)
+        cmax = float(np.max(np.abs(c))) if c.size else 0.0
+        return mul_up(cmax, lv)

@@ -1,0 +1,21 @@
+"""Relu: exact, monotone, 1-Lipschitz."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from verify.ops._elementwise import f32
+from verify.ops.base import Box, Op, scaled
+
+
+class Relu(Op):
+    op_type = "Relu"
+
+    def forward(self, x):
+        return np.maximum(f32(x), np.float32(0.0))
+
+    def interval(self, b):
+        return Box(self.forward(b.lo), self.forward(b.hi))
+
+    def lipschitz(self, lx=None):
+        return scaled([lx], 1.0)

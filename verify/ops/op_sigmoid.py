@@ -1,0 +1,27 @@
+"""Sigmoid: monotone, Lipschitz 1/4 (s' = s(1 - s) <= 1/4); libm error model of _elementwise."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from verify.ops._elementwise import f32, monotone_libm
+from verify.ops.base import Op, scaled
+
+
+def _sigmoid64(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
+
+
+class Sigmoid(Op):
+    op_type = "Sigmoid"
+    foldable = False
+
+    def forward(self, x):
+        return _sigmoid64(f32(x).astype(np.float64)).astype(np.float32)
+
+    def interval(self, b):
+        return monotone_libm(_sigmoid64, b, 0.0, 1.0)
+
+    def lipschitz(self, lx=None):
+        return scaled([lx], 0.25)

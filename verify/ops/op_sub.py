@@ -1,0 +1,19 @@
+"""Sub (numpy broadcasting): one correctly rounded float32 subtraction per element."""
+
+from __future__ import annotations
+
+from verify.ops._elementwise import f32, outward
+from verify.ops.base import Op, add_up
+
+
+class Sub(Op):
+    op_type = "Sub"
+
+    def forward(self, a, b):
+        return f32(a) - f32(b)
+
+    def interval(self, a, b):
+        return outward(f32(a.lo) - f32(b.hi), f32(a.hi) - f32(b.lo))
+
+    def lipschitz(self, la=None, lb=None):
+        return add_up(*(v for v in (la, lb) if v is not None))

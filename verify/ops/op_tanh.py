@@ -1,0 +1,22 @@
+"""Tanh: monotone; float64 endpoints widened by the libm error model (see _elementwise)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from verify.ops._elementwise import f32, monotone_libm
+from verify.ops.base import Op, scaled
+
+
+class Tanh(Op):
+    op_type = "Tanh"
+    foldable = False
+
+    def forward(self, x):
+        return np.tanh(f32(x))
+
+    def interval(self, b):
+        return monotone_libm(np.tanh, b, -1.0, 1.0)
+
+    def lipschitz(self, lx=None):
+        return scaled([lx], 1.0)  # tanh' = 1 - tanh^2 <= 1
