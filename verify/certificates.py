@@ -1,0 +1,279 @@
+"""Per-sample certificates: JSON Lines records, hashing, atomic and resumable writing.
+
+One JSON object per line and per sample (fields in :data:`REQUIRED_FIELDS`, see docs/SOUNDNESS.md
+for what each claims). Guarantees:
+
+- floats are written with Python's ``repr`` (shortest round-trip), so reading a record back gives
+  the bit-identical float64 values; non-finite ``margin_lower`` is written as ``null``;
+- :func:`parse_record` rejects any record with a missing field, a wrong type, an unknown status, a
+  negative/non-finite radius or eps, or a malformed hash, with a one-line ``CertificateError``;
+- :class:`CertWriter` appends records to ``OUT.partial`` one batch at a time (flush + fsync per
+  batch) and :meth:`CertWriter.finish` renames it to ``OUT`` (``os.replace``: atomic on POSIX), so
+  ``OUT`` never exists half-written;
+- :func:`resume_records` reads an interrupted ``OUT.partial``: a torn (unterminated or unparsable)
+  last line is dropped, any other bad line or a record that does not belong to this run (other
+  model hash, eps, domain, selection, input hash or label) is refused, duplicates are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from verify.errors import CertificateError
+
+__all__ = [
+    "STATUSES",
+    "REQUIRED_FIELDS",
+    "TOOL_VERSION",
+    "input_sha256",
+    "file_sha256",
+    "tool_version",
+    "record_to_line",
+    "parse_record",
+    "read_records",
+    "resume_records",
+    "CertWriter",
+]
+
+STATUSES = ("certified", "not_certified", "misclassified", "falsified", "unknown")
+REQUIRED_FIELDS = (
+    "index",
+    "input_sha256",
+    "label",
+    "predicted",
+    "eps",
+    "status",
+    "radius",
+    "margin_lower",
+    "method",
+    "model_sha256",
+    "tool_version",
+)
+# Extra fields written by `certify` (optional for readers; `check` uses them when present):
+# domain [lo, hi] of the input domain, shard "I/N" and n_total (the selection the record belongs to).
+RUN_FIELDS = ("domain", "shard", "n_total")
+TOOL_VERSION = "0.1.0"
+
+
+def tool_version() -> str:
+    """The installed linfverify version, else the source constant."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("linfverify")
+    except (ImportError, PackageNotFoundError):  # pragma: no cover - depends on install
+        return TOOL_VERSION
+
+
+def input_sha256(x: np.ndarray) -> str:
+    """sha256 hex of the float32 C-order bytes of one sample (the array must already be float32)."""
+    a = np.asarray(x)
+    if a.dtype != np.float32:
+        raise CertificateError(f"input must be float32 to hash, got {a.dtype}")
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 hex of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _json_float(v: float | None) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def record_to_line(rec: Mapping[str, Any]) -> str:
+    """One JSON line (with trailing newline) for a record; validates it first."""
+    parse_record(dict(rec), where="record to write")
+    out = dict(rec)
+    out["margin_lower"] = _json_float(out.get("margin_lower"))
+    return json.dumps(out, allow_nan=False, separators=(", ", ": ")) + "\n"
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_hex64(v: Any) -> bool:
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
+def parse_record(obj: Any, *, where: str = "record") -> dict[str, Any]:
+    """Validate one decoded record; returns it (floats as float). CertificateError on any defect."""
+    if not isinstance(obj, dict):
+        raise CertificateError(f"{where}: not a JSON object")
+    missing = [k for k in REQUIRED_FIELDS if k not in obj]
+    if missing:
+        raise CertificateError(f"{where}: missing field(s) {', '.join(missing)}")
+    for k in ("index", "label", "predicted"):
+        if not _is_int(obj[k]) or obj[k] < 0:
+            raise CertificateError(f"{where}: {k} must be a non-negative integer, got {obj[k]!r}")
+    for k in ("input_sha256", "model_sha256"):
+        if not _is_hex64(obj[k]):
+            raise CertificateError(f"{where}: {k} is not a sha256 hex digest")
+    if obj["status"] not in STATUSES:
+        raise CertificateError(f"{where}: unknown status {obj['status']!r}")
+    for k in ("eps", "radius"):
+        if not _is_num(obj[k]) or not math.isfinite(obj[k]) or obj[k] < 0:
+            raise CertificateError(f"{where}: {k} must be a finite number >= 0, got {obj[k]!r}")
+        obj[k] = float(obj[k])
+    m = obj["margin_lower"]
+    if m is not None and not _is_num(m):
+        raise CertificateError(f"{where}: margin_lower must be a number or null")
+    obj["margin_lower"] = None if m is None else float(m)
+    if not isinstance(obj["method"], str) or not isinstance(obj["tool_version"], str):
+        raise CertificateError(f"{where}: method and tool_version must be strings")
+    if obj["status"] == "misclassified" and obj["radius"] != 0.0:
+        raise CertificateError(f"{where}: a misclassified sample must have radius 0")
+    _parse_run_fields(obj, where)
+    return obj
+
+
+def _parse_run_fields(obj: dict[str, Any], where: str) -> None:
+    if "domain" in obj:
+        d = obj["domain"]
+        ok = isinstance(d, list) and len(d) == 2 and all(_is_num(v) and math.isfinite(v) for v in d)
+        if not ok or not d[0] < d[1]:
+            raise CertificateError(f"{where}: domain must be [lo, hi] with lo < hi")
+        obj["domain"] = [float(d[0]), float(d[1])]
+    if "shard" in obj:
+        s = obj["shard"]
+        parts = s.split("/") if isinstance(s, str) else []
+        if len(parts) != 2 or not all(p.isdigit() for p in parts) or not int(parts[0]) < int(parts[1]):
+            raise CertificateError(f"{where}: shard must be 'I/N' with 0 <= I < N, got {s!r}")
+    if "n_total" in obj and (not _is_int(obj["n_total"]) or obj["n_total"] < 0):
+        raise CertificateError(f"{where}: n_total must be a non-negative integer")
+
+
+def _decode_line(line: str, where: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        raise CertificateError(f"{where}: not valid JSON") from None
+    return parse_record(obj, where=where)
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """All records of a complete certificate file; CertificateError on any bad line or duplicate."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CertificateError(f"certificate file not found: {p}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CertificateError(f"cannot read certificate file {p}: {e}") from None
+    records, seen = [], set()
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            raise CertificateError(f"{p}:{n}: empty line")
+        rec = _decode_line(line, f"{p}:{n}")
+        key = rec["index"]
+        if key in seen:
+            raise CertificateError(f"{p}:{n}: duplicate record for index {key}")
+        seen.add(key)
+        records.append(rec)
+    return records
+
+
+def resume_records(
+    partial: str | os.PathLike, expect: Mapping[str, Any], inputs: Mapping[int, tuple[str, int]]
+) -> list[dict[str, Any]]:
+    """Valid records of an interrupted run's ``OUT.partial`` (empty list if there is none).
+
+    ``expect``: fields every record must equal (model_sha256, eps, domain, shard, n_total).
+    ``inputs``: index -> (input_sha256, label) of the selected samples; a record for any other
+    index, or with another hash/label, is refused. Only a torn last line (no trailing newline, or
+    unparsable) is dropped silently.
+    """
+    p = Path(partial)
+    if not p.exists():
+        return []
+    raw = p.read_bytes()
+    lines = raw.split(b"\n")
+    tail = lines.pop()  # text after the last newline: empty or a torn line
+    records, seen = [], set()
+    for n, bline in enumerate(lines, 1):
+        where = f"{p}:{n}"
+        try:
+            rec = _decode_line(bline.decode("utf-8"), where)
+        except (CertificateError, UnicodeDecodeError):
+            if n == len(lines) and not tail:
+                break  # torn last line that happened to end in a newline byte: drop
+            raise CertificateError(f"{where}: corrupt record in an interrupted run; delete {p}")
+        _check_belongs(rec, expect, inputs, where, p)
+        if rec["index"] in seen:
+            raise CertificateError(f"{where}: duplicate index {rec['index']}; delete {p}")
+        seen.add(rec["index"])
+        records.append(rec)
+    return records
+
+
+def _check_belongs(rec, expect, inputs, where, p) -> None:
+    for k, v in expect.items():
+        if rec.get(k) != v:
+            raise CertificateError(
+                f"{where}: cannot resume: {k} is {rec.get(k)!r}, this run has {v!r}; "
+                f"delete {p} or rerun with the same arguments"
+            )
+    want = inputs.get(rec["index"])
+    if want is None:
+        raise CertificateError(f"{where}: cannot resume: index {rec['index']} is not selected")
+    if (rec["input_sha256"], rec["label"]) != want:
+        raise CertificateError(f"{where}: cannot resume: sample {rec['index']} differs from the data")
+
+
+class CertWriter:
+    """Append records to ``OUT.partial`` batch by batch; :meth:`finish` renames it to ``OUT``.
+
+    ``keep``: records already in the partial file to keep (from :func:`resume_records`); the file
+    is rewritten with exactly them first (temp file + rename), which also drops a torn line.
+    """
+
+    def __init__(self, out: str | os.PathLike, keep: Iterable[Mapping[str, Any]] = ()):
+        self.out = Path(out)
+        self.partial = self.out.with_name(self.out.name + ".partial")
+        tmp = self.out.with_name(self.out.name + ".partial.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for rec in keep:
+                f.write(record_to_line(rec))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.partial)
+        self._f = open(self.partial, "a", encoding="utf-8")
+
+    def write_batch(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Append records and make them durable (flush + fsync) before returning."""
+        lines = "".join(record_to_line(r) for r in records)
+        self._f.write(lines)
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def finish(self) -> Path:
+        """Close and atomically rename ``OUT.partial`` to ``OUT``; returns ``OUT``."""
+        self._f.close()
+        os.replace(self.partial, self.out)
+        return self.out
+
+    def close(self) -> None:
+        """Close without renaming (the partial file stays for a later resume)."""
+        if not self._f.closed:
+            self._f.close()

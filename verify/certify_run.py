@@ -1,0 +1,156 @@
+"""The certification batch driver behind ``verify_cli.py certify``.
+
+:func:`run_certify` loads the model and data, selects the samples (``--limit`` then ``--shard``),
+resumes an interrupted run from ``OUT.partial``, certifies batch by batch (verify/certify.py) and
+writes one record per sample (verify/certificates.py), renaming ``OUT.partial`` to ``OUT`` at the end.
+
+Guarantees:
+- every input problem (model, data, shapes, labels, domain, options, output folder) is detected
+  before any file is created, and raises a ``verify.errors`` exception with one line;
+- ``OUT`` appears only complete (atomic rename); after an interruption a rerun with the same
+  arguments keeps every record of the batches that were complete, recomputes the rest with the same
+  batch boundaries, and produces a file identical to an uninterrupted run;
+- shards: ``--shard I/N`` takes the selected positions p ≡ I (mod N) (strided, so every shard
+  gets a similar mix); concatenating the N shard files gives every selected index exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from verify.certificates import CertWriter, file_sha256, input_sha256, resume_records, tool_version
+from verify.certify import Certifier, CertifyConfig, check_inputs
+from verify.errors import LinfVerifyError, ModelError
+
+__all__ = ["parse_shard", "select_indices", "run_certify", "summarize"]
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N) with 0 <= I < N; None -> (0, 1). LinfVerifyError otherwise."""
+    if text is None:
+        return 0, 1
+    parts = str(text).split("/")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise LinfVerifyError(f"--shard must look like I/N (e.g. 0/4), got {text!r}")
+    i, n = int(parts[0]), int(parts[1])
+    if not 0 <= i < n:
+        raise LinfVerifyError(f"--shard {text}: need 0 <= I < N")
+    return i, n
+
+
+def select_indices(n_data: int, limit: int | None, shard: tuple[int, int]) -> tuple[np.ndarray, int]:
+    """(indices, n_total): the first ``limit`` samples (all if None), then every N-th from I."""
+    if limit is not None and limit < 0:
+        raise LinfVerifyError(f"--limit must be >= 0, got {limit}")
+    n_total = n_data if limit is None else min(limit, n_data)
+    i, n = shard
+    return np.arange(i, n_total, n, dtype=np.int64), n_total
+
+
+def _check_out(out: Path) -> None:
+    if out.is_dir():
+        raise LinfVerifyError(f"--out {out} is a directory")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise LinfVerifyError(f"output folder {folder} does not exist")
+
+
+def _record(i, x_hash, label, res, k, cfg, base) -> dict[str, Any]:
+    m = float(res.margin_lower[k])
+    return {
+        "index": int(i), "input_sha256": x_hash, "label": int(label),
+        "predicted": int(res.predicted[k]), "eps": float(cfg.eps), "status": res.status[k],
+        "radius": float(res.radius[k]), "margin_lower": m if math.isfinite(m) else None,
+        "method": res.method[k], **base,
+    }
+
+
+def run_certify(
+    model_path: str | os.PathLike,
+    data: str | os.PathLike,
+    *,
+    eps: float,
+    out: str | os.PathLike,
+    method: str = "auto",
+    domain: tuple[float, float] = (0.0, 1.0),
+    batch_size: int = 256,
+    limit: int | None = None,
+    shard: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    split: str = "test",
+    bisect_steps: int = 10,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Certify the selected samples and write ``out``; returns the summary (see :func:`summarize`)."""
+    from verify.datasets import load_arrays
+    from verify.model import load_model
+
+    t0 = time.perf_counter()
+    cfg = CertifyConfig(float(eps), method, (float(domain[0]), float(domain[1])), bisect_steps).check()
+    sh = parse_shard(shard)
+    if batch_size < 1:
+        raise LinfVerifyError(f"--batch-size must be >= 1, got {batch_size}")
+    out = Path(out)
+    _check_out(out)
+    model = load_model(model_path)
+    model_sha = file_sha256(model_path)
+    if getattr(model, "sha256", model_sha) != model_sha:
+        raise ModelError(f"{model_path} changed while it was being loaded")
+    x, y = load_arrays(data, split, data_dir)
+    idx, n_total = select_indices(len(x), limit, sh)
+    check_inputs(x[idx], y[idx], model, cfg.domain, indices=idx)
+    inputs = {int(i): (input_sha256(x[i]), int(y[i])) for i in idx}
+    base = {"model_sha256": model_sha, "tool_version": tool_version(), "domain": list(cfg.domain),
+            "shard": f"{sh[0]}/{sh[1]}", "n_total": int(n_total)}
+    expect = {k: base[k] for k in ("model_sha256", "domain", "shard", "n_total")} | {"eps": cfg.eps}
+    batches = [idx[s:s + batch_size] for s in range(0, len(idx), batch_size)]
+    partial = out.with_name(out.name + ".partial")
+    kept = {r["index"]: r for r in resume_records(partial, expect, inputs)}
+    done = [all(int(i) in kept for i in b) for b in batches]
+    keep = [kept[int(i)] for b, ok in zip(batches, done) if ok for i in b]
+    certifier = Certifier(model, cfg)
+    writer = CertWriter(out, keep)
+    records = list(keep)
+    try:
+        if progress:
+            progress(len(keep), len(idx))
+        for b, ok in zip(batches, done):
+            if ok:
+                continue
+            res = certifier.run(np.ascontiguousarray(x[b]), y[b])
+            recs = [_record(i, inputs[int(i)][0], y[i], res, k, cfg, base) for k, i in enumerate(b)]
+            writer.write_batch(recs)
+            records.extend(recs)
+            if progress:
+                progress(len(records), len(idx))
+        path = writer.finish()
+    finally:
+        writer.close()
+    summary = summarize(records, eps=cfg.eps, method=cfg.method, model_sha256=model_sha)
+    summary.update(seconds=time.perf_counter() - t0, out=str(path), resumed=len(keep),
+                   lipschitz=certifier.lip, domain=list(cfg.domain), shard=base["shard"])
+    return summary
+
+
+def summarize(records, *, eps: float, method: str, model_sha256: str) -> dict[str, Any]:
+    """Counts and accuracies of a list of records (n, clean_accuracy, certified_accuracy, ...)."""
+    n = len(records)
+    counts = {s: 0 for s in ("certified", "not_certified", "misclassified", "falsified", "unknown")}
+    for r in records:
+        counts[r["status"]] += 1
+    clean = sum(1 for r in records if r["predicted"] == r["label"])
+    radii = [r["radius"] for r in records if r["status"] == "certified"]
+    return {
+        "n": n, "eps": eps, "method": method, "model_sha256": model_sha256,
+        "clean_accuracy": clean / n if n else 0.0,
+        "certified_accuracy": counts["certified"] / n if n else 0.0,
+        "certified": counts["certified"], "counts": counts,
+        "mean_certified_radius": float(np.mean(radii)) if radii else 0.0,
+    }
