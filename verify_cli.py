@@ -78,5 +78,115 @@ def export(
     Console().print(table)
 
 
+@app.command()
+@user_errors
+def certify(
+    model: Annotated[Path, typer.Argument(help="ONNX model file")],
+    data: Annotated[str, typer.Option("--data", help=".npz with x, y or a data set name (mnist, fashion-mnist, cifar10, digits)")],
+    eps: Annotated[float, typer.Option("--eps", help="ℓ∞ radius to certify, in input units")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="certificates to write (JSON Lines)")],
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON summary object on stdout")] = False,
+    limit: Annotated[Optional[int], typer.Option(help="only the first N samples")] = None,
+    batch_size: Annotated[int, typer.Option(help="samples per batch (and per durable write)")] = 256,
+    shard: Annotated[Optional[str], typer.Option(help="I/N: only the selected positions p with p mod N = I")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="folder with the data sets (default ../shared/data)")] = None,
+    domain: Annotated[tuple[float, float], typer.Option(help="input domain LO HI")] = (0.0, 1.0),
+    method: Annotated[str, typer.Option(help="auto | lipschitz | ibp")] = "auto",
+    split: Annotated[str, typer.Option(help="data split for named data sets")] = "test",
+    bisect_steps: Annotated[int, typer.Option(help="IBP bisection steps for the radius")] = 10,
+):
+    """Soundly certify every selected sample at --eps; writes one certificate per sample (resumable)."""
+    import json
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from verify.certify_run import run_certify
+
+    err = Console(stderr=True)
+    with Progress(TextColumn("certifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("certify", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        summary = run_certify(model, data, eps=eps, out=out, method=method, domain=domain,
+                              batch_size=batch_size, limit=limit, shard=shard, data_dir=data_dir,
+                              split=split, bisect_steps=bisect_steps, progress=progress)
+    if json_out:
+        typer.echo(json.dumps(summary))
+        return
+    from verify.report import certify_table
+
+    Console().print(certify_table(summary))
+
+
+@app.command()
+@user_errors
+def check(
+    certs: Annotated[Path, typer.Argument(help="certificate file (JSON Lines) to re-verify")],
+    model: Annotated[Path, typer.Option("--model", help="the ONNX model the certificates claim")],
+    data: Annotated[str, typer.Option("--data", help=".npz with x, y or a data set name")],
+    data_dir: Annotated[Optional[Path], typer.Option(help="folder with the data sets")] = None,
+    split: Annotated[str, typer.Option(help="data split for named data sets")] = "test",
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON summary object on stdout")] = False,
+):
+    """Re-verify a certificate file from the model and data (non-zero exit on any mismatch)."""
+    import json
+
+    from verify.check import run_check
+
+    rep = run_check(certs, model, data, data_dir=data_dir, split=split)
+    if json_out:
+        typer.echo(json.dumps(rep))
+        return
+    from rich.console import Console
+
+    from verify.report import check_table
+
+    Console().print(check_table(rep))
+
+
+@app.command()
+@user_errors
+def lipschitz(
+    model: Annotated[Path, typer.Argument(help="ONNX model file")],
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
+    check_search: Annotated[bool, typer.Option("--check", help="also run the empirical Lipschitz search (props)")] = False,
+    budget: Annotated[int, typer.Option(help="model evaluations for --check")] = 4096,
+    seed: Annotated[int, typer.Option(help="seed for --check")] = 0,
+):
+    """Per-node proven ℓ∞ Lipschitz bounds, the global bound, and the nodes that break 1-Lipschitzness."""
+    import json
+
+    import numpy as np
+
+    from verify.report import lipschitz_report, lipschitz_table
+
+    rep = lipschitz_report(model)
+    note = None
+    if check_search:
+        try:
+            from props.lipschitz import search_lipschitz
+        except Exception as e:  # props is optional for this command
+            note = f"empirical search unavailable ({type(e).__name__}: {e})"
+        else:
+            res = search_lipschitz(str(model), budget=budget, seed=seed)
+            rep["empirical"] = {"ratio": float(res.ratio), "ratio_lower": float(getattr(res, "ratio_lower", res.ratio)),
+                                "x": np.asarray(res.x).ravel().tolist(), "x_prime": np.asarray(res.x_prime).ravel().tolist()}
+    if note:
+        rep["empirical_note"] = note
+    if json_out:
+        typer.echo(json.dumps(rep))
+        return
+    from rich.console import Console
+
+    emp = rep.get("empirical", {}).get("ratio")
+    Console().print(lipschitz_table(rep, emp))
+    if note:
+        typer.echo(note, err=True)
+
+
 if __name__ == "__main__":
     app()

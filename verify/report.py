@@ -1,0 +1,104 @@
+"""Data and rich tables for the `certify`, `check` and `lipschitz` commands.
+
+:func:`lipschitz_report` is the library function behind ``verify_cli.py lipschitz``: per node the
+proven local bound (its own ℓ∞→ℓ∞ constant, variable inputs counted as 1-Lipschitz) and the
+cumulative bound w.r.t. the graph input, the global bound, and the nodes whose local bound exceeds
+1 (beyond the directed-rounding slack :data:`ONE_SLACK`), i.e. the nodes that break
+1-Lipschitzness. The table functions only format; they never compute a bound.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["ONE_SLACK", "lipschitz_report", "lipschitz_table", "certify_table", "check_table"]
+
+ONE_SLACK = 1e-9  # upward-rounded products of 1.0 land a few ulps above 1
+
+
+def _num(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def lipschitz_report(model_path) -> dict[str, Any]:
+    """{"model", "global", "nodes": [{name, op_type, local, cumulative, breaks}], "breaking",
+    "claimed"} — bounds are floats, None meaning unbounded (math.inf)."""
+    from verify.model import load_model
+
+    m = load_model(model_path)
+    nodes = []
+    for n in m.node_lipschitz():
+        breaks = not (n.local <= 1.0 + ONE_SLACK)
+        nodes.append({"name": n.name, "op_type": n.op_type, "local": _num(n.local),
+                      "cumulative": _num(n.cumulative), "breaks": breaks})
+    claimed = m.metadata.get("claimed_lipschitz")
+    g = float(m.lipschitz())
+    return {
+        "model": str(model_path), "model_sha256": m.sha256, "global": _num(g),
+        "one_lipschitz": g <= 1.0 + ONE_SLACK, "nodes": nodes,
+        "breaking": [n["name"] for n in nodes if n["breaks"]], "claimed": claimed,
+    }
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "∞"
+    return f"{v:.6g}"
+
+
+def lipschitz_table(rep: dict[str, Any], empirical=None):
+    """Per-node table (+ a footer row with the global bound and, if given, the empirical ratio)."""
+    from rich.table import Table
+
+    t = Table(title=f"ℓ∞ Lipschitz bounds: {rep['model']}")
+    t.add_column("node")
+    t.add_column("op")
+    t.add_column("local", justify="right")
+    t.add_column("cumulative", justify="right")
+    t.add_column("1-Lipschitz?")
+    for n in rep["nodes"]:
+        ok = "[red]breaks[/red]" if n["breaks"] else "[green]yes[/green]"
+        t.add_row(n["name"], n["op_type"], _fmt(n["local"]), _fmt(n["cumulative"]), ok)
+    t.add_section()
+    t.add_row("[bold]global (proven upper bound)[/bold]", "", "", _fmt(rep["global"]),
+              "[green]yes[/green]" if rep["one_lipschitz"] else "[red]no[/red]")
+    if rep.get("claimed") is not None:
+        t.add_row("claimed by metadata", "", "", str(rep["claimed"]), "")
+    if empirical is not None:
+        t.add_row("[bold]empirical lower bound (search)[/bold]", "", "", _fmt(empirical), "")
+    return t
+
+
+def certify_table(s: dict[str, Any]):
+    """Summary table of a certification run."""
+    from rich.table import Table
+
+    t = Table(title=f"certification at ε = {s['eps']:g} ({s['method']})", show_header=False)
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("samples", str(s["n"]))
+    t.add_row("clean accuracy", f"{100 * s['clean_accuracy']:.2f} %")
+    t.add_row("certified accuracy", f"{100 * s['certified_accuracy']:.2f} %")
+    for k, v in s["counts"].items():
+        t.add_row(f"  {k}", str(v))
+    t.add_row("mean certified radius", f"{s['mean_certified_radius']:.6g}")
+    t.add_row("global Lipschitz bound", _fmt(_num(s.get("lipschitz", math.inf))))
+    t.add_row("resumed records", str(s.get("resumed", 0)))
+    t.add_row("seconds", f"{s.get('seconds', 0.0):.2f}")
+    t.add_row("certificates", str(s.get("out", "")))
+    return t
+
+
+def check_table(rep: dict[str, Any]):
+    """Table of a passed check."""
+    from rich.table import Table
+
+    t = Table(title="certificate check: [green]passed[/green]", show_header=False)
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("records", str(rep["n"]))
+    for k, v in sorted(rep["counts"].items()):
+        t.add_row(f"  {k}", str(v))
+    t.add_row("model sha256", rep["model_sha256"][:16] + "…")
+    return t
