@@ -9,6 +9,10 @@ from __future__ import annotations
 from verify.ops.base import Op
 from verify.ops.op_abs import Abs
 from verify.ops.op_add import Add
+from verify.ops.op_averagepool import AveragePool
+from verify.ops.op_batchnormalization import BatchNormalization
+from verify.ops.op_clip import Clip
+from verify.ops.op_concat import Concat
 from verify.ops.op_constant import Constant
 from verify.ops.op_conv import Conv
 from verify.ops.op_div import Div
@@ -18,36 +22,56 @@ from verify.ops.op_identity import Identity
 from verify.ops.op_linfdist import LinfDist
 from verify.ops.op_linfdistconv import LinfDistConv
 from verify.ops.op_matmul import MatMul
+from verify.ops.op_max import Max
+from verify.ops.op_maxpool import MaxPool
+from verify.ops.op_min import Min
 from verify.ops.op_mul import Mul
 from verify.ops.op_neg import Neg
+from verify.ops.op_reducemax import ReduceMax
 from verify.ops.op_relu import Relu
 from verify.ops.op_reshape import Reshape
 from verify.ops.op_sigmoid import Sigmoid
+from verify.ops.op_softmax import Softmax
+from verify.ops.op_squeeze import Squeeze
 from verify.ops.op_sub import Sub
+from verify.ops.op_sum import Sum
 from verify.ops.op_tanh import Tanh
+from verify.ops.op_transpose import Transpose
+from verify.ops.op_unsqueeze import Unsqueeze
 
-_CLASSES: list[type[Op]] = [
-    LinfDist,
-    LinfDistConv,
-    Abs,
-    Add,
-    Constant,
-    Conv,
-    Div,
-    Flatten,
-    Gemm,
-    Identity,
-    MatMul,
-    Mul,
-    Neg,
-    Relu,
-    Reshape,
-    Sigmoid,
-    Sub,
-    Tanh,
-]
-
-OPS: dict[tuple[str, str], type[Op]] = {(c.domain, c.op_type): c for c in _CLASSES}
+OPS: dict[tuple[str, str], type[Op]] = {
+    ("linf", "LinfDist"): LinfDist,
+    ("linf", "LinfDistConv"): LinfDistConv,
+    ("", "Abs"): Abs,
+    ("", "Add"): Add,
+    ("", "AveragePool"): AveragePool,
+    ("", "BatchNormalization"): BatchNormalization,
+    ("", "Clip"): Clip,
+    ("", "Concat"): Concat,
+    ("", "Constant"): Constant,
+    ("", "Conv"): Conv,
+    ("", "Div"): Div,
+    ("", "Flatten"): Flatten,
+    ("", "Gemm"): Gemm,
+    ("", "Identity"): Identity,
+    ("", "MatMul"): MatMul,
+    ("", "Max"): Max,
+    ("", "MaxPool"): MaxPool,
+    ("", "Min"): Min,
+    ("", "Mul"): Mul,
+    ("", "Neg"): Neg,
+    ("", "ReduceMax"): ReduceMax,
+    ("", "Relu"): Relu,
+    ("", "Reshape"): Reshape,
+    ("", "Sigmoid"): Sigmoid,
+    ("", "Softmax"): Softmax,
+    ("", "Squeeze"): Squeeze,
+    ("", "Sub"): Sub,
+    ("", "Sum"): Sum,
+    ("", "Tanh"): Tanh,
+    ("", "Transpose"): Transpose,
+    ("", "Unsqueeze"): Unsqueeze,
+}
 
 
 def supported_ops() -> list[str]:

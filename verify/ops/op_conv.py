@@ -40,8 +40,8 @@ class Conv(Op):
         p = list(self.attr("pads", [0, 0, 0, 0]))
         s = list(self.attr("strides", [1, 1]))
         d = list(self.attr("dilations", [1, 1]))
-        xt = torch.from_numpy(np.ascontiguousarray(x, dtype))
-        wt = torch.from_numpy(np.ascontiguousarray(w, dtype))
+        xt = torch.from_numpy(np.require(x, dtype, ["C", "W"]))
+        wt = torch.from_numpy(np.require(w, dtype, ["C", "W"]))
         if p[0] != p[2] or p[1] != p[3]:
             xt = F.pad(xt, (p[1], p[3], p[0], p[2]))
             pad = 0

@@ -1,0 +1,25 @@
+"""Max (variadic, broadcasting): exact; ℓ∞ Lipschitz = max of the inputs' bounds."""
+
+from __future__ import annotations
+
+from functools import reduce
+
+import numpy as np
+
+from verify.ops._elementwise import f32
+from verify.ops.base import Box, Op, var_l
+
+
+class Max(Op):
+    op_type = "Max"
+
+    def forward(self, *xs):
+        return reduce(np.maximum, [f32(x) for x in xs])
+
+    def interval(self, *bs):
+        return Box(self.forward(*[b.lo for b in bs]), self.forward(*[b.hi for b in bs]))
+
+    def lipschitz(self, *in_l):
+        # |max_i a_i - max_i a'_i| <= max_i |a_i - a'_i|
+        v = var_l(in_l)
+        return max(v) if v else 0.0

@@ -1,0 +1,24 @@
+"""Min (variadic, broadcasting): exact; ℓ∞ Lipschitz = max of the inputs' bounds."""
+
+from __future__ import annotations
+
+from functools import reduce
+
+import numpy as np
+
+from verify.ops._elementwise import f32
+from verify.ops.base import Box, Op, var_l
+
+
+class Min(Op):
+    op_type = "Min"
+
+    def forward(self, *xs):
+        return reduce(np.minimum, [f32(x) for x in xs])
+
+    def interval(self, *bs):
+        return Box(self.forward(*[b.lo for b in bs]), self.forward(*[b.hi for b in bs]))
+
+    def lipschitz(self, *in_l):
+        v = var_l(in_l)
+        return max(v) if v else 0.0

@@ -1,0 +1,30 @@
+"""ReduceMax(data, axes?) (axes attribute before opset 18, input from 18): exact, 1-Lipschitz."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from verify.ops._shape import ShapeOp, axes_from
+
+
+class ReduceMax(ShapeOp):
+    op_type = "ReduceMax"
+    known_attrs = frozenset({"axes", "keepdims", "noop_with_empty_axes"})
+
+    def unsupported(self):
+        r = super().unsupported()
+        if r:
+            return r
+        if self.is_var(1):
+            return "axes must be a constant"
+        return None
+
+    def forward(self, x, *_):
+        x = np.asarray(x)
+        axes = axes_from(self, 1)
+        keep = bool(int(self.attr("keepdims", 1)))
+        if not axes:
+            if int(self.attr("noop_with_empty_axes", 0)):
+                return x
+            axes = list(range(x.ndim))
+        return np.max(x, axis=tuple(a % x.ndim for a in axes), keepdims=keep)
