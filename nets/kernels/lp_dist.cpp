@@ -1,0 +1,147 @@
+// torch bindings of the CPU lp-distance kernels (see lp_dist_fwd.h / lp_dist_bwd.h).
+// Inputs are checked here (2-D, contiguous, same dtype float32/float64, CPU); the Python
+// wrapper in nets/kernels/cpu.py makes them contiguous and owns the autograd logic.
+#include <torch/extension.h>
+
+#include <cmath>
+
+#include "lp_dist_bwd.h"
+#include "lp_dist_fwd.h"
+
+namespace {
+
+void check_pair(const torch::Tensor& x, const torch::Tensor& w) {
+  TORCH_CHECK(x.dim() == 2 && w.dim() == 2, "x and w must be 2-D");
+  TORCH_CHECK(x.size(1) == w.size(1), "x and w must have the same number of columns");
+  TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), "CPU tensors expected");
+  TORCH_CHECK(x.scalar_type() == w.scalar_type(), "x and w must have the same dtype");
+  TORCH_CHECK(x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble,
+              "float32 or float64 expected");
+  TORCH_CHECK(x.is_contiguous() && w.is_contiguous(), "contiguous tensors expected");
+}
+
+void check_bn(const torch::Tensor& t, const torch::Tensor& x, int64_t B, int64_t N) {
+  TORCH_CHECK(t.dim() == 2 && t.size(0) == B && t.size(1) == N && t.is_contiguous() &&
+                  t.scalar_type() == x.scalar_type() && t.device().is_cpu(),
+              "[B, N] contiguous tensor of the inputs' dtype expected");
+}
+
+// Integer exponent k >= 0 (as int) when q is an integer up to 4096, else -1.
+int int_exponent(double q) {
+  return (q >= 0 && q <= 4096 && std::floor(q) == q) ? static_cast<int>(q) : -1;
+}
+
+torch::Tensor linf_forward(torch::Tensor x, torch::Tensor w) {
+  check_pair(x, w);
+  const int64_t B = x.size(0), N = w.size(0), D = x.size(1);
+  auto y = torch::zeros({B, N}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "linf_forward", [&] {
+    lpk::linf_forward<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+                                y.data_ptr<scalar_t>(), B, N, D);
+  });
+  return y;
+}
+
+torch::Tensor lp_forward(torch::Tensor x, torch::Tensor w, double p) {
+  check_pair(x, w);
+  TORCH_CHECK(std::isfinite(p) && p >= 1.0, "finite p >= 1 expected");
+  const int64_t B = x.size(0), N = w.size(0), D = x.size(1);
+  auto y = torch::zeros({B, N}, x.options());
+  auto s = torch::zeros({B, N}, x.options());
+  auto inv = torch::empty({B, N}, x.options());
+  const int k = int_exponent(p);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lp_forward", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* wp = w.data_ptr<scalar_t>();
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    lpk::linf_forward<scalar_t>(xp, wp, yp, B, N, D);
+    if (k >= 0) {
+      lpk::lp_forward_from_inf<scalar_t>(xp, wp, yp, s.data_ptr<scalar_t>(), inv.data_ptr<scalar_t>(),
+                                         B, N, D, p, lpk::PowInt<scalar_t>{k});
+    } else {
+      typename lpk::PowReal<scalar_t>::type pw{static_cast<scalar_t>(p)};
+      lpk::lp_forward_from_inf<scalar_t>(xp, wp, yp, s.data_ptr<scalar_t>(), inv.data_ptr<scalar_t>(),
+                                         B, N, D, p, pw);
+    }
+  });
+  return y;
+}
+
+torch::Tensor linf_argmax(torch::Tensor x, torch::Tensor w, torch::Tensor y) {
+  check_pair(x, w);
+  const int64_t B = x.size(0), N = w.size(0), D = x.size(1);
+  check_bn(y, x, B, N);
+  auto am = torch::empty({B, N}, x.options().dtype(torch::kLong));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "linf_argmax", [&] {
+    lpk::linf_argmax<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+                               am.data_ptr<int64_t>(), B, N, D);
+  });
+  return am;
+}
+
+std::vector<torch::Tensor> linf_backward(torch::Tensor g, torch::Tensor x, torch::Tensor w,
+                                         torch::Tensor am, bool need_gx, bool need_gw) {
+  check_pair(x, w);
+  const int64_t B = x.size(0), N = w.size(0), D = x.size(1);
+  check_bn(g, x, B, N);
+  TORCH_CHECK(am.scalar_type() == torch::kLong && am.is_contiguous() && am.size(0) == B &&
+                  am.size(1) == N, "am must be a contiguous int64 [B, N] tensor");
+  auto gx = need_gx ? torch::zeros_like(x) : torch::Tensor();
+  auto gw = need_gw ? torch::zeros_like(w) : torch::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "linf_backward", [&] {
+    lpk::linf_backward<scalar_t>(g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+                                 am.data_ptr<int64_t>(), need_gx ? gx.data_ptr<scalar_t>() : nullptr,
+                                 need_gw ? gw.data_ptr<scalar_t>() : nullptr, B, N, D);
+  });
+  return {gx, gw};
+}
+
+std::vector<torch::Tensor> lp_backward(torch::Tensor g, torch::Tensor x, torch::Tensor w,
+                                       torch::Tensor y, double p, bool need_gx, bool need_gw) {
+  check_pair(x, w);
+  TORCH_CHECK(std::isfinite(p) && p >= 1.0, "finite p >= 1 expected");
+  const int64_t B = x.size(0), N = w.size(0), D = x.size(1);
+  check_bn(g, x, B, N);
+  check_bn(y, x, B, N);
+  auto gx = need_gx ? torch::zeros_like(x) : torch::Tensor();
+  auto gw = need_gw ? torch::zeros_like(w) : torch::Tensor();
+  const int64_t chunks = lpk::lp_backward_chunks(N);
+  auto parts = (need_gx && chunks > 1) ? torch::zeros({chunks, B, D}, x.options()) : torch::Tensor();
+  const int k = int_exponent(p - 1.0);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lp_backward", [&] {
+    scalar_t* gxp = need_gx ? gx.data_ptr<scalar_t>() : nullptr;
+    scalar_t* gwp = need_gw ? gw.data_ptr<scalar_t>() : nullptr;
+    scalar_t* pp = parts.defined() ? parts.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* wp = w.data_ptr<scalar_t>();
+    const scalar_t* yp = y.data_ptr<scalar_t>();
+    if (k >= 0) {
+      lpk::lp_backward<scalar_t>(gp, xp, wp, yp, gxp, gwp, pp, B, N, D, lpk::PowInt<scalar_t>{k});
+    } else {
+      typename lpk::PowReal<scalar_t>::type pw{static_cast<scalar_t>(p - 1.0)};
+      lpk::lp_backward<scalar_t>(gp, xp, wp, yp, gxp, gwp, pp, B, N, D, pw);
+    }
+  });
+  return {gx, gw};
+}
+
+bool has_openmp() {
+#ifdef _OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "linfverify CPU lp-distance kernels";
+  m.def("linf_forward", &linf_forward, "y[b,n] = max_d |x[b,d] - w[n,d]|");
+  m.def("lp_forward", &lp_forward, "y[b,n] = ||x[b] - w[n]||_p, finite p >= 1");
+  m.def("linf_argmax", &linf_argmax, "first d with |x[b,d] - w[n,d]| == y[b,n] (-1 if none)");
+  m.def("linf_backward", &linf_backward, "p = inf gradients from the argmax");
+  m.def("lp_backward", &lp_backward, "finite-p gradients");
+  m.def("has_openmp", &has_openmp, "compiled with OpenMP");
+}

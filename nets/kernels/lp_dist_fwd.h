@@ -1,0 +1,167 @@
+// Forward kernels: y[b, n] = ||x_b - w_n||_p for p = inf and finite p.
+//
+// Blocking: tasks are (32 x-rows) x (192 w-rows) tiles (disjoint outputs, run in parallel);
+// inside a task D is cut in blocks of 512 and a register micro-kernel computes MB x NB outputs
+// (4 x 3 for p = inf, 2 x 2 for finite p) with W-lane vectors. Tails of D are zero-padded
+// vector loads (a padded lane contributes |0 - 0| = 0, neutral for max and for the p-sum).
+// No B x N x D intermediate exists: memory is O(B·N) besides the inputs.
+//
+// p = inf: each |x_d - w_d| is one correctly rounded subtraction; abs and max are exact, so the
+// float result is the correctly rounded exact value (same bits as the pure-torch reference).
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+
+#include "simd.h"
+
+namespace lpk {
+
+constexpr int64_t kTileB = 32;
+constexpr int64_t kTileN = 192;
+constexpr int64_t kTileD = 512;
+
+// y[i, j] = max(y[i, j], max_{d in [d0, d1)} |x[i, d] - w[j, d]|)
+template <class T, int MB, int NB>
+void linf_micro(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t d0, int64_t d1,
+                T* y, int64_t ldy) {
+  using V = Vec<T>;
+  constexpr int W = VT<T>::W;
+  V acc[MB][NB];
+  for (int i = 0; i < MB; ++i)
+    for (int j = 0; j < NB; ++j) acc[i][j] = V{};
+  int64_t d = d0;
+  for (; d + W <= d1; d += W) {
+    V wv[NB];
+    for (int j = 0; j < NB; ++j) wv[j] = vload(w + j * ldw + d);
+    for (int i = 0; i < MB; ++i) {
+      const V xv = vload(x + i * ldx + d);
+      for (int j = 0; j < NB; ++j) acc[i][j] = vmax<T>(acc[i][j], vabs<T>(xv - wv[j]));
+    }
+  }
+  if (d < d1) {
+    const int r = static_cast<int>(d1 - d);
+    V wv[NB];
+    for (int j = 0; j < NB; ++j) wv[j] = vload_part(w + j * ldw + d, r);
+    for (int i = 0; i < MB; ++i) {
+      const V xv = vload_part(x + i * ldx + d, r);
+      for (int j = 0; j < NB; ++j) acc[i][j] = vmax<T>(acc[i][j], vabs<T>(xv - wv[j]));
+    }
+  }
+  for (int i = 0; i < MB; ++i)
+    for (int j = 0; j < NB; ++j) {
+      const T v = hmax<T>(acc[i][j]);
+      T& out = y[i * ldy + j];
+      out = v > out ? v : out;
+    }
+}
+
+// s[i, j] += sum_{d in [d0, d1)} pw(|x[i, d] - w[j, d]| * inv[i, j])
+template <class T, int MB, int NB, class Pow>
+void lpsum_micro(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t d0, int64_t d1,
+                 const T* inv, T* s, int64_t ldy, const Pow& pw) {
+  using V = Vec<T>;
+  constexpr int W = VT<T>::W;
+  V acc[MB][NB];
+  V iv[MB][NB];
+  for (int i = 0; i < MB; ++i)
+    for (int j = 0; j < NB; ++j) {
+      acc[i][j] = V{};
+      iv[i][j] = vbroadcast<T>(inv[i * ldy + j]);
+    }
+  for (int64_t d = d0; d < d1; d += W) {
+    const int r = static_cast<int>(std::min<int64_t>(W, d1 - d));
+    V wv[NB], u[MB * NB];
+    for (int j = 0; j < NB; ++j) wv[j] = r == W ? vload(w + j * ldw + d) : vload_part(w + j * ldw + d, r);
+    for (int i = 0; i < MB; ++i) {
+      const V xv = r == W ? vload(x + i * ldx + d) : vload_part(x + i * ldx + d, r);
+      for (int j = 0; j < NB; ++j) u[i * NB + j] = vabs<T>(xv - wv[j]) * iv[i][j];
+    }
+    pw.template batch<MB * NB>(u);
+    for (int i = 0; i < MB; ++i)
+      for (int j = 0; j < NB; ++j) acc[i][j] += u[i * NB + j];
+  }
+  for (int i = 0; i < MB; ++i)
+    for (int j = 0; j < NB; ++j) s[i * ldy + j] += hsum<T>(acc[i][j]);
+}
+
+template <class T>
+using LinfMicroFn = void (*)(const T*, int64_t, const T*, int64_t, int64_t, int64_t, T*, int64_t);
+
+template <class T>
+LinfMicroFn<T> linf_micro_for(int mb, int nb) {
+  static const LinfMicroFn<T> table[4][3] = {
+      {linf_micro<T, 1, 1>, linf_micro<T, 1, 2>, linf_micro<T, 1, 3>},
+      {linf_micro<T, 2, 1>, linf_micro<T, 2, 2>, linf_micro<T, 2, 3>},
+      {linf_micro<T, 3, 1>, linf_micro<T, 3, 2>, linf_micro<T, 3, 3>},
+      {linf_micro<T, 4, 1>, linf_micro<T, 4, 2>, linf_micro<T, 4, 3>}};
+  return table[mb - 1][nb - 1];
+}
+
+// Runs body(b0, b1, n0, n1) over all (kTileB x kTileN) output tiles in parallel.
+template <class F>
+void for_each_tile(int64_t B, int64_t N, const F& body) {
+  const int64_t tb = (B + kTileB - 1) / kTileB, tn = (N + kTileN - 1) / kTileN;
+  at::parallel_for(0, tb * tn, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b0 = (t / tn) * kTileB, n0 = (t % tn) * kTileN;
+      body(b0, std::min(B, b0 + kTileB), n0, std::min(N, n0 + kTileN));
+    }
+  });
+}
+
+// y must be zero-filled, [B, N] row-major; x [B, D], w [N, D] row-major.
+template <class T>
+void linf_forward(const T* x, const T* w, T* y, int64_t B, int64_t N, int64_t D) {
+  for_each_tile(B, N, [&](int64_t b0, int64_t b1, int64_t n0, int64_t n1) {
+    for (int64_t d0 = 0; d0 < D; d0 += kTileD) {
+      const int64_t d1 = std::min(D, d0 + kTileD);
+      for (int64_t b = b0; b < b1; b += 4) {
+        const int mb = static_cast<int>(std::min<int64_t>(4, b1 - b));
+        for (int64_t n = n0; n < n1; n += 3) {
+          const int nb = static_cast<int>(std::min<int64_t>(3, n1 - n));
+          linf_micro_for<T>(mb, nb)(x + b * D, D, w + n * D, D, d0, d1, y + b * N + n, N);
+        }
+      }
+    }
+  });
+}
+
+// y holds m = ||x - w||_inf on entry and ||x - w||_p on exit (m·(sum (|d|/m)^p)^(1/p)).
+// s is a zero-filled [B, N] scratch buffer, inv an uninitialised one.
+template <class T, class Pow>
+void lp_forward_from_inf(const T* x, const T* w, T* y, T* s, T* inv, int64_t B, int64_t N,
+                         int64_t D, double p, const Pow& pw) {
+  for (int64_t k = 0; k < B * N; ++k) inv[k] = y[k] >= tiny_norm<T>() ? T(1) / y[k] : T(0);
+  for_each_tile(B, N, [&](int64_t b0, int64_t b1, int64_t n0, int64_t n1) {
+    FlushGuard guard;
+    for (int64_t d0 = 0; d0 < D; d0 += kTileD) {
+      const int64_t d1 = std::min(D, d0 + kTileD);
+      for (int64_t b = b0; b < b1; b += 2) {
+        const int mb = static_cast<int>(std::min<int64_t>(2, b1 - b));
+        for (int64_t n = n0; n < n1; n += 2) {
+          const int nb = static_cast<int>(std::min<int64_t>(2, n1 - n));
+          const T* xp = x + b * D;
+          const T* wp = w + n * D;
+          const int64_t o = b * N + n;
+          if (mb == 2 && nb == 2)
+            lpsum_micro<T, 2, 2>(xp, D, wp, D, d0, d1, inv + o, s + o, N, pw);
+          else if (mb == 2)
+            lpsum_micro<T, 2, 1>(xp, D, wp, D, d0, d1, inv + o, s + o, N, pw);
+          else if (nb == 2)
+            lpsum_micro<T, 1, 2>(xp, D, wp, D, d0, d1, inv + o, s + o, N, pw);
+          else
+            lpsum_micro<T, 1, 1>(xp, D, wp, D, d0, d1, inv + o, s + o, N, pw);
+        }
+      }
+    }
+    for (int64_t b = b0; b < b1; ++b)
+      for (int64_t n = n0; n < n1; ++n) {
+        const int64_t o = b * N + n;
+        if (inv[o] != T(0)) y[o] = static_cast<T>(double(y[o]) * std::pow(double(s[o]), 1.0 / p));
+      }
+  });
+}
+
+}  // namespace lpk
