@@ -78,6 +78,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside an EMA `AveragedModel` or a (Distributed)DataParallel wrapper."""
+    from torch.optim.swa_utils import AveragedModel
+
+    wrappers = (AveragedModel, nn.DataParallel, nn.parallel.DistributedDataParallel)
+    while isinstance(model, wrappers):
+        model = model.module
+    return model
+
+
 def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 
@@ -85,12 +95,15 @@ def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict | None = None) -> Path:
     """Write `model` (+ JSON `meta`) as a checkpoint directory at `path`, atomically; returns the path.
 
+    An EMA `AveragedModel` (or DDP wrapper) is unwrapped: its averaged module, buffers included,
+    is what gets saved.
     An existing checkpoint directory at `path` is replaced; any other existing file or non-empty
     directory there is refused (ModelError), so nothing unrelated is ever deleted.
     """
     from safetensors.torch import save_file
 
     path = Path(path)
+    model = unwrap(model)
     meta = dict(meta or {})
     clash = [k for k in RESERVED if k in meta]
     if clash:

@@ -28,6 +28,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 DEFAULT_CHUNK = 1 << 24  # max elements of one B_c×N_c×D block (64 MB in float32)
 BACKENDS = ("auto", "reference", "cpu", "cuda")
@@ -49,6 +50,8 @@ def _check_pair(x: Tensor, w: Tensor) -> None:
         raise ValueError(f"lp_dist wants x [B, D] and w [N, D], got {tuple(x.shape)} and {tuple(w.shape)}")
     if x.shape[1] != w.shape[1]:
         raise ValueError(f"lp_dist: feature sizes differ: x has D={x.shape[1]}, w has D={w.shape[1]}")
+    if not x.is_floating_point():
+        raise ValueError(f"lp_dist wants floating-point tensors, got {x.dtype}")
     if x.dtype != w.dtype or x.device != w.device:
         raise ValueError(f"lp_dist: x and w differ in dtype/device ({x.dtype}/{x.device} vs {w.dtype}/{w.device})")
 
@@ -97,6 +100,7 @@ class _LinfDist(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, g: Tensor):
         x, w, idx = ctx.saved_tensors
         if x.shape[1] == 0:
@@ -143,6 +147,7 @@ class _LpDist(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, g: Tensor):
         x, w, y = ctx.saved_tensors
         p = ctx.p

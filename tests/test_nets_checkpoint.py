@@ -129,3 +129,18 @@ def test_missing_path_and_file_path(tmp_path):
     f.write_bytes(b"x")
     with pytest.raises(ModelError, match="not a directory"):
         load_checkpoint(f)
+
+
+def test_ema_wrapper_saves_averaged_weights_and_buffers(tmp_path, tiny_config):
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    m = trained(tiny_config("linf")).train()
+    ema = AveragedModel(m, multi_avg_fn=get_ema_multi_avg_fn(0.5), use_buffers=True)
+    ema.update_parameters(m)  # the first update copies
+    m(torch.rand(8, 1, 8, 8) + 1.0)  # moves m's running means
+    ema.update_parameters(m)
+    save_checkpoint(tmp_path / "ema", ema, {})
+    loaded, _ = load_checkpoint(tmp_path / "ema")
+    assert_same_state(ema.module, loaded)
+    key = next(k for k in loaded.state_dict() if "running_mean" in k)
+    assert not torch.equal(loaded.state_dict()[key], m.state_dict()[key])  # averaged, not the live model

@@ -208,3 +208,29 @@ def test_conv_chunked_gradients_match(p):
         grads.append((y.detach(), x.grad, w.grad))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+
+
+def test_fast_path_is_offered_first_and_none_falls_back(monkeypatch):
+    import nets.kernels
+
+    calls = []
+
+    def fake(x, w, p, *, backend):
+        calls.append(backend)
+        return None if backend == "auto" else torch.full((x.shape[0], w.shape[0]), 7.0)
+
+    monkeypatch.setattr(nets.kernels, "fast_lp_dist", fake, raising=False)
+    x, w = torch.randn(3, 4), torch.randn(2, 4)
+    torch.testing.assert_close(lp_dist(x, w, math.inf), brute(x, w, math.inf).float())  # None → reference
+    assert torch.all(lp_dist(x, w, 8.0, backend="cpu") == 7.0)
+    torch.testing.assert_close(lp_dist(x, w, 2.0, backend="reference"), brute(x, w, 2.0).float())
+    assert calls == ["auto", "cpu"]
+
+
+def test_double_backward_is_refused_not_wrong():
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 4, dtype=torch.float64)
+    for p in (2.0, math.inf):
+        (gx,) = torch.autograd.grad(reference_lp_dist(x, w, p).sum(), x, create_graph=True)
+        with pytest.raises(RuntimeError):
+            gx.sum().backward()
