@@ -61,6 +61,9 @@ def _flat(y) -> np.ndarray:
 
 
 def _module_input_shape(m: nn.Module) -> tuple[int, ...] | None:
+    shape = getattr(m, "input_shape", None)
+    if isinstance(shape, (tuple, list)) and all(isinstance(v, int) for v in shape):
+        return tuple(shape)
     cfg = getattr(m, "config", None)
     if cfg is not None and hasattr(cfg, "input_shape"):
         return tuple(int(v) for v in cfg.input_shape)
