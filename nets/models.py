@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
-import torch
 from torch import Tensor, nn
 
 from nets.layers import DIST_LAYERS, LinfDistConv2d, LinfDistLinear, MeanShift, identity_init
