@@ -42,9 +42,9 @@ def down(x) -> np.ndarray:
     _check_nan(x)
     with np.errstate(over="ignore"):
         f = x.astype(np.float32)
-    too_big = f.astype(np.float64) > x
-    if too_big.any():
-        f = np.where(too_big, np.nextafter(f, np.float32(-np.inf)), f)
+        too_big = f.astype(np.float64) > x
+        if too_big.any():
+            f = np.where(too_big, np.nextafter(f, np.float32(-np.inf)), f)
     return f
 
 
@@ -54,9 +54,9 @@ def up(x) -> np.ndarray:
     _check_nan(x)
     with np.errstate(over="ignore"):
         f = x.astype(np.float32)
-    too_small = f.astype(np.float64) < x
-    if too_small.any():
-        f = np.where(too_small, np.nextafter(f, np.float32(np.inf)), f)
+        too_small = f.astype(np.float64) < x
+        if too_small.any():
+            f = np.where(too_small, np.nextafter(f, np.float32(np.inf)), f)
     return f
 
 
@@ -64,14 +64,16 @@ def step_down(f: np.ndarray) -> np.ndarray:
     """The next float32 below ``f`` (-inf stays -inf). Sound lower bound of t when f = RN(t)."""
     f = np.asarray(f, dtype=np.float32)
     _check_nan(f)
-    return np.nextafter(f, np.float32(-np.inf))
+    with np.errstate(over="ignore"):
+        return np.nextafter(f, np.float32(-np.inf))
 
 
 def step_up(f: np.ndarray) -> np.ndarray:
     """The next float32 above ``f`` (+inf stays +inf). Sound upper bound of t when f = RN(t)."""
     f = np.asarray(f, dtype=np.float32)
     _check_nan(f)
-    return np.nextafter(f, np.float32(np.inf))
+    with np.errstate(over="ignore"):
+        return np.nextafter(f, np.float32(np.inf))
 
 
 def step_down64(x: np.ndarray) -> np.ndarray:

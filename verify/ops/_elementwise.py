@@ -7,9 +7,13 @@ bounds computed in float32 from the box corners are RN(exact extreme) and one st
 
 Transcendental ops (tanh, sigmoid, exp): evaluated in float64 at the endpoints (the function is
 monotone) and widened by ``LIBM_REL`` relative + ``LIBM_ABS`` absolute before rounding outward.
-ASSUMPTION (documented, tested against onnxruntime by sampling in tests/test_ops_soundness.py): the
-float32 kernels of onnxruntime (MLAS vectorised approximations) are accurate to within 2^-16
-relative of the true value plus 2^-126 absolute; float64 libm is within a few ulp (negligible).
+ASSUMPTION (tested against onnxruntime by sampling in tests/test_ops_soundness.py): the float32
+kernels of onnxruntime (MLAS vectorised approximations) are within 2^-16 relative of the true value
+plus 2^-20 absolute; float64 libm is within a few ulp (negligible). Measured on onnxruntime 1.32
+(4e5 samples, |x| from 1e-45 to 316): tanh max relative error 2.5e-7 but it returns 1.0000001 for
+x ≈ 8.9 (outside the real range!) and flushes subnormal results to 0; sigmoid is only absolutely
+accurate (max abs error 1.3e-7, relative error 4.2 at x = -17.9). Hence no clipping of these bounds
+to the real range of the function, and an absolute margin well above the observed errors.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from verify.ops.base import Box
 from verify.rounding import down, step_down, step_up, up
 
 LIBM_REL = 2.0**-16
-LIBM_ABS = 2.0**-126
+LIBM_ABS = 2.0**-20
 
 
 def f32(a) -> np.ndarray:
@@ -47,11 +51,12 @@ def corner_box(fn: Callable, a: Box, b: Box) -> Box:
     return outward(lo, hi)
 
 
-def monotone_libm(fn64: Callable, box: Box, lo_clip: float, hi_clip: float) -> Box:
-    """Sound box of a non-decreasing transcendental ``fn`` with range within [lo_clip, hi_clip]."""
+def monotone_libm(fn64: Callable, box: Box) -> Box:
+    """Sound box of a non-decreasing transcendental ``fn`` (float64 endpoints, widened by the error
+    model, rounded outward; deliberately not clipped to fn's real range, see the module docstring)."""
     with np.errstate(all="ignore"):
         flo = fn64(box.lo.astype(np.float64))
         fhi = fn64(box.hi.astype(np.float64))
     lo = down(flo - (np.abs(flo) * LIBM_REL + LIBM_ABS))
     hi = up(fhi + (np.abs(fhi) * LIBM_REL + LIBM_ABS))
-    return Box(np.clip(lo, lo_clip, hi_clip).astype(np.float32), np.clip(hi, lo_clip, hi_clip).astype(np.float32))
+    return Box(lo, hi)

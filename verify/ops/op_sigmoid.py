@@ -21,7 +21,7 @@ class Sigmoid(Op):
         return _sigmoid64(f32(x).astype(np.float64)).astype(np.float32)
 
     def interval(self, b):
-        return monotone_libm(_sigmoid64, b, 0.0, 1.0)
+        return monotone_libm(_sigmoid64, b)
 
     def lipschitz(self, lx=None):
         return scaled([lx], 0.25)

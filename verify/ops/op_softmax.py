@@ -60,8 +60,9 @@ class Softmax(Op):
         absm = (k + 2) * 2.0**-148
         lo_out = down(s_low * (1.0 - rel) - absm)
         hi_out = up(s_high * (1.0 + rel) + absm)
-        lo_out = np.clip(lo_out, 0.0, 1.0).astype(np.float32)
-        hi_out = np.clip(hi_out, 0.0, 1.0).astype(np.float32)
+        # exp >= 0, so onnxruntime's result is >= 0 too; no upper clip (a reciprocal-multiply
+        # kernel could return 1 + ulp, like tanh does, see _elementwise)
+        lo_out = np.maximum(lo_out, np.float32(0.0)).astype(np.float32)
         return Box(np.moveaxis(lo_out, -1, ax), np.moveaxis(hi_out, -1, ax))
 
     def lipschitz(self, lx=None):

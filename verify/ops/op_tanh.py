@@ -16,7 +16,7 @@ class Tanh(Op):
         return np.tanh(f32(x))
 
     def interval(self, b):
-        return monotone_libm(np.tanh, b, -1.0, 1.0)
+        return monotone_libm(np.tanh, b)
 
     def lipschitz(self, lx=None):
         return scaled([lx], 1.0)  # tanh' = 1 - tanh^2 <= 1

@@ -1,0 +1,208 @@
+"""Soundness of interval bounds with exact rational arithmetic; the float32 error model of
+onnxruntime's transcendental kernels; fusion of standard-op ℓ∞-dist layers."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import helper as h
+
+from test_import import make_model, ort_run, pure_linf_net, save
+from verify.model import load_model
+
+N = h.make_node
+
+
+def _tiny_net(seed: int, bias_scale: float):
+    """Flatten -> LinfDist -> Relu(Gemm) -> Sub(c, .) -> Mul(., c) -> LinfDist -> Neg, random weights."""
+    rng = np.random.default_rng(seed)
+    d, m1, m2, k = 3, 4, 3, 2
+    f = lambda *s: rng.normal(size=s).astype(np.float32)  # noqa: E731
+    inits = {
+        "W1": f(m1, d), "B1": (f(m1) * bias_scale).astype(np.float32),
+        "G": f(m1, m2), "GB": (f(m2) * bias_scale).astype(np.float32),
+        "C": f(m2), "S": f(m2),
+        "W2": f(k, m2), "B2": (f(k) * bias_scale).astype(np.float32),
+    }
+    nodes = [
+        N("LinfDist", ["input", "W1", "B1"], ["a"], domain="linf"),
+        N("Gemm", ["a", "G", "GB"], ["g"]),
+        N("Relu", ["g"], ["r"]),
+        N("Sub", ["C", "r"], ["s"]),
+        N("Mul", ["s", "S"], ["t"]),
+        N("LinfDist", ["t", "W2", "B2"], ["u"], domain="linf"),
+        N("Neg", ["u"], ["logits"]),
+    ]
+    return make_model(nodes, inits, [d], k, linf_ops=["LinfDist"]), inits
+
+
+def _exact(inits, x):
+    """The exact real output of _tiny_net at a rational point x (list of Fractions)."""
+    q = lambda a: [[Fraction(float(v)) for v in row] for row in np.atleast_2d(a)]  # noqa: E731
+    qv = lambda a: [Fraction(float(v)) for v in a]  # noqa: E731
+    a = [max(abs(xi - wi) for xi, wi in zip(x, w)) + b for w, b in zip(q(inits["W1"]), qv(inits["B1"]))]
+    G = q(inits["G"])
+    g = [sum(a[i] * G[i][j] for i in range(len(a))) + gb for j, gb in enumerate(qv(inits["GB"]))]
+    r = [max(v, Fraction(0)) for v in g]
+    t = [(c - v) * s for c, v, s in zip(qv(inits["C"]), r, qv(inits["S"]))]
+    return [-(max(abs(ti - wi) for ti, wi in zip(t, w)) + b) for w, b in zip(q(inits["W2"]), qv(inits["B2"]))]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10**6), st.sampled_from([1.0, 1e4, 1e7]), st.sampled_from([0.0, 1e-6, 0.05, 1.0]))
+def test_interval_contains_exact_rational_values(tmp_path_factory, seed, bias_scale, radius):
+    model, inits = _tiny_net(seed, bias_scale)
+    p = save(model, tmp_path_factory.mktemp("exact"))
+    m = load_model(p)
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(1, 3)).astype(np.float32)
+    lo = (c - np.float32(radius)).astype(np.float32)
+    hi = (c + np.float32(radius)).astype(np.float32)
+    blo, bhi = m.interval(lo, hi)
+    for _ in range(6):
+        # a random rational point of the box (not a float32 in general), and random corners
+        ts = [Fraction(int(v), 1000) for v in rng.integers(0, 1001, 3)]
+        x = [Fraction(float(a)) + t * (Fraction(float(b)) - Fraction(float(a))) for a, b, t in zip(lo[0], hi[0], ts)]
+        for k, yk in enumerate(_exact(inits, x)):
+            assert Fraction(float(blo[0, k])) <= yk <= Fraction(float(bhi[0, k]))
+        corner = np.where(rng.random((1, 3)) < 0.5, lo, hi).astype(np.float32)
+        yo = ort_run(p, corner)
+        assert np.all(blo <= yo) and np.all(yo <= bhi)
+
+
+def test_point_box_of_pure_net_is_one_ulp_tight(tmp_path):
+    rng = np.random.default_rng(3)
+    p = save(pure_linf_net(rng), tmp_path)
+    m = load_model(p)
+    x = rng.random((5, 12), dtype=np.float32)
+    lo, hi = m.interval(x, x)
+    y = ort_run(p, x)
+    assert np.all(lo <= y) and np.all(y <= hi)
+    # each of the 3 layers adds at most 2 outward steps (distance, bias) at its own magnitude
+    big = max(float(np.abs(b.hi).max()) for b in m.propagate(x, x).values())
+    assert np.all(hi - lo <= 6 * np.spacing(np.float32(2 * big)))
+
+
+@pytest.mark.parametrize("op", ["Tanh", "Sigmoid", "Softmax"])
+def test_libm_error_model_covers_onnxruntime(op, tmp_path):
+    """The assumption of verify/ops/_elementwise.py: ORT's float32 kernels stay within the margin."""
+    rng = np.random.default_rng(0)
+    k = 16
+    nodes = [N(op, ["input"], ["logits"], **({"axis": -1} if op == "Softmax" else {}))]
+    p = save(make_model(nodes, {}, [k], k), tmp_path)
+    m = load_model(p)
+    mags = 10.0 ** rng.uniform(-45, 2.5, size=(4000, k))
+    x = (np.sign(rng.normal(size=mags.shape)) * mags).astype(np.float32)
+    x[:50] = 0.0
+    x[50:100] = np.float32(1e-45)
+    y = ort_run(p, x)
+    lo, hi = m.interval(x, x)
+    assert np.all(lo <= y) and np.all(y <= hi)
+
+
+def _fused_style_model(rng, *, w_first=False, w3d=False, axes_neg=False, opset=18, bias=True):
+    d, widths, k = 6, [5], 4
+    inits, nodes, prev, cur = {}, [], d, "input"
+    for i, w in enumerate(widths + [k]):
+        W = rng.normal(size=(w, prev)).astype(np.float32)
+        inits[f"W{i}"] = W[None] if w3d else W
+        ax_u, ax_r = ([-2], [-1]) if axes_neg else ([1], [2])
+        if opset >= 13:
+            inits[f"au{i}"] = np.array(ax_u, np.int64)
+            nodes.append(N("Unsqueeze", [cur, f"au{i}"], [f"u{i}"]))
+        else:
+            nodes.append(N("Unsqueeze", [cur], [f"u{i}"], axes=ax_u))
+        nodes.append(N("Sub", [f"W{i}", f"u{i}"] if w_first else [f"u{i}", f"W{i}"], [f"s{i}"]))
+        nodes.append(N("Abs", [f"s{i}"], [f"a{i}"]))
+        if opset >= 18:
+            inits[f"ar{i}"] = np.array(ax_r, np.int64)
+            nodes.append(N("ReduceMax", [f"a{i}", f"ar{i}"], [f"r{i}"], keepdims=0))
+        else:
+            nodes.append(N("ReduceMax", [f"a{i}"], [f"r{i}"], axes=ax_r, keepdims=0))
+        out = f"h{i}"
+        if bias:
+            inits[f"B{i}"] = rng.normal(size=w).astype(np.float32)
+            nodes.append(N("Add", [f"r{i}", f"B{i}"], [out]))
+        else:
+            nodes.append(N("Identity", [f"r{i}"], [out]))
+        cur, prev = out, w
+    nodes.append(N("Neg", [cur], ["logits"]))
+    std = make_model(nodes, inits, [d], k, opset=opset)
+    linf_nodes = []
+    prev, cur = "input", None
+    linit = {}
+    for i in range(len(widths) + 1):
+        W = inits[f"W{i}"][0] if w3d else inits[f"W{i}"]
+        linit[f"W{i}"] = W
+        ins = [prev, f"W{i}"]
+        if bias:
+            linit[f"B{i}"] = inits[f"B{i}"]
+            ins.append(f"B{i}")
+        linf_nodes.append(N("LinfDist", ins, [f"h{i}"], domain="linf"))
+        prev = f"h{i}"
+    linf_nodes.append(N("Neg", [prev], ["logits"]))
+    ours = make_model(linf_nodes, linit, [d], k, linf_ops=["LinfDist"], opset=max(opset, 18))
+    return std, ours
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [dict(), dict(w_first=True), dict(w3d=True), dict(axes_neg=True), dict(opset=13), dict(bias=False)],
+)
+def test_fused_standard_op_layers_certify_exactly_like_linfdist(variant, tmp_path):
+    rng = np.random.default_rng(9)
+    std, ours = _fused_style_model(rng, **variant)
+    ps, po = save(std, tmp_path, "std.onnx"), save(ours, tmp_path, "ours.onnx")
+    ms, mo = load_model(ps), load_model(po)
+    assert [n.op_type for n in ms.graph.nodes if n.op_type == "LinfDist"] == ["LinfDist", "LinfDist"]
+    x = rng.random((7, 6), dtype=np.float32)
+    assert np.array_equal(ms.forward(x), ort_run(ps, x))
+    assert np.array_equal(ort_run(ps, x), ort_run(po, x))
+    for eps in (0.0, 0.01, 0.3):
+        ls, hs = ms.interval(x - np.float32(eps), x + np.float32(eps))
+        lo, ho = mo.interval(x - np.float32(eps), x + np.float32(eps))
+        assert np.array_equal(ls, lo) and np.array_equal(hs, ho)
+    assert ms.lipschitz() == mo.lipschitz() == 1.0
+
+
+def test_no_fusion_when_intermediate_is_shared(tmp_path):
+    rng = np.random.default_rng(2)
+    W = rng.normal(size=(3, 4)).astype(np.float32)
+    nodes = [
+        N("Unsqueeze", ["input", "au"], ["u"]),
+        N("Sub", ["u", "W"], ["s"]),
+        N("Abs", ["s"], ["a"]),
+        N("ReduceMax", ["a", "ar"], ["r"], keepdims=0),
+        N("ReduceMax", ["s", "ar"], ["r2"], keepdims=0),  # s has a second consumer
+        N("Add", ["r", "r2"], ["logits"]),
+    ]
+    inits = {"W": W, "au": np.array([1], np.int64), "ar": np.array([2], np.int64)}
+    p = save(make_model(nodes, inits, [4], 3), tmp_path)
+    m = load_model(p)
+    assert "LinfDist" not in [n.op_type for n in m.graph.nodes]
+    x = rng.random((4, 4), dtype=np.float32)
+    assert np.array_equal(m.forward(x), ort_run(p, x))
+    lo, hi = m.interval(x - np.float32(0.1), x + np.float32(0.1))
+    y = ort_run(p, x)
+    assert np.all(lo <= y) and np.all(y <= hi)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 10**6), st.sampled_from(["Relu", "Tanh", "Sigmoid"]), st.floats(0.0, 0.5))
+def test_random_mlp_boxes_contain_ort(tmp_path_factory, seed, act, eps):
+    from test_import import mlp
+
+    rng = np.random.default_rng(seed)
+    p = save(mlp(rng, act=act), tmp_path_factory.mktemp("mlp"))
+    m = load_model(p)
+    x = rng.random((2, 12), dtype=np.float32)
+    lo, hi = (x - np.float32(eps)).astype(np.float32), (x + np.float32(eps)).astype(np.float32)
+    blo, bhi = m.interval(lo, hi)
+    for _ in range(8):
+        xs = np.where(rng.random(x.shape) < 0.5, lo, hi).astype(np.float32)
+        y = ort_run(p, xs)
+        assert np.all(blo <= y) and np.all(y <= bhi)
