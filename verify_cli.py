@@ -104,16 +104,24 @@ def certify(
     from verify.certify_run import run_certify
 
     err = Console(stderr=True)
-    with Progress(TextColumn("certifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as bar:
-        task = bar.add_task("certify", total=None)
+    bar = Progress(TextColumn("certifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err, transient=True, disable=not err.is_terminal)
+    task = None
 
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    def progress(done: int, total: int) -> None:  # first called after all inputs are validated
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task("certify", total=total)
+        bar.update(task, completed=done, total=total)
 
+    try:
         summary = run_certify(model, data, eps=eps, out=out, method=method, domain=domain,
                               batch_size=batch_size, limit=limit, shard=shard, data_dir=data_dir,
                               split=split, bisect_steps=bisect_steps, progress=progress)
+    finally:
+        if task is not None:
+            bar.stop()
     if json_out:
         typer.echo(json.dumps(summary))
         return

@@ -243,3 +243,11 @@ def exact_range(p: PWL, lo, hi) -> tuple[F, F]:
     pts = [lo, hi] + [t for t in p.xs if lo < t < hi]
     vals = [p(t) for t in pts]
     return min(vals), max(vals)
+
+
+def mixed_head_net(rng):
+    """An ℓ∞-dist trunk (first-layer weights in the data range, centred second layer) and a Gemm
+    head whose class varies over [0, 1]^6: gives a mix of certified / not certified samples."""
+    return [("linf", rng.random((10, 6)).astype(np.float32), None),
+            ("linf", (rng.random((8, 10)) * 0.5).astype(np.float32), np.full(8, -0.6, np.float32)),
+            ("gemm", rng.normal(0, 3, (4, 8)).astype(np.float32), rng.normal(0, 0.1, 4).astype(np.float32))]

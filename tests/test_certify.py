@@ -1,0 +1,167 @@
+"""verify.certify / verify.certify_run: methods, statuses, tightness, shards, resume, bad input."""
+
+from __future__ import annotations
+
+from fractions import Fraction as F
+
+import numpy as np
+import pytest
+
+from certify_helpers import build_model, exact_margin, ort_logits, random_linf_net
+from verify.certificates import read_records
+from verify.certify import CertifyConfig, certify_batch
+from verify.certify_run import parse_shard, run_certify, select_indices
+from verify.errors import DataError, LinfVerifyError
+from verify.model import load_model
+
+
+@pytest.fixture(scope="module")
+def pure(tmp_path_factory):
+    rng = np.random.default_rng(7)
+    layers = [("flatten",)] + random_linf_net(rng, [16, 12, 10, 5])
+    path = build_model(layers, [1, 4, 4], tmp_path_factory.mktemp("pure") / "pure.onnx")
+    x = rng.random((40, 1, 4, 4)).astype(np.float32)
+    y = np.argmax(ort_logits(path, x), axis=1)
+    y[::7] = (y[::7] + 1) % 5  # some misclassified samples
+    return layers[1:], path, x, y
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    rng = np.random.default_rng(3)
+    layers = random_linf_net(rng, [6, 10, 8], head=4)
+    path = build_model(layers, [6], tmp_path_factory.mktemp("head") / "head.onnx")
+    x = rng.random((30, 6)).astype(np.float32)
+    return layers, path, x, np.argmax(ort_logits(path, x), axis=1)
+
+
+def test_pure_net_radius_is_half_the_exact_margin(pure):
+    layers, path, x, y = pure
+    model = load_model(path)
+    assert model.lipschitz() <= 1 + 1e-9
+    for method in ("lipschitz", "ibp", "auto"):
+        res = certify_batch(model, x, y, CertifyConfig(0.01, method, bisect_steps=4))
+        for k in range(len(y)):
+            m = exact_margin(layers, x[k].ravel(), int(y[k]))
+            if m <= 0:
+                assert res.status[k] == "misclassified" and res.radius[k] == 0
+                continue
+            assert res.radius[k] >= float(m) / 2 - 1e-5, (method, k)
+            assert res.status[k] == ("certified" if float(m) / 2 > 0.01 + 1e-5 else res.status[k])
+
+
+def test_misclassified_uses_float32_prediction(pure):
+    _, path, x, y = pure
+    res = certify_batch(load_model(path), x, y, CertifyConfig(0.01))
+    ort_pred = np.argmax(ort_logits(path, x), axis=1)
+    assert (res.predicted == ort_pred).all()
+    mis = [k for k in range(len(y)) if ort_pred[k] != y[k]]
+    assert mis and all(res.status[k] == "misclassified" and res.radius[k] == 0 for k in mis)
+
+
+def test_head_net_ibp_beats_lipschitz_and_bisection_is_proven(head):
+    _, path, x, y = head
+    model = load_model(path)
+    assert model.lipschitz() > 1  # the Gemm head
+    lip = certify_batch(model, x, y, CertifyConfig(0.02, "lipschitz"))
+    ibp = certify_batch(model, x, y, CertifyConfig(0.02, "ibp", bisect_steps=8))
+    auto = certify_batch(model, x, y, CertifyConfig(0.02, "auto", bisect_steps=8))
+    assert (ibp.radius >= lip.radius - 1e-12).mean() > 0.9
+    assert (auto.radius >= np.maximum(ibp.radius, lip.radius) - 1e-12).all()
+    assert sum(s == "certified" for s in auto.status) >= sum(s == "certified" for s in lip.status)
+    for k in range(len(y)):  # every reported radius is proven: re-certify just below it
+        r = float(auto.radius[k])
+        if r > 0:
+            again = certify_batch(model, x[k:k + 1], y[k:k + 1], CertifyConfig(np.nextafter(r, 0), "auto", bisect_steps=0))
+            assert again.status[0] == "certified" or again.radius[0] >= np.nextafter(r, 0)
+
+
+def test_config_validation():
+    for bad in (CertifyConfig(-1.0), CertifyConfig(float("nan")), CertifyConfig(0.1, "crown"),
+                CertifyConfig(0.1, domain=(1.0, 0.0))):
+        with pytest.raises(LinfVerifyError):
+            bad.check()
+
+
+def test_shard_parsing_and_selection():
+    assert parse_shard(None) == (0, 1) and parse_shard("1/3") == (1, 3)
+    for bad in ("3/2", "1", "a/b", "-1/2", "1/0"):
+        with pytest.raises(LinfVerifyError):
+            parse_shard(bad)
+    idx, n = select_indices(10, 7, (1, 3))
+    assert n == 7 and idx.tolist() == [1, 4]
+    assert sorted(sum((select_indices(10, None, (i, 3))[0].tolist() for i in range(3)), [])) == list(range(10))
+
+
+def _npz(tmp_path, x, y, name="d.npz"):
+    p = tmp_path / name
+    np.savez(p, x=x, y=y)
+    return p
+
+
+def test_shards_concatenate_to_the_full_run(tmp_path, head):
+    _, path, x, y = head
+    data = _npz(tmp_path, x, y)
+    full = run_certify(path, data, eps=0.02, out=tmp_path / "full.jsonl", batch_size=8)
+    parts = []
+    for i in range(3):
+        s = run_certify(path, data, eps=0.02, out=tmp_path / f"s{i}.jsonl", batch_size=8, shard=f"{i}/3")
+        parts += read_records(tmp_path / f"s{i}.jsonl")
+    assert sorted(r["index"] for r in parts) == list(range(len(y)))
+    by = {r["index"]: r for r in read_records(tmp_path / "full.jsonl")}
+    assert all(by[r["index"]]["status"] == r["status"] for r in parts)
+    assert full["n"] == len(y) and s["n"] == len(range(2, len(y), 3))
+
+
+def test_resume_after_interruption_gives_identical_file(tmp_path, head):
+    _, path, x, y = head
+    data = _npz(tmp_path, x, y)
+    ref = tmp_path / "ref.jsonl"
+    run_certify(path, data, eps=0.02, out=ref, batch_size=7)
+    out = tmp_path / "out.jsonl"
+    calls = []
+
+    def boom(done, total):
+        calls.append(done)
+        if done >= 14:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_certify(path, data, eps=0.02, out=out, batch_size=7, progress=boom)
+    partial = tmp_path / "out.jsonl.partial"
+    assert not out.exists() and partial.exists()
+    with open(partial, "a") as f:  # a torn line from a crash mid-write
+        f.write('{"index": 14, "input_sha')
+    s = run_certify(path, data, eps=0.02, out=out, batch_size=7)
+    assert s["resumed"] == 14 and not partial.exists()
+    assert out.read_bytes() == ref.read_bytes()
+    with pytest.raises(LinfVerifyError):  # a partial of another eps is refused, not mixed
+        partial.write_text(ref.read_text().splitlines()[0] + "\n")
+        run_certify(path, data, eps=0.03, out=out, batch_size=7)
+
+
+def test_bad_inputs_create_no_file(tmp_path, head):
+    _, path, x, y = head
+    out = tmp_path / "o.jsonl"
+    cases = [
+        (_npz(tmp_path, x + 2, y, "dom.npz"), DataError, "outside the input domain"),
+        (_npz(tmp_path, x[:, :5], y, "shape.npz"), DataError, "expects"),
+        (_npz(tmp_path, x, y + 10, "lab.npz"), DataError, "labels"),
+    ]
+    for data, exc, msg in cases:
+        with pytest.raises(exc, match=msg):
+            run_certify(path, data, eps=0.1, out=out)
+    with pytest.raises(LinfVerifyError, match="shard"):
+        run_certify(path, cases[0][0], eps=0.1, out=out, shard="3/2")
+    assert list(tmp_path.glob("o.jsonl*")) == []
+    # a wider domain makes the same data certifiable
+    s = run_certify(path, cases[0][0], eps=0.01, out=out, domain=(0.0, 3.0))
+    assert s["n"] == len(y) and out.exists()
+
+
+def test_eps_zero_certifies_every_correct_sample_with_positive_margin(head):
+    layers, path, x, y = head
+    res = certify_batch(load_model(path), x, y, CertifyConfig(0.0))
+    for k in range(len(y)):
+        if exact_margin(layers, x[k], int(y[k])) > F(1, 1000):
+            assert res.status[k] == "certified"

@@ -1,0 +1,149 @@
+"""CLI: certify / check / lipschitz through typer's CliRunner (fixed interface of issue 5)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from certify_helpers import build_model, mixed_head_net, ort_logits
+from verify_cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(12)
+    model = build_model(mixed_head_net(rng), [6], d / "m.onnx")
+    x = rng.random((20, 6)).astype(np.float32)
+    y = np.argmax(ort_logits(model, x), axis=1)
+    y[::6] = (y[::6] + 1) % 4
+    np.savez(d / "d.npz", x=x, y=y)
+    return d, model, d / "d.npz"
+
+
+def _certify(model, data, out, *extra):
+    return runner.invoke(app, ["certify", str(model), "--data", str(data), "--eps", "0.02",
+                               "--out", str(out), *extra])
+
+
+def test_certify_json_then_check_passes(files, tmp_path):
+    d, model, data = files
+    out = tmp_path / "c.jsonl"
+    r = _certify(model, data, out, "--json", "--batch-size", "7")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    for k in ("n", "clean_accuracy", "certified_accuracy", "certified", "eps", "method", "model_sha256", "seconds"):
+        assert k in s
+    assert s["n"] == 20 and 0 < s["certified"] < 20
+    assert s["certified_accuracy"] <= s["clean_accuracy"] < 1
+    r = runner.invoke(app, ["check", str(out), "--model", str(model), "--data", str(data)])
+    assert r.exit_code == 0, r.output
+    assert "passed" in r.stdout
+
+
+def test_certify_table_output(files, tmp_path):
+    d, model, data = files
+    r = _certify(model, data, tmp_path / "c.jsonl", "--limit", "5", "--method", "ibp")
+    assert r.exit_code == 0 and "certified accuracy" in r.stdout
+
+
+@pytest.mark.parametrize("field,value", [("status", "certified"), ("radius", 0.9), ("model_sha256", "0" * 64)])
+def test_check_fails_on_tampering(files, tmp_path, field, value):
+    d, model, data = files
+    out = tmp_path / "c.jsonl"
+    assert _certify(model, data, out).exit_code == 0
+    recs = [json.loads(s) for s in out.read_text().splitlines()]
+    k = next(i for i, r in enumerate(recs) if r["status"] == ("misclassified" if field == "status" else "certified"))
+    recs[k][field] = value
+    if field == "status":
+        recs[k]["radius"] = 0.02
+    out.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    r = runner.invoke(app, ["check", str(out), "--model", str(model), "--data", str(data)])
+    assert r.exit_code == 1
+    assert r.stderr.startswith("error:") and r.stderr.count("\n") == 1 and "Traceback" not in r.output
+
+
+def _bad_npz(tmp_path, kind):
+    p = tmp_path / f"{kind}.npz"
+    if kind == "garbage":
+        p.write_bytes(b"not a zip file at all")
+    elif kind == "shape":
+        np.savez(p, x=np.zeros((3, 5), np.float32), y=np.zeros(3, np.int64))
+    elif kind == "nolabels":
+        np.savez(p, x=np.zeros((3, 6), np.float32))
+    return p
+
+
+@pytest.mark.parametrize("case", ["missing_model", "not_onnx", "garbage", "shape", "nolabels", "shard",
+                                  "neg_eps", "out_dir"])
+def test_bad_inputs_one_line_no_file(files, tmp_path, case):
+    d, model, data = files
+    out = tmp_path / "o.jsonl"
+    args = {"model": model, "data": data, "extra": []}
+    if case == "missing_model":
+        args["model"] = tmp_path / "nope.onnx"
+    elif case == "not_onnx":
+        args["model"] = tmp_path / "fake.onnx"
+        args["model"].write_bytes(b"\x00\x01 this is not a protobuf")
+    elif case in ("garbage", "shape", "nolabels"):
+        args["data"] = _bad_npz(tmp_path, case)
+    elif case == "shard":
+        args["extra"] = ["--shard", "3/2"]
+    elif case == "out_dir":
+        out = tmp_path / "nodir" / "o.jsonl"
+    if case == "neg_eps":
+        r = runner.invoke(app, ["certify", str(model), "--data", str(data), "--eps", "-1", "--out", str(out)])
+    else:
+        r = _certify(args["model"], args["data"], out, *args["extra"])
+    assert r.exit_code != 0
+    assert r.stderr.startswith("error:") and r.stderr.count("\n") == 1, r.stderr
+    assert "Traceback" not in r.output
+    assert not list(tmp_path.glob("o.jsonl*"))
+
+
+def test_resume_via_cli_matches_uninterrupted(files, tmp_path):
+    d, model, data = files
+    ref, out = tmp_path / "ref.jsonl", tmp_path / "out.jsonl"
+    assert _certify(model, data, ref, "--batch-size", "6").exit_code == 0
+    lines = ref.read_text().splitlines(keepends=True)
+    (tmp_path / "out.jsonl.partial").write_text("".join(lines[:12]) + lines[12][:30])
+    r = _certify(model, data, out, "--batch-size", "6", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["resumed"] == 12
+    assert out.read_bytes() == ref.read_bytes()
+
+
+def test_check_bad_file(files, tmp_path):
+    d, model, data = files
+    p = tmp_path / "c.jsonl"
+    p.write_text("{}\n")
+    r = runner.invoke(app, ["check", str(p), "--model", str(model), "--data", str(data)])
+    assert r.exit_code == 1 and "missing field" in r.stderr
+
+
+def test_lipschitz_json_and_table(files):
+    d, model, data = files
+    r = runner.invoke(app, ["lipschitz", str(model), "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["global"] > 1 and not rep["one_lipschitz"]
+    ops = {n["op_type"]: n for n in rep["nodes"]}
+    assert not ops["LinfDist"]["breaks"] and ops["Gemm"]["breaks"]
+    assert rep["breaking"] == [n["name"] for n in rep["nodes"] if n["op_type"] == "Gemm"]
+    r = runner.invoke(app, ["lipschitz", str(model)])
+    assert r.exit_code == 0 and "global" in r.stdout and "breaks" in r.stdout
+
+
+def test_lipschitz_check_shows_empirical_bound(files):
+    d, model, data = files
+    r = runner.invoke(app, ["lipschitz", str(model), "--json", "--check", "--budget", "256"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    if "empirical_note" in rep:
+        pytest.skip(rep["empirical_note"])
+    # the empirical ratio is a lower bound of the true constant, the static one an upper bound
+    assert 0 < rep["empirical"]["ratio_lower"] <= rep["global"]
