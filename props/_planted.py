@@ -147,3 +147,47 @@ def lipschitz_violating_nets(draw, *, kinds=KINDS, min_excess: float = 0.1, max_
     edges = [0] + cuts + [1 << 10]
     weights = [s * (b - a) / (1 << 10) for a, b in zip(edges, edges[1:])]
     return planted_weights(draw(st.integers(2, 8)), depth, draw(st.integers(2, 8)), classes, weights, seed)
+
+
+# ---------------------------------------------------------------- planted violations in ONNX files
+
+
+def plant_onnx_input_scaling(src, dst, s: float) -> None:
+    """Copy the ONNX model `src` to `dst` with the graph input multiplied by s first (Lip ≥ s·Lip)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.load(str(src))
+    g = m.graph
+    name = g.input[0].name
+    scaled = name + "_scaled"
+    for node in g.node:
+        node.input[:] = [scaled if i == name else i for i in node.input]
+    g.initializer.append(numpy_helper.from_array(np.array(s, np.float32), name + "_scale"))
+    g.node.insert(0, helper.make_node("Mul", [name, name + "_scale"], [scaled], name="planted_scale"))
+    onnx.checker.check_model(m)
+    onnx.save(m, str(dst))
+
+
+def l1_layer_onnx(dst, weights: np.ndarray, opset: int = 17) -> None:
+    """An ONNX model of the p = 1 distance layer f_k(x) = ‖x − w_k‖₁ in standard ops (Unsqueeze, Sub,
+    Abs, MatMul with ones), input [N, 1, 1, D]: D-Lipschitz in ℓ∞ (the ℓp layer's D^{1/p} at p = 1)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.asarray(weights, np.float32)
+    k, d = w.shape
+    inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.ones((d, 1), np.float32), "ones"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+    nodes = [helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+             helper.make_node("Unsqueeze", ["flat", "axis1"], ["x3"]),
+             helper.make_node("Sub", ["x3", "W"], ["diff"]),
+             helper.make_node("Abs", ["diff"], ["absd"]),
+             helper.make_node("MatMul", ["absd", "ones"], ["sum"]),
+             helper.make_node("Flatten", ["sum"], ["logits"], axis=1)]
+    graph = helper.make_graph(nodes, "l1_layer",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 1, d])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", k])], inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(m, full_check=True)
+    onnx.save(m, str(dst))
