@@ -26,6 +26,7 @@ __all__ = [
     "ibp_loss",
     "mixture_loss",
     "lp_weight_decay",
+    "apply_decoupled_weight_decay_",
 ]
 
 # Element-wise monotone non-decreasing activations that interval propagation may pass through.
@@ -162,3 +163,25 @@ def lp_weight_decay(model: nn.Module, p: float, dist_coef: float, head_coef: flo
         elif isinstance(m, nn.Linear) and head_coef:
             total = total + head_coef * 0.5 * (m.weight**2).sum()
     return total
+
+
+@torch.no_grad()
+def apply_decoupled_weight_decay_(model: nn.Module, p: float, step_dist: float, step_head: float,
+                                  dist_types: tuple[type, ...] | None = None) -> None:
+    """Decoupled form of :func:`lp_weight_decay` (as the authors' AdamW): after the optimiser step,
+    w ← w − step_dist·∇(½‖w_row‖_p²) for ℓ∞-dist weights (biases: b ← (1 − step_dist)·b) and
+    W ← (1 − step_head)·W for nn.Linear weights. Steps are lr × coefficient."""
+    if dist_types is None:
+        from nets.layers import DIST_LAYERS
+
+        dist_types = tuple(DIST_LAYERS)
+    for m in model.modules():
+        if isinstance(m, dist_types) and step_dist:
+            with torch.enable_grad():
+                w = m.weight.detach().clone().requires_grad_(True)
+                (g,) = torch.autograd.grad(_rowwise_half_sq_pnorm(w, p), w)
+            m.weight.sub_(step_dist * g)
+            if getattr(m, "bias", None) is not None:
+                m.bias.mul_(1.0 - step_dist)
+        elif isinstance(m, nn.Linear) and step_head:
+            m.weight.mul_(1.0 - step_head)

@@ -1,0 +1,131 @@
+"""The offline main job (`verify_cli.py demo`) and the rich output of `train`.
+
+`run_demo` is an ordered list of steps sharing one `DemoState`; each step is a small function
+`step(state) -> None` that may add entries to `state.summary`. The integrator appends steps
+(export → certify → attack) to `DEMO_STEPS` without touching the training step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from nets.presets import TrainConfig, apply_overrides, get_preset
+
+__all__ = ["DemoState", "DEMO_STEPS", "run_demo", "epoch_printer", "result_table",
+           "train_preset"]
+
+
+def _fmt_pct(v) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:6.2f}"
+
+
+def epoch_printer(console: Console, eval_on: str = "eval"):
+    """A `log` callback for nets.train that prints one rich line per epoch."""
+
+    def log(row) -> None:
+        p = "∞" if math.isinf(row.p) else f"{row.p:7.1f}"
+        member = f"m{row.member} " if row.member else ""
+        console.print(
+            f"{member}epoch [bold]{row.epoch:3d}[/]  loss {row.loss:7.4f}  train {_fmt_pct(row.train_acc)}%"
+            f"  p {p:>7}  ε_train {row.eps_train:.3f}  lr {row.lr:.5f}  │ {eval_on}: clean "
+            f"[green]{_fmt_pct(row.clean)}%[/]  certified [cyan]{_fmt_pct(row.certified)}%[/]"
+            f"  ({row.seconds:.1f}s)",
+            highlight=False,
+        )
+
+    return log
+
+
+def result_table(result, title: str = "training result") -> Table:
+    """Final metrics (EMA model, p = ∞, full test split) as a rich table."""
+    t = Table(title=title, show_header=False)
+    cfg = result.config
+    test = result.metrics["test"]
+    t.add_row("data set", f"{cfg.dataset} (test n = {test['n']})")
+    t.add_row("model", f"{cfg.arch} depth {cfg.depth} width {cfg.width}"
+              + (f" head {cfg.hidden}" if cfg.arch != "linf" else "")
+              + (f", {cfg.members} members (fusion)" if cfg.members > 1 else ""))
+    t.add_row("clean accuracy", f"{_fmt_pct(test['clean_accuracy'])} %")
+    t.add_row(f"certified accuracy (ε = {test['eps']:.4g})",
+              f"{_fmt_pct(test['certified_accuracy'])} %  (float32 estimate; `certify` proves it)")
+    t.add_row("train time", f"{result.metrics['train_seconds']:.1f} s")
+    if result.checkpoint is not None:
+        t.add_row("checkpoint", str(result.checkpoint))
+    return t
+
+
+def train_preset(preset: str, out: str | Path | None, console: Console | None = None,
+                 **overrides):
+    """Train `preset` with option overrides, printing per-epoch progress; returns TrainResult."""
+    from nets.train import run_training
+
+    cfg = apply_overrides(get_preset(preset), **overrides)
+    cfg.notes = dict(cfg.notes, preset=preset)
+    log = None
+    if console is not None:
+        eval_on = "holdout" if cfg.holdout else "test"
+        if cfg.eval_limit is not None:
+            eval_on += f"[:{cfg.eval_limit}]"
+        console.print(f"[bold]train[/] preset {preset}: {cfg.dataset}, {cfg.arch} "
+                      f"{cfg.depth}×{cfg.width}, {cfg.epochs} epochs (p=8 for {cfg.p_warm_epochs:g}, "
+                      f"anneal {cfg.anneal_epochs:g}), batch {cfg.batch_size}, seed {cfg.seed}",
+                      highlight=False)
+        log = epoch_printer(console, eval_on)
+    return run_training(cfg, out, log=log)
+
+
+# ---------------------------------------------------------------- demo
+
+
+@dataclass
+class DemoState:
+    """What the demo steps share."""
+
+    out: Path
+    console: Console
+    preset: str = "digits-small"
+    overrides: dict = field(default_factory=dict)
+    result: object | None = None          # nets.train.TrainResult after the train step
+    checkpoint: Path | None = None
+    summary: dict = field(default_factory=dict)
+
+
+def step_train(state: DemoState) -> None:
+    """Train the offline preset (scikit-learn digits, no network, no ../shared) and evaluate."""
+    res = train_preset(state.preset, state.out / "checkpoint", state.console, **state.overrides)
+    state.result, state.checkpoint = res, res.checkpoint
+    test = res.metrics["test"]
+    state.summary.update(checkpoint=str(res.checkpoint), clean_accuracy=test["clean_accuracy"],
+                         certified_accuracy_estimate=test["certified_accuracy"], eps=test["eps"],
+                         train_seconds=res.metrics["train_seconds"])
+    state.console.print(result_table(res, title=f"demo: {state.preset}"))
+
+
+DEMO_STEPS: list[tuple[str, Callable[[DemoState], None]]] = [("train", step_train)]
+
+
+def run_demo(out: str | Path = "demo_out", console: Console | None = None,
+             steps: list[tuple[str, Callable[[DemoState], None]]] | None = None,
+             **overrides) -> DemoState:
+    """Run the demo steps in order into folder `out`; returns the shared state (with summary)."""
+    console = console or Console()
+    state = DemoState(out=Path(out), console=console, overrides=overrides)
+    state.out.mkdir(parents=True, exist_ok=True)
+    for name, step in steps or DEMO_STEPS:
+        t0 = time.perf_counter()
+        console.rule(f"[bold]{name}")
+        step(state)
+        state.summary.setdefault("step_seconds", {})[name] = round(time.perf_counter() - t0, 2)
+    return state
+
+
+def demo_config(**overrides) -> TrainConfig:
+    """The configuration the demo trains (for documentation and tests)."""
+    return apply_overrides(get_preset("digits-small"), **overrides)

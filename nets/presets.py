@@ -1,0 +1,194 @@
+"""Training configuration (`TrainConfig`) and named presets.
+
+Paper presets reproduce Table 6 of Zhang et al. 2021 and the authors' published command lines
+(width 5120; 400 epochs for MNIST/F-MNIST, 800 for CIFAR-10; p = 8 for the first e1 epochs,
+8 → 1000 until e3, then ∞; batch 512; Adam lr 0.02; ℓp weight decay 5e-3). They need a GPU.
+Small presets run on a laptop CPU: `digits-small` (the offline default of `demo`) and
+`mnist-small` (a 256×5 pure ℓ∞-dist net with a compressed schedule, see FACTS.md).
+
+κ convention: the IBP loss is κ·CE(clean) + (1 − κ)·CE(worst case). The authors' code weights the
+worst case by its `--kappa`, so their kappa 0.5 / 0.95 / 1.0 are our κ = 0.5 / 0.05 / 0.0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from verify.errors import LinfVerifyError
+
+__all__ = ["TrainConfig", "PRESETS", "PRESET_HELP", "get_preset", "apply_overrides"]
+
+
+class ConfigError(LinfVerifyError):
+    """A preset name or option value is invalid."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; JSON-serialisable (saved into the checkpoint)."""
+
+    # --- data
+    dataset: str = "digits"            # mnist | fashion-mnist | cifar10 | digits
+    data_dir: str | None = None        # folder with the data (default: ../shared/data if present)
+    holdout: int = 0                   # last N training samples withheld for per-epoch evaluation
+    train_limit: int | None = None     # use only the first N training samples (quick runs/tests)
+    test_limit: int | None = None      # use only the first N test samples
+    eval_limit: int | None = None      # per-epoch evaluation on the first N of the eval slice
+    augment: bool = True               # paper augmentation (crop pad 1; CIFAR: pad 4 + flip)
+    # --- model (see nets.models.ModelConfig)
+    arch: str = "linf"                 # linf | linf-mlp | conv-linf-mlp
+    depth: int = 5                     # ℓ∞-dist linear layers
+    width: int = 512                   # units per hidden ℓ∞-dist layer
+    hidden: int = 512                  # +MLP head hidden units
+    conv_channels: tuple[int, ...] = (96, 96, 192, 192, 192)
+    conv_strides: tuple[int, ...] = (1, 1, 2, 1, 1)
+    mean_shift: bool = True
+    identity_init: bool = True
+    # --- objective
+    loss: str = "hinge"                # hinge (v1, pure) | ibp (+MLP) | mixture (v2)
+    eps_test: float = 0.1              # ε of the certified accuracy that is reported
+    eps_train: float = 0.15            # ε used by the loss (hinge θ = 2·eps_train)
+    mix: float = 0.75                  # hinge: weight of the max term vs the mean term
+    kappa: float = 0.5                 # ibp: weight of the clean CE (κ) after the ε warm-up
+    kappa_start: float | None = None   # ibp: κ at the start of the ε warm-up (None: = kappa)
+    lam_start: float = 0.1             # mixture: λ (CE weight) at the start
+    lam_end: float = 1e-3              # mixture: λ at the end (geometric decay)
+    clip: float = 1.0                  # mixture: hinge clip value
+    # --- schedule, in epochs (fractions allowed)
+    epochs: int = 60
+    p_warm_epochs: float = 5.0         # epochs at p = p_start
+    anneal_epochs: float = 40.0        # epochs of geometric p_start → p_end; then p = ∞
+    eps_warm_epochs: float = 0.0       # linear ε_train warm-up from 0 (0: constant)
+    p_start: float = 8.0
+    p_end: float = 1000.0
+    # --- optimiser
+    batch_size: int = 512
+    lr: float = 0.02                   # constant, then cosine to 0 from the start of annealing
+    beta1: float = 0.9
+    beta2: float = 0.99
+    adam_eps: float = 1e-10
+    weight_decay: float = 0.0          # ℓp weight decay of dist layers (paper eqn 6), decoupled
+    head_weight_decay: float | None = None  # ℓ2 decay of the head (None: = weight_decay)
+    ema_decay: float = 0.99            # EMA of weights and buffers (0.999 for long runs)
+    # --- runtime
+    seed: int = 0
+    device: str = "auto"               # auto | cpu | cuda | cuda:N
+    backend: str = "auto"              # distance op: auto | reference | cpu | cuda
+    members: int = 1                   # >1: train an ensemble of independent members (fusion)
+    eval_batch_size: int = 1000
+    notes: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["conv_channels"], d["conv_strides"] = list(self.conv_channels), list(self.conv_strides)
+        return d
+
+
+_PAPER = dict(batch_size=512, lr=0.02, weight_decay=5e-3, p_start=8.0, p_end=1000.0,
+              ema_decay=0.999, width=5120)
+PRESETS: dict[str, dict] = {
+    # Pure ℓ∞-dist nets, hinge loss (v1). Epoch phases e1 = p_warm, e3 = p_warm + anneal.
+    "mnist-linf": dict(_PAPER, dataset="mnist", arch="linf", depth=5, loss="hinge", mix=0.75,
+                       eps_test=0.3, eps_train=0.45, epochs=400, p_warm_epochs=50, anneal_epochs=300),
+    "fmnist-linf": dict(_PAPER, dataset="fashion-mnist", arch="linf", depth=5, loss="hinge", mix=1.0,
+                        eps_test=0.1, eps_train=0.225, epochs=400, p_warm_epochs=50,
+                        anneal_epochs=300),
+    "cifar10-linf": dict(_PAPER, dataset="cifar10", arch="linf", depth=6, loss="hinge", mix=0.75,
+                         eps_test=8 / 255, eps_train=0.1568, epochs=800, p_warm_epochs=100,
+                         anneal_epochs=650),
+    # ℓ∞-dist Net+MLP, IBP loss through the head; ε warm-up over the p = 8 phase.
+    "mnist-linf-mlp": dict(_PAPER, dataset="mnist", arch="linf-mlp", depth=4, hidden=256,
+                           loss="ibp", kappa=0.5, eps_test=0.3, eps_train=0.35, epochs=400,
+                           p_warm_epochs=50, anneal_epochs=300, eps_warm_epochs=50),
+    "fmnist-linf-mlp": dict(_PAPER, dataset="fashion-mnist", arch="linf-mlp", depth=4, hidden=512,
+                            loss="ibp", kappa=0.5, eps_test=0.1, eps_train=0.11, epochs=400,
+                            p_warm_epochs=50, anneal_epochs=300, eps_warm_epochs=50),
+    "cifar10-linf-mlp": dict(_PAPER, dataset="cifar10", arch="linf-mlp", depth=5, hidden=512,
+                             loss="ibp", kappa=0.05, eps_test=8 / 255, eps_train=0.03451,
+                             epochs=800, p_warm_epochs=100, anneal_epochs=650,
+                             eps_warm_epochs=100),
+    "cifar10-conv-linf-mlp": dict(_PAPER, dataset="cifar10", arch="conv-linf-mlp", depth=1,
+                                  width=1024, hidden=512, conv_channels=(96, 96, 192, 192, 192),
+                                  conv_strides=(1, 1, 2, 1, 1), loss="ibp", kappa=0.0,
+                                  eps_test=8 / 255, eps_train=0.03451, epochs=800,
+                                  p_warm_epochs=100, anneal_epochs=650, eps_warm_epochs=100),
+    # CPU presets.
+    "digits-small": dict(dataset="digits", arch="linf", depth=4, width=128, loss="hinge", mix=0.75,
+                         eps_test=0.1, eps_train=0.15, batch_size=64, lr=0.02, epochs=40,
+                         p_warm_epochs=2, anneal_epochs=30, ema_decay=0.99, weight_decay=0.0),
+    "mnist-small": dict(dataset="mnist", arch="linf", depth=5, width=256, loss="hinge", mix=0.75,
+                        eps_test=0.3, eps_train=0.45, batch_size=512, lr=0.02, epochs=45,
+                        p_warm_epochs=1, anneal_epochs=31, ema_decay=0.99, weight_decay=0.0),
+}
+
+PRESET_HELP = {
+    "mnist-linf": "paper: MNIST pure ℓ∞-dist net 5×5120, ε=0.3 (GPU)",
+    "fmnist-linf": "paper: Fashion-MNIST pure 5×5120, ε=0.1 (GPU)",
+    "cifar10-linf": "paper: CIFAR-10 pure 6×5120, ε=8/255 (GPU)",
+    "mnist-linf-mlp": "paper: MNIST ℓ∞-dist Net+MLP 4×5120 + 256 head, ε=0.3 (GPU)",
+    "fmnist-linf-mlp": "paper: Fashion-MNIST Net+MLP 4×5120 + 512 head, ε=0.1 (GPU)",
+    "cifar10-linf-mlp": "paper: CIFAR-10 Net+MLP 5×5120 + 512 head, ε=8/255 (GPU)",
+    "cifar10-conv-linf-mlp": "paper: CIFAR-10 conv ℓ∞-dist Net+MLP, ε=8/255 (GPU)",
+    "digits-small": "CPU, offline: 8×8 digits, pure 4×128, ε=0.1 (~1 min)",
+    "mnist-small": "CPU: MNIST pure 5×256, ε=0.3, compressed schedule (tens of minutes)",
+}
+
+
+def get_preset(name: str) -> TrainConfig:
+    """A fresh TrainConfig for preset `name`; raises ConfigError naming the known presets."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return TrainConfig(**PRESETS[name])
+
+
+def apply_overrides(cfg: TrainConfig, **overrides) -> TrainConfig:
+    """A copy of `cfg` with the non-None overrides applied and validated.
+
+    Overriding `epochs` alone rescales the phase lengths (p_warm, anneal, ε warm-up) in proportion,
+    so a shorter run keeps the preset's schedule shape.
+    """
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    bad = sorted(set(overrides) - known)
+    if bad:
+        raise ConfigError(f"unknown training option(s): {', '.join(bad)}")
+    kw = {k: v for k, v in overrides.items() if v is not None}
+    new = dataclasses.replace(cfg, **kw)
+    if "epochs" in kw and kw["epochs"] != cfg.epochs and cfg.epochs > 0:
+        scale = kw["epochs"] / cfg.epochs
+        for k in ("p_warm_epochs", "anneal_epochs", "eps_warm_epochs"):
+            if k not in kw:
+                setattr(new, k, getattr(cfg, k) * scale)
+    validate(new)
+    return new
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Raise ConfigError with one line for an inconsistent configuration."""
+    if cfg.epochs < 1:
+        raise ConfigError(f"epochs must be >= 1, got {cfg.epochs}")
+    if cfg.p_warm_epochs < 0 or cfg.anneal_epochs < 0 or cfg.eps_warm_epochs < 0:
+        raise ConfigError("phase lengths must be >= 0")
+    if cfg.p_warm_epochs + cfg.anneal_epochs > cfg.epochs + 1e-9:
+        raise ConfigError(f"p_warm_epochs + anneal_epochs ({cfg.p_warm_epochs} + "
+                          f"{cfg.anneal_epochs}) exceed epochs ({cfg.epochs})")
+    if cfg.loss not in ("hinge", "ibp", "mixture"):
+        raise ConfigError(f"unknown loss {cfg.loss!r}; choose hinge, ibp or mixture")
+    if cfg.loss == "ibp" and cfg.arch == "linf":
+        raise ConfigError("the ibp loss needs an MLP head (arch linf-mlp or conv-linf-mlp)")
+    if cfg.loss == "hinge" and cfg.arch != "linf":
+        raise ConfigError("the hinge loss is for pure ℓ∞-dist nets (arch linf); use ibp or mixture")
+    for name in ("batch_size", "width", "depth", "members", "eval_batch_size"):
+        if getattr(cfg, name) < 1 and not (name == "depth" and cfg.arch == "conv-linf-mlp"):
+            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.lr <= 0 or cfg.eps_train < 0 or cfg.eps_test < 0:
+        raise ConfigError("lr must be > 0 and eps values >= 0")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise ConfigError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
+    if not 1.0 <= cfg.p_start <= cfg.p_end:
+        raise ConfigError("need 1 <= p_start <= p_end")
+    for name in ("mix", "kappa"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ConfigError(f"{name} must be in [0, 1]")
+    if cfg.loss == "mixture" and cfg.eps_train <= 0:
+        raise ConfigError("the mixture loss needs eps_train > 0")

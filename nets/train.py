@@ -1,0 +1,306 @@
+"""The training loop of ℓ∞-dist nets (one loop for every model kind), EMA, DDP, ensembles.
+
+`run_training(cfg, out)` trains `cfg.members` independent members (seeds seed, seed+1, ...), each
+with Adam(β = (0.9, 0.99), eps 1e-10), the schedules of nets.schedules updated every iteration, and
+an EMA of parameters AND buffers (`torch.optim.swa_utils.AveragedModel`, use_buffers=True). The EMA
+copy is what is evaluated each epoch (p = ∞, eval mode), returned and saved (nets.checkpoint).
+
+Reproducibility: with the same cfg (seed included), device and backend, two runs give the same
+weights (model init from `torch.manual_seed(seed)`; data order from (seed, epoch); augmentation
+from (seed, epoch, rank)).
+
+Multi-GPU: launch with `torchrun --nproc_per_node N verify_cli.py train ...`. Every rank uses the
+SAME seed (identical init; DDP also broadcasts rank 0's weights), a disjoint shard of each epoch's
+shared permutation, and its own augmentation stream. Batch size is per step over all ranks
+(each rank gets batch_size // world). Only rank 0 evaluates, logs and writes the checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from nets import losses, schedules
+from nets.data import AUGMENT, DataSplits, iterate_batches, load_splits, num_batches
+from nets.evaluate import evaluate
+from nets.models import ModelConfig, build_model, set_backend, set_p
+from nets.presets import ConfigError, TrainConfig, validate
+
+__all__ = ["EpochLog", "TrainResult", "DistInfo", "run_training", "train_member", "make_ema",
+           "resolve_device", "model_config_for"]
+
+
+@dataclass
+class EpochLog:
+    """One line of training progress (accuracies of the EMA model on the evaluation slice)."""
+
+    member: int
+    epoch: int
+    loss: float
+    train_acc: float
+    p: float           # p at the end of the epoch
+    eps_train: float
+    lr: float
+    clean: float
+    certified: float | None
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module                   # the EMA model (or ConvexEnsemble of EMA members), eval mode
+    history: list[EpochLog]
+    metrics: dict
+    checkpoint: Path | None
+    config: TrainConfig
+    eval_on: str = "test"
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """torchrun environment, parsed as integers (the seed code kept WORLD_SIZE a string)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "DistInfo":
+        try:
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            rank = int(os.environ.get("RANK", "0"))
+            local = int(os.environ.get("LOCAL_RANK", str(rank)))
+        except ValueError as e:
+            raise ConfigError(f"bad torchrun environment (RANK/WORLD_SIZE/LOCAL_RANK): {e}") from None
+        if world < 1 or not 0 <= rank < world:
+            raise ConfigError(f"bad torchrun environment: rank {rank} of world {world}")
+        return cls(rank, world, local)
+
+
+def resolve_device(spec: str, dist: DistInfo = DistInfo()) -> torch.device:
+    """'auto' → cuda (this rank's local GPU) when available, else cpu."""
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cuda" and dist.enabled:
+        spec = f"cuda:{dist.local_rank}"
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda requested but CUDA is not available")
+    return dev
+
+
+def model_config_for(cfg: TrainConfig, input_shape, num_classes: int = 10) -> ModelConfig:
+    """The ModelConfig that `cfg` describes for data of `input_shape` (C, H, W)."""
+    return ModelConfig(arch=cfg.arch, input_shape=tuple(int(v) for v in input_shape),
+                       num_classes=num_classes, depth=cfg.depth, width=cfg.width, hidden=cfg.hidden,
+                       conv_channels=tuple(cfg.conv_channels), conv_strides=tuple(cfg.conv_strides),
+                       mean_shift=cfg.mean_shift, identity_init=cfg.identity_init)
+
+
+def make_ema(model: nn.Module, decay: float) -> AveragedModel:
+    """EMA of parameters AND buffers (MeanShift running means): ema ← decay·ema + (1−decay)·model."""
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+class _Objective(nn.Module):
+    """One forward for DDP: returns (logits, margin lower bounds at ε or None)."""
+
+    def __init__(self, model: nn.Module, needs_bounds: bool):
+        super().__init__()
+        self.model = model
+        self.needs_bounds = needs_bounds
+
+    def forward(self, x: Tensor, y: Tensor, eps: float):
+        m = self.model
+        if m.head is None:
+            return m(x), None
+        feats = m.trunk(x)
+        logits = m.head(feats)
+        lower = losses.ibp_margin_lower(m.head, feats, eps, y) if self.needs_bounds else None
+        return logits, lower
+
+
+def _loss(cfg: TrainConfig, logits: Tensor, lower: Tensor | None, y: Tensor, eps: float,
+          it: int, ph: schedules.Phases) -> Tensor:
+    if cfg.loss == "hinge":
+        return losses.hinge_loss(logits, y, theta=2.0 * eps, mix=cfg.mix)
+    if cfg.loss == "ibp":
+        k0 = cfg.kappa if cfg.kappa_start is None else cfg.kappa_start
+        kappa = schedules.kappa_at(it, ph, k0, cfg.kappa)
+        return losses.ibp_loss(logits, lower, y, kappa)
+    lam = schedules.lam_at(it, ph, cfg.lam_start, cfg.lam_end)
+    return losses.mixture_loss(logits, y, max(eps, 1e-6), lam, cfg.clip, margin_lower=lower)
+
+
+def _all_reduce_mean(values: list[float], dist: DistInfo, device) -> list[float]:
+    if not dist.enabled:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return (t / dist.world).tolist()
+
+
+def train_member(cfg: TrainConfig, splits: DataSplits, *, seed: int, member: int = 0,
+                 device=torch.device("cpu"), dist: DistInfo = DistInfo(),
+                 log: Callable[[EpochLog], None] | None = None,
+                 eval_xy: tuple[Tensor, Tensor] | None = None) -> tuple[nn.Module, list[EpochLog]]:
+    """Train one model from `seed`; returns (EMA model in eval mode at p = ∞, per-epoch log)."""
+    torch.manual_seed(seed)  # same on every rank: identical init
+    model = build_model(model_config_for(cfg, splits.input_shape)).to(device)
+    set_backend(model, cfg.backend)
+    model.train()
+    ema = make_ema(model, cfg.ema_decay)
+    needs_bounds = cfg.loss in ("ibp", "mixture") and model.head is not None
+    obj: nn.Module = _Objective(model, needs_bounds)
+    if dist.enabled:
+        obj = nn.parallel.DistributedDataParallel(
+            obj, device_ids=[device.index] if device.type == "cuda" else None)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                           eps=cfg.adam_eps)
+    per_rank_batch = max(1, cfg.batch_size // dist.world)
+    ipe = num_batches(len(splits.train_x), per_rank_batch, dist.world)
+    ph = schedules.Phases.from_epochs(ipe, epochs=cfg.epochs, p_warm_epochs=cfg.p_warm_epochs,
+                                      anneal_epochs=cfg.anneal_epochs,
+                                      eps_warm_epochs=cfg.eps_warm_epochs)
+    aug = AUGMENT.get(splits.name) if cfg.augment else None
+    head_wd = cfg.weight_decay if cfg.head_weight_decay is None else cfg.head_weight_decay
+    history: list[EpochLog] = []
+    it = 0
+    for epoch in range(cfg.epochs):
+        t0 = time.perf_counter()
+        tot_loss = tot_correct = tot_n = 0.0
+        p = eps = lr = float("nan")
+        for xb, yb in iterate_batches(splits.train_x, splits.train_y, per_rank_batch, epoch=epoch,
+                                      seed=seed, aug=aug, rank=dist.rank, world=dist.world):
+            p = schedules.p_at(it, ph, cfg.p_start, cfg.p_end)
+            eps = schedules.eps_at(it, ph, cfg.eps_train)
+            lr = schedules.lr_at(it, ph, cfg.lr)
+            set_p(model, p)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            logits, lower = obj(xb, yb, eps)
+            loss = _loss(cfg, logits, lower, yb, eps, it, ph)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch}, iteration {it} (p={p})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if cfg.weight_decay or head_wd:
+                losses.apply_decoupled_weight_decay_(model, p, lr * cfg.weight_decay, lr * head_wd)
+            ema.update_parameters(model)
+            n = len(yb)
+            tot_loss += float(loss.detach()) * n
+            tot_correct += float((logits.detach().argmax(1) == yb).sum())
+            tot_n += n
+            it += 1
+        mean_loss, acc = _all_reduce_mean([tot_loss / max(tot_n, 1), tot_correct / max(tot_n, 1)],
+                                          dist, device)
+        ev = {"clean_accuracy": float("nan"), "certified_accuracy": None}
+        if dist.is_main and eval_xy is not None:
+            ev = evaluate(ema.module, eval_xy[0], eval_xy[1], cfg.eps_test, cfg.eval_batch_size)
+        row = EpochLog(member, epoch + 1, mean_loss, acc, p, eps, lr, ev["clean_accuracy"],
+                       ev["certified_accuracy"], time.perf_counter() - t0)
+        history.append(row)
+        if log is not None and dist.is_main:
+            log(row)
+    final = ema.module
+    set_p(final, math.inf)
+    final.eval()
+    return final, history
+
+
+def _eval_slice(cfg: TrainConfig, splits: DataSplits) -> tuple[str, tuple[Tensor, Tensor]]:
+    if len(splits.holdout_x):
+        name, x, y = "holdout", splits.holdout_x, splits.holdout_y
+    else:
+        name, x, y = "test", splits.test_x, splits.test_y
+    if cfg.eval_limit is not None:
+        x, y = x[:cfg.eval_limit], y[:cfg.eval_limit]
+    return name, (x, y)
+
+
+def run_training(cfg: TrainConfig, out: str | os.PathLike | None = None, *,
+                 log: Callable[[EpochLog], None] | None = None,
+                 splits: DataSplits | None = None) -> TrainResult:
+    """Train per `cfg`, evaluate the EMA model on the test split, save a checkpoint to `out`.
+
+    Returns the result on every rank (checkpoint written by rank 0 only). `splits` lets callers
+    pass already-loaded data.
+    """
+    validate(cfg)
+    dist = DistInfo.from_env()
+    device = resolve_device(cfg.device, dist)
+    if dist.enabled and not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group(backend=backend, rank=dist.rank, world_size=dist.world)
+    if splits is None:
+        splits = load_splits(cfg.dataset, cfg.data_dir, holdout=cfg.holdout,
+                             train_limit=cfg.train_limit, test_limit=cfg.test_limit)
+    splits = splits.to(device)
+    eval_on, eval_xy = _eval_slice(cfg, splits)
+    t0 = time.perf_counter()
+    members, history = [], []
+    for k in range(cfg.members):
+        m, h = train_member(cfg, splits, seed=cfg.seed + k, member=k, device=device, dist=dist,
+                            log=log, eval_xy=eval_xy)
+        members.append(m)
+        history.extend(h)
+    train_seconds = time.perf_counter() - t0
+    model = members[0]
+    if cfg.members > 1:
+        from nets.ensemble import ConvexEnsemble
+
+        model = ConvexEnsemble(members, mode="fusion").eval()
+    test = evaluate(model, splits.test_x, splits.test_y, cfg.eps_test, cfg.eval_batch_size)
+    metrics = {
+        "test": test,
+        "train_seconds": round(train_seconds, 3),
+        "eval_on": eval_on,
+        "history": [asdict(r) for r in history],
+        "note": "float32 training-time estimate; sound certificates come from `verify_cli.py certify`",
+    }
+    ckpt = None
+    if out is not None and dist.is_main:
+        from nets.checkpoint import save_checkpoint
+
+        meta = {"train": cfg.to_dict(), "dataset": splits.name, "input_range": [0.0, 1.0],
+                "eps_train": float(cfg.eps_train), "eps_test": float(cfg.eps_test),
+                "metrics": _json_safe(metrics)}
+        ckpt = save_checkpoint(out, model.to("cpu"), meta)
+        model.to(device)
+    if dist.enabled:
+        torch.distributed.barrier()
+    return TrainResult(model, history, metrics, ckpt, cfg, eval_on)
+
+
+def _json_safe(obj):
+    """Replace non-finite floats (e.g. p = inf) by strings so the metadata stays strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "inf" if obj > 0 else ("-inf" if obj < 0 else "nan")
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
