@@ -196,5 +196,125 @@ def lipschitz(
         typer.echo(note, err=True)
 
 
+@app.command()
+@user_errors
+def train(
+    preset: Annotated[str, typer.Option(help="named preset: mnist-linf, mnist-linf-mlp, fmnist-linf, fmnist-linf-mlp, cifar10-linf, cifar10-linf-mlp, cifar10-conv-linf-mlp, digits-small, mnist-small")] = "digits-small",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="checkpoint directory to write (default runs/PRESET-seedN)")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="folder with the data sets (default ../shared/data)")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="total epochs (phase lengths scale with it)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="random seed (same seed, same weights)")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    width: Annotated[Optional[int], typer.Option(help="units per hidden ℓ∞-dist layer")] = None,
+    depth: Annotated[Optional[int], typer.Option(help="number of ℓ∞-dist linear layers")] = None,
+    hidden: Annotated[Optional[int], typer.Option(help="+MLP head hidden units")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="batch size (over all ranks)")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate")] = None,
+    eps_train: Annotated[Optional[float], typer.Option(help="ε used by the loss")] = None,
+    eps_test: Annotated[Optional[float], typer.Option(help="ε of the reported certified accuracy")] = None,
+    p_warm_epochs: Annotated[Optional[float], typer.Option(help="epochs at p = 8")] = None,
+    anneal_epochs: Annotated[Optional[float], typer.Option(help="epochs of p annealing 8 → 1000")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="ℓp weight decay of dist layers")] = None,
+    ema_decay: Annotated[Optional[float], typer.Option(help="EMA decay (0.99 or 0.999)")] = None,
+    members: Annotated[Optional[int], typer.Option(help="train K independent members, save a fusion ensemble")] = None,
+    holdout: Annotated[Optional[int], typer.Option(help="withhold the last N training samples for per-epoch evaluation")] = None,
+    eval_limit: Annotated[Optional[int], typer.Option(help="per-epoch evaluation on the first N samples only")] = None,
+    train_limit: Annotated[Optional[int], typer.Option(help="train on the first N samples only")] = None,
+    test_limit: Annotated[Optional[int], typer.Option(help="evaluate on the first N test samples only")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="distance op: auto | reference | cpu | cuda")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON summary object on stdout")] = False,
+):
+    """Train an ℓ∞-dist net from a preset; writes a checkpoint directory (EMA weights)."""
+    import json
+
+    from rich.console import Console
+
+    from nets.demo import result_table, train_preset
+
+    opts = dict(epochs=epochs, seed=seed, device=device, width=width, depth=depth, hidden=hidden,
+                batch_size=batch_size, lr=lr, eps_train=eps_train, eps_test=eps_test,
+                p_warm_epochs=p_warm_epochs, anneal_epochs=anneal_epochs, weight_decay=weight_decay,
+                ema_decay=ema_decay, members=members, holdout=holdout, eval_limit=eval_limit,
+                train_limit=train_limit, test_limit=test_limit, backend=backend,
+                data_dir=None if data_dir is None else str(data_dir))
+    if out is None:
+        out = Path("runs") / f"{preset}-seed{0 if seed is None else seed}"
+    console = Console(stderr=json_out)
+    res = train_preset(preset, out, console, **opts)
+    if json_out:
+        test = res.metrics["test"]
+        typer.echo(json.dumps({"checkpoint": str(res.checkpoint), "n": test["n"], "eps": test["eps"],
+                               "clean_accuracy": test["clean_accuracy"],
+                               "certified_accuracy": test["certified_accuracy"],
+                               "train_seconds": res.metrics["train_seconds"]}))
+        return
+    console.print(result_table(res))
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for the demo outputs")] = Path("demo_out"),
+    epochs: Annotated[Optional[int], typer.Option(help="override the demo's epochs (quicker, less accurate)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="random seed")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON summary object on stdout")] = False,
+):
+    """The offline main job: train a small ℓ∞-dist net on scikit-learn's digits and evaluate it."""
+    import json
+
+    from rich.console import Console
+
+    from nets.demo import run_demo
+
+    state = run_demo(out, Console(stderr=json_out), epochs=epochs, seed=seed)
+    if json_out:
+        typer.echo(json.dumps(state.summary))
+
+
+@app.command()
+@user_errors
+def attack(
+    model: Annotated[Path, typer.Argument(help="ONNX model file")],
+    data: Annotated[str, typer.Option("--data", help=".npz with x, y or a data set name (mnist, fashion-mnist, cifar10, digits)")],
+    eps: Annotated[float, typer.Option("--eps", help="ℓ∞ radius of the attack, in input units")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="witness records to write (JSON Lines)")],
+    steps: Annotated[int, typer.Option(help="APGD iterations per run")] = 100,
+    restarts: Annotated[int, typer.Option(help="random restarts per run")] = 1,
+    targets: Annotated[int, typer.Option(help="targeted runs on the top-k other classes")] = 3,
+    surrogate: Annotated[str, typer.Option(help="smoothed ℓp gradient for ℓ∞-dist layers: auto | on | off")] = "auto",
+    limit: Annotated[Optional[int], typer.Option(help="only the first N samples")] = None,
+    batch_size: Annotated[int, typer.Option(help="samples per attack batch")] = 256,
+    seed: Annotated[int, typer.Option(help="random seed (results are deterministic given it)")] = 0,
+    data_dir: Annotated[Optional[Path], typer.Option(help="folder with the data sets (default ../shared/data)")] = None,
+    domain: Annotated[tuple[float, float], typer.Option(help="input domain LO HI")] = (0.0, 1.0),
+    split: Annotated[str, typer.Option(help="data split for named data sets")] = "test",
+    certs: Annotated[Optional[Path], typer.Option(help="certificate file of this model: run the soundness alarm against it")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON summary object on stdout")] = False,
+):
+    """Falsify with APGD (CE, DLR, targeted; smoothed gradients for ℓ∞-dist layers); every witness is replayed in onnxruntime."""
+    import json
+
+    from verify.attack.api import run_attack
+    from verify.attack.pgd import AttackConfig
+
+    cfg = AttackConfig(steps=steps, restarts=restarts, n_target_classes=targets, surrogate=surrogate,
+                       batch_size=batch_size, seed=seed)
+    summary = run_attack(model, data, eps=eps, out=out, cfg=cfg, domain=domain, limit=limit,
+                         data_dir=data_dir, split=split, certs=certs)
+    if json_out:
+        typer.echo(json.dumps(summary))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"attack {model.name} at ε = {eps}", show_header=False)
+    for k in ("n", "clean_accuracy", "robust_accuracy", "falsified", "misclassified", "unknown", "seconds", "out"):
+        v = summary[k]
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    if "alarm_pairs_checked" in summary:
+        table.add_row("soundness alarm", f"clear ({summary['alarm_pairs_checked']} falsified samples had certificates)")
+    Console().print(table)
+
+
 if __name__ == "__main__":
     app()
