@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from verify.ops._linf_kernel import linf_forward, linf_lower, linf_upper
+from verify.ops._linf_kernel import linf_bounds, linf_forward
 from verify.ops.base import Box, Op, add_up, mul_up
 from verify.rounding import step_down, step_up
 
@@ -18,8 +18,9 @@ def add_bias_outward(lo: np.ndarray, hi: np.ndarray, b: Box | None) -> Box:
 
 def dist_box(lo: np.ndarray, hi: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sound float32 bounds of ``max_d |x_d - w_d|`` over the box (exact RN value, one step out)."""
-    lower = np.maximum(step_down(linf_lower(lo, hi, w)), np.float32(0.0))
-    upper = step_up(linf_upper(lo, hi, w))
+    low, upp = linf_bounds(lo, hi, w)
+    lower = np.maximum(step_down(low), np.float32(0.0))
+    upper = step_up(upp)
     return lower, upper
 
 
