@@ -133,7 +133,7 @@ def main(argv=None) -> list[dict]:
                   f"{r['torch_reference_samples_per_s']:.0f}", f"{r['torch_auto_samples_per_s']:.0f}",
                   f"{r['ort_over_torch_reference']:.2f}×", f"{r['ort_over_torch_auto']:.2f}×",
                   f"{r['max_abs_diff_auto']:.2g}")
-    Console().print(t)
+    Console(width=160).print(t)
     Console().print(f"torch 'auto' backend: {rows[0]['torch_auto_backend']}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

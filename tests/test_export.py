@@ -198,3 +198,28 @@ def test_cli_export_from_checkpoint(tmp_path):
     bad = CliRunner().invoke(app, [*cmd, str(tmp_path / "nope"), "--out", str(tmp_path / "x.onnx")])
     assert bad.exit_code != 0 and "error:" in bad.output and "Traceback" not in bad.output
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("kind", ["linf", "linf-mlp", "conv-linf-mlp", "fusion", "voting"])
+def test_verifier_reads_exported_files(tmp_path, kind):
+    """Files stay compatible with the verifier: it loads them and computes what onnxruntime does."""
+    from verify.model import load_model
+
+    def net(arch, seed):
+        return _model(ModelConfig(arch=arch, input_shape=(1, 6, 6), depth=2, width=8, hidden=4,
+                                  conv_channels=(3,), conv_strides=(2,)), seed)
+
+    if kind in ("fusion", "voting"):
+        model = ConvexEnsemble([net("linf", 0), net("conv-linf-mlp", 1)], [0.25, 0.75], mode=kind).eval()
+    else:
+        model = net(kind, 2)
+    path = tmp_path / "m.onnx"
+    proto = export_model(model, path, dataset="digits", eps_train=0.1)
+    vm = load_model(path)
+    x = np.random.default_rng(0).random((5, 1, 6, 6), dtype=np.float32)
+    y_ort = ort_session(proto).run(None, {"input": x})[0]
+    np.testing.assert_allclose(vm.forward(x), y_ort, rtol=0, atol=1e-6)
+    lo, hi = vm.interval(np.clip(x - 0.02, 0, 1), np.clip(x + 0.02, 0, 1))
+    assert np.all(lo <= y_ort) and np.all(y_ort <= hi)
+    if kind == "linf":
+        assert vm.lipschitz() == pytest.approx(1.0)

@@ -164,3 +164,21 @@ def test_conv_attributes_defaults_and_validation():
     for bad in (dict(strides=[0, 1]), dict(pads=[1, 1]), dict(group=2)):
         with pytest.raises(ModelError):
             ls.conv_attributes(h.make_node("LinfDistConv", ["x", "W"], ["y"], domain="linf", **bad))
+
+
+def test_third_party_recipe_from_docs_runs():
+    """The docs/onnx-ops.md recipe: a hand-built model with LinfDist + Neg checks and runs in ORT."""
+    rng = np.random.default_rng(7)
+    w, b = _arr(rng, (10, 784)), _arr(rng, (10,))
+    node = h.make_node("LinfDist", ["x", "W", "B"], ["z"], domain="linf")
+    neg = h.make_node("Neg", ["z"], ["logits"])
+    graph = h.make_graph([node, neg], "net", [h.make_tensor_value_info("x", T.FLOAT, ["N", 784])],
+                         [h.make_tensor_value_info("logits", T.FLOAT, ["N", 10])],
+                         [nh.from_array(w, "W"), nh.from_array(b, "B")])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 18), h.make_opsetid("linf", 1)],
+                         functions=ls.make_linf_functions(18, ["LinfDist"]))
+    model.ir_version = 9
+    onnx.checker.check_model(model, full_check=True)
+    x = rng.random((3, 784), dtype=np.float32)
+    y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.array_equal(y, -ls.linf_dist_reference(x, w, b))
