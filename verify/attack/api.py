@@ -1,0 +1,74 @@
+"""Library entry point of ``verify_cli.py attack``: data → attack → witness file (→ alarm check).
+
+:func:`run_attack` loads the model (through the verifier's safe loader, so the attack reads exactly
+the models ``certify`` reads), loads the data, attacks, writes the witness JSONL atomically and,
+when a certificate file is given, runs the soundness alarm against it (raising SoundnessAlarm,
+exit 3, and keeping both files). Returns the JSON summary.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from verify.attack.alarm import check_consistency
+from verify.attack.pgd import AttackConfig
+from verify.attack.replay import write_jsonl_atomic
+from verify.attack.runner import attack_arrays
+from verify.errors import CertificateError, LinfVerifyError
+
+__all__ = ["run_attack", "alarm_against"]
+
+
+def _check_out(out: Path) -> None:
+    if out.is_dir():
+        raise LinfVerifyError(f"--out {out} is a directory")
+    if not out.parent.is_dir():
+        raise LinfVerifyError(f"output folder {out.parent} does not exist")
+
+
+def alarm_against(cert_path: str | os.PathLike, witness_records: list[dict], witness_path,
+                  x: np.ndarray, model_sha256: str) -> int:
+    """Soundness alarm of witness records against a certificate file of the same model.
+
+    Raises CertificateError when the certificates are for another model (so a hash mismatch can
+    never silently disable the alarm) and SoundnessAlarm on a conflict; returns pairs compared.
+    """
+    from verify.certificates import input_sha256, read_records
+
+    certs = read_records(cert_path)
+    other = {c["model_sha256"] for c in certs} - {model_sha256}
+    if other:
+        raise CertificateError(f"{cert_path} holds certificates of another model (sha256 {sorted(other)[0][:12]}…)")
+    inputs = {input_sha256(xi): xi for xi in x}
+    return check_consistency(certs, cert_path, witness_records, witness_path, inputs)
+
+
+def run_attack(model_path: str | os.PathLike, data: str | os.PathLike, *, eps: float,
+               out: str | os.PathLike, cfg: AttackConfig | None = None,
+               domain: tuple[float, float] = (0.0, 1.0), limit: int | None = None,
+               data_dir: str | os.PathLike | None = None, split: str = "test",
+               certs: str | os.PathLike | None = None) -> dict:
+    """Attack the first ``limit`` samples of ``data`` at ε; write witnesses to ``out``; summary dict."""
+    from verify.datasets import load_arrays
+    from verify.model import load_model
+
+    out = Path(out)
+    _check_out(out)
+    if limit is not None and limit < 1:
+        raise LinfVerifyError(f"--limit must be ≥ 1, got {limit}")
+    if not (domain[0] < domain[1]):
+        raise LinfVerifyError(f"the domain must be LO < HI, got {domain[0]} {domain[1]}")
+    load_model(model_path)  # the verifier's safe loader: refuses what certify would refuse
+    x, y = load_arrays(data, split, data_dir)
+    n = len(x) if limit is None else min(limit, len(x))
+    x, y = x[:n], y[:n]
+    res = attack_arrays(model_path, x, y, eps, cfg, domain)
+    records = res.records(x)
+    write_jsonl_atomic(out, records)
+    summary = res.summary() | {"out": str(out)}
+    if certs is not None:
+        summary["alarm_pairs_checked"] = alarm_against(certs, records, out, x, res.model_sha256)
+    return summary

@@ -1,0 +1,151 @@
+"""Witness replay in onnxruntime and witness records (JSON Lines).
+
+A sample is ``falsified`` only when :meth:`OrtReplayer.confirm` accepts its witness x′: x′ is a
+float32 array of the input's shape, ‖x′ − x‖∞ ≤ ε exactly (float64/rational check on the float32
+values, no tolerance), x′ inside the input domain, and onnxruntime (CPU) on the ONNX file gives some
+class a logit STRICTLY larger than the label's (so the label cannot be the argmax even under ties).
+Records carry the certificate base fields (DESIGN.md) plus ``witness`` (float32 values written with
+``repr(float(v))``, which round-trips exactly) and ``witness_sha256`` (sha256 of the float32 C-order
+bytes), and are written atomically (temp file in the same folder + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from verify.attack.box import inside_box, linf_distance
+from verify.certificates import record_to_line
+from verify.errors import CertificateError, ModelError
+
+__all__ = ["OrtReplayer", "sha256_f32", "witness_record", "write_jsonl_atomic", "read_jsonl",
+           "witness_array"]
+
+
+def sha256_f32(a: np.ndarray) -> str:
+    """sha256 hex digest of the float32 C-order bytes of ``a``."""
+    return hashlib.sha256(np.ascontiguousarray(a, dtype=np.float32).tobytes()).hexdigest()
+
+
+class OrtReplayer:
+    """Runs the ONNX file in plain onnxruntime on the CPU, the judge of every witness."""
+
+    def __init__(self, path: str | Path):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
+            raise ModelError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0][:200]}") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def logits(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """float32 logits as onnxruntime computes them."""
+        outs = []
+        for i in range(0, len(x), batch_size):
+            xb = np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32)
+            outs.append(np.asarray(self.session.run(None, {self.input_name: xb})[0], dtype=np.float32))
+        return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+    def confirm(self, x: np.ndarray, x_adv: np.ndarray, labels: np.ndarray, eps: float,
+                domain: tuple[float, float]) -> np.ndarray:
+        """Boolean mask: which witnesses x_adv[i] falsify sample (x[i], labels[i]) at ε."""
+        ok = np.array([inside_box(x[i], x_adv[i], eps, domain) for i in range(len(x))], dtype=bool)
+        if not ok.any():
+            return ok
+        z = self.logits(x_adv[ok])
+        lab = labels[ok]
+        zy = z[np.arange(len(lab)), lab]
+        other = z.copy()
+        other[np.arange(len(lab)), lab] = -np.inf
+        ok[np.flatnonzero(ok)] = other.max(1) > zy
+        return ok
+
+
+def witness_record(*, index: int, x: np.ndarray, label: int, predicted: int, eps: float, status: str,
+                   model_sha256: str, tool_version: str, witness: np.ndarray | None = None,
+                   adv_predicted: int | None = None, method: str = "pgd",
+                   domain: tuple[float, float] | None = None) -> dict:
+    """One JSONL record: the certificate base fields, plus the witness for falsified samples.
+
+    ``radius`` is 0 (the attack proves no robustness) and ``margin_lower`` is null.
+    """
+    rec = {
+        "index": int(index),
+        "input_sha256": sha256_f32(x),
+        "label": int(label),
+        "predicted": int(predicted),
+        "eps": float(eps),
+        "status": status,
+        "radius": 0.0,
+        "margin_lower": None,
+        "method": method,
+        "model_sha256": model_sha256,
+        "tool_version": tool_version,
+    }
+    if domain is not None:
+        rec["domain"] = [float(domain[0]), float(domain[1])]
+    if witness is not None:
+        w32 = np.ascontiguousarray(witness, dtype=np.float32)
+        rec["witness"] = [float(v) for v in w32.ravel()]
+        rec["witness_sha256"] = sha256_f32(w32)
+        rec["witness_distance"] = linf_distance(x, w32)
+        rec["adv_predicted"] = None if adv_predicted is None else int(adv_predicted)
+    return rec
+
+
+def witness_array(rec: dict, shape: tuple) -> np.ndarray:
+    """The float32 witness of a record, checked against its sha256 (CertificateError if tampered)."""
+    try:
+        w = np.asarray(rec["witness"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        raise CertificateError(f"record {rec.get('index')} has no readable witness") from None
+    w32 = w.astype(np.float32)
+    if w32.size != int(np.prod(shape)) or not np.array_equal(w32.astype(np.float64), w):
+        raise CertificateError(f"record {rec.get('index')}: witness is not {shape} float32 values")
+    w32 = w32.reshape(shape)
+    if sha256_f32(w32) != rec.get("witness_sha256"):
+        raise CertificateError(f"record {rec.get('index')}: witness_sha256 does not match the witness")
+    return w32
+
+
+def write_jsonl_atomic(path: str | Path, records) -> None:
+    """Write records (validated by verify.certificates.record_to_line) one per line to ``path``
+    via a temp file in the same folder + os.replace: ``path`` never exists half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            for r in records:
+                f.write(record_to_line(r))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Parse a JSON Lines file; CertificateError with the line number on a malformed line."""
+    out = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                raise CertificateError(f"{path}:{n}: not a JSON object") from None
+            if not isinstance(rec, dict):
+                raise CertificateError(f"{path}:{n}: not a JSON object")
+            out.append(rec)
+    return out
