@@ -51,15 +51,16 @@ torch::Tensor lp_forward(torch::Tensor x, torch::Tensor w, double p) {
   auto inv = torch::empty({B, N}, x.options());
   const int k = int_exponent(p);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lp_forward", [&] {
+    const scalar_t thr = static_cast<scalar_t>(lpk::cut_threshold(p));
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* wp = w.data_ptr<scalar_t>();
     scalar_t* yp = y.data_ptr<scalar_t>();
     lpk::linf_forward<scalar_t>(xp, wp, yp, B, N, D);
     if (k >= 0) {
       lpk::lp_forward_from_inf<scalar_t>(xp, wp, yp, s.data_ptr<scalar_t>(), inv.data_ptr<scalar_t>(),
-                                         B, N, D, p, lpk::PowInt<scalar_t>{k});
+                                         B, N, D, p, lpk::PowInt<scalar_t>{k, thr});
     } else {
-      typename lpk::PowReal<scalar_t>::type pw{static_cast<scalar_t>(p)};
+      typename lpk::PowReal<scalar_t>::type pw{static_cast<scalar_t>(p), thr};
       lpk::lp_forward_from_inf<scalar_t>(xp, wp, yp, s.data_ptr<scalar_t>(), inv.data_ptr<scalar_t>(),
                                          B, N, D, p, pw);
     }
@@ -109,6 +110,7 @@ std::vector<torch::Tensor> lp_backward(torch::Tensor g, torch::Tensor x, torch::
   auto parts = (need_gx && chunks > 1) ? torch::zeros({chunks, B, D}, x.options()) : torch::Tensor();
   const int k = int_exponent(p - 1.0);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lp_backward", [&] {
+    const scalar_t thr = static_cast<scalar_t>(lpk::cut_threshold(p - 1.0));
     scalar_t* gxp = need_gx ? gx.data_ptr<scalar_t>() : nullptr;
     scalar_t* gwp = need_gw ? gw.data_ptr<scalar_t>() : nullptr;
     scalar_t* pp = parts.defined() ? parts.data_ptr<scalar_t>() : nullptr;
@@ -117,9 +119,9 @@ std::vector<torch::Tensor> lp_backward(torch::Tensor g, torch::Tensor x, torch::
     const scalar_t* wp = w.data_ptr<scalar_t>();
     const scalar_t* yp = y.data_ptr<scalar_t>();
     if (k >= 0) {
-      lpk::lp_backward<scalar_t>(gp, xp, wp, yp, gxp, gwp, pp, B, N, D, lpk::PowInt<scalar_t>{k});
+      lpk::lp_backward<scalar_t>(gp, xp, wp, yp, gxp, gwp, pp, B, N, D, lpk::PowInt<scalar_t>{k, thr});
     } else {
-      typename lpk::PowReal<scalar_t>::type pw{static_cast<scalar_t>(p - 1.0)};
+      typename lpk::PowReal<scalar_t>::type pw{static_cast<scalar_t>(p - 1.0), thr};
       lpk::lp_backward<scalar_t>(gp, xp, wp, yp, gxp, gwp, pp, B, N, D, pw);
     }
   });

@@ -6,11 +6,10 @@
 // finite p: dy/dx_d = sign(d)·(|d|/y)^(p-1), 0 for pairs with y = 0; dy/dw_d = -dy/dx_d.
 #pragma once
 
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <vector>
 
+#include "parallel.h"
 #include "simd.h"
 
 namespace lpk {
@@ -21,7 +20,7 @@ void linf_argmax(const T* x, const T* w, const T* y, int64_t* am, int64_t B, int
   using V = Vec<T>;
   constexpr int W = VT<T>::W;
   constexpr int64_t kChunk = 8 * W;
-  at::parallel_for(0, B * N, 256, [&](int64_t k0, int64_t k1) {
+  parallel_blocks(B * N, 1024, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k) {
       const T* xr = x + (k / N) * D;
       const T* wr = w + (k % N) * D;
@@ -56,7 +55,7 @@ template <class T>
 void linf_backward(const T* g, const T* x, const T* w, const int64_t* am, T* gx, T* gw,
                    int64_t B, int64_t N, int64_t D) {
   if (gx)
-    at::parallel_for(0, B, 16, [&](int64_t b0, int64_t b1) {
+    parallel_blocks(B, 64, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b)
         for (int64_t n = 0; n < N; ++n) {
           const int64_t d = am[b * N + n];
@@ -64,7 +63,7 @@ void linf_backward(const T* g, const T* x, const T* w, const int64_t* am, T* gx,
         }
     });
   if (gw)
-    at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
+    parallel_blocks(N, 64, [&](int64_t n0, int64_t n1) {
       for (int64_t n = n0; n < n1; ++n)
         for (int64_t b = 0; b < B; ++b) {
           const int64_t d = am[b * N + n];
@@ -106,6 +105,7 @@ void lpgrad_micro(const T* x, const T* w, int64_t D, const T* c, const T* iy, in
         sg[i * NB + j] = vsignbits<T>(diff);
         u[i * NB + j] = vabs<T>(diff) * iv[i][j];
       }
+    if (all_below<T, MB * NB>(u, pw.thr)) continue;  // every |e| < 2^-64·|g|: negligible
     pw.template batch<MB * NB>(u);
     for (int i = 0; i < MB; ++i)
       for (int j = 0; j < NB; ++j) {
@@ -146,9 +146,9 @@ void lp_backward(const T* g, const T* x, const T* w, const T* y, T* gx, T* gw, T
   }
   const int64_t chunks = lp_backward_chunks(N);
   const int64_t per = (N + chunks - 1) / chunks;
-  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+  parallel_tasks(chunks, [&](int64_t ch) {
     FlushGuard guard;
-    for (int64_t ch = c0; ch < c1; ++ch) {
+    {
       const int64_t n0 = ch * per, n1 = std::min(N, n0 + per);
       T* gxp = gx ? (chunks == 1 ? gx : gx_parts + ch * B * D) : nullptr;
       for (int64_t b = 0; b < B; b += 2) {
@@ -173,7 +173,7 @@ void lp_backward(const T* g, const T* x, const T* w, const T* y, T* gx, T* gw, T
     }
   });
   if (gx && chunks > 1)
-    at::parallel_for(0, B, 8, [&](int64_t b0, int64_t b1) {
+    parallel_blocks(B, 16, [&](int64_t b0, int64_t b1) {
       for (int64_t ch = 0; ch < chunks; ++ch) {
         const T* src = gx_parts + ch * B * D;
         for (int64_t k = b0 * D; k < b1 * D; ++k) gx[k] += src[k];

@@ -10,10 +10,9 @@
 // float result is the correctly rounded exact value (same bits as the pure-torch reference).
 #pragma once
 
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 
+#include "parallel.h"
 #include "simd.h"
 
 namespace lpk {
@@ -78,6 +77,7 @@ void lpsum_micro(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t d0, i
       const V xv = r == W ? vload(x + i * ldx + d) : vload_part(x + i * ldx + d, r);
       for (int j = 0; j < NB; ++j) u[i * NB + j] = vabs<T>(xv - wv[j]) * iv[i][j];
     }
+    if (all_below<T, MB * NB>(u, pw.thr)) continue;  // every term < 2^-64: negligible
     pw.template batch<MB * NB>(u);
     for (int i = 0; i < MB; ++i)
       for (int j = 0; j < NB; ++j) acc[i][j] += u[i * NB + j];
@@ -99,15 +99,13 @@ LinfMicroFn<T> linf_micro_for(int mb, int nb) {
   return table[mb - 1][nb - 1];
 }
 
-// Runs body(b0, b1, n0, n1) over all (kTileB x kTileN) output tiles in parallel.
+// Runs body(b0, b1, n0, n1) over all (kTileB x kTileN) output tiles, one task per tile.
 template <class F>
 void for_each_tile(int64_t B, int64_t N, const F& body) {
   const int64_t tb = (B + kTileB - 1) / kTileB, tn = (N + kTileN - 1) / kTileN;
-  at::parallel_for(0, tb * tn, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b0 = (t / tn) * kTileB, n0 = (t % tn) * kTileN;
-      body(b0, std::min(B, b0 + kTileB), n0, std::min(N, n0 + kTileN));
-    }
+  parallel_tasks(tb * tn, [&](int64_t t) {
+    const int64_t b0 = (t / tn) * kTileB, n0 = (t % tn) * kTileN;
+    body(b0, std::min(B, b0 + kTileB), n0, std::min(N, n0 + kTileN));
   });
 }
 
