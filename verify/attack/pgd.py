@@ -95,7 +95,7 @@ def checkpoints(steps: int) -> list[int]:
     ps = [0.0, 0.22]
     while ps[-1] < 1:
         ps.append(ps[-1] + max(ps[-1] - ps[-2] - 0.03, 0.06))
-    return sorted({math.ceil(p * steps) for p in ps if 0 < p * steps <= steps})
+    return sorted({math.ceil(round(p * steps, 9)) for p in ps if 0 < round(p * steps, 9) <= steps})
 
 
 def _success(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
