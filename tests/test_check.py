@@ -132,3 +132,25 @@ def test_falsified_with_valid_witness_passes(setup, tmp_path):
     recs[k]["witness"] = (np.asarray(recs[k]["witness"]) * 0 + x[recs[k]["index"]]).tolist()
     with pytest.raises(CertificateError, match="witness"):
         run_check(_write(tmp_path, recs, "bad.jsonl"), path, d / "d.npz")
+
+
+def test_pure_chain_lipschitz_certificates_pass_check(tmp_path):
+    rng = np.random.default_rng(5)
+    layers = [("linf", rng.random((10, 6)).astype(np.float32), None),
+              ("linf", (rng.random((8, 10)) * 0.5).astype(np.float32), None),
+              ("linf", (rng.random((4, 8)) * 0.5).astype(np.float32), None), ("neg",)]
+    path = build_model(layers, [6], tmp_path / "pure.onnx")
+    x = rng.random((30, 6)).astype(np.float32)
+    y = np.argmax(ort_logits(path, x), axis=1)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    for method in ("auto", "lipschitz", "ibp"):
+        out = tmp_path / f"{method}.jsonl"
+        s = run_certify(path, tmp_path / "d.npz", eps=0.01, out=out, method=method)
+        assert 0 < s["certified"] < 30
+        assert run_check(out, path, tmp_path / "d.npz")["ok"]
+    recs = _lines(tmp_path / "auto.jsonl")
+    assert {r["method"] for r in recs if r["status"] == "certified"} >= {"lipschitz"}
+    k = min((j for j, r in enumerate(recs) if r["status"] == "certified"), key=lambda j: recs[j]["radius"])
+    recs[k]["radius"] = recs[k]["radius"] * 3
+    with pytest.raises(CertificateError, match="radius"):
+        run_check(_write(tmp_path, recs), path, tmp_path / "d.npz")

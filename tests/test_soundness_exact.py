@@ -185,3 +185,30 @@ def test_ibp_certificates_hold_for_onnxruntime_float32(seed, head):
             for p in pts:
                 assert all(abs(F(float(a)) - F(float(b))) <= F(eps) for a, b in zip(p, x[k]))
             assert (np.argmax(ort_logits(path, pts), axis=1) == y[k]).all()
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), scale=st.sampled_from([1.0, 1e3, 3e5]))
+def test_chain_forward_error_bounds_are_exact_upper_bounds(seed, scale):
+    """verify.fastpath: |ŷ(x) − f(x)| ≤ e and, for float32 x′ in the ε-ball, |ŷ(x′) − f(x′)| ≤ e′."""
+    from verify.fastpath import ChainBound
+
+    rng = np.random.default_rng(seed)
+    layers = [(lay[0], lay[1], (lay[2] * scale).astype(np.float32)) if lay[0] == "linf" else lay
+              for lay in random_linf_net(rng, [5, 7, 6, 4])]
+    with tempfile.TemporaryDirectory() as d:
+        path = build_model(layers, [5], Path(d) / "m.onnx")
+        chain = ChainBound.build(load_model(path))
+        assert chain is not None
+        x = rng.random((4, 5)).astype(np.float32)
+        eps = 0.05
+        z, e, e_ball = chain.forward_with_error(x, eps)
+        assert (z == ort_logits(path, x)).all()
+        for k in range(4):
+            exact = exact_logits(layers, x[k])
+            assert max(abs(F(float(a)) - b) for a, b in zip(z[k], exact)) <= F(float(e[k]))
+            pts = np.stack(_ball_points(x[k], eps, (0.0, 1.0), rng, 5))
+            zp = ort_logits(path, pts)
+            for p, zq in zip(pts, zp):
+                ex = exact_logits(layers, p)
+                assert max(abs(F(float(a)) - b) for a, b in zip(zq, ex)) <= F(float(e_ball[k]))

@@ -35,6 +35,7 @@ from verify.errors import DataError, LinfVerifyError, ModelError
 __all__ = ["METHODS", "CertifyConfig", "BatchResult", "Certifier", "certify_batch"]
 
 METHODS = ("auto", "lipschitz", "ibp")
+ONE = 1.0 + 1e-9  # a Lipschitz bound this close to 1 is 1 up to upward rounding
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,9 @@ class Certifier:
         if math.isnan(self.lip):
             self.lip = math.inf
         self.affine = model.last_affine()
+        from verify.fastpath import ChainBound
+
+        self.chain = ChainBound.build(model)  # one-forward sound margins for 1-Lipschitz chains
 
     # ---- one proof for a batch of boxes ----
     def ibp_margin(self, x: np.ndarray, y: np.ndarray, eps) -> np.ndarray:
@@ -119,9 +123,24 @@ class Certifier:
 
     # ---- methods ----
     def lipschitz_parts(self, x, y):
-        """(m0, radius) of the Lipschitz method: margin lower bound at x and m0/(2L) rounded down."""
-        m0 = self.ibp_margin(x, y, 0.0)
-        return m0, margins.lipschitz_radius(m0, self.lip, self.cfg.width)
+        """(m0, radius, margin over the ε-ball, predicted or None) of the Lipschitz method.
+
+        m0: lower bound of the exact margin at x; radius = m0/(2L) rounded down. With a 1-Lipschitz
+        chain (verify/fastpath.py) one forward gives m0 and the prediction, and the ball margin also
+        subtracts onnxruntime's float32 error at every x′ of the ball (theorem (b)); otherwise m0
+        comes from the interval of the degenerate box [x, x]."""
+        eps = self.cfg.eps
+        if self.chain is not None:
+            z, e, e_ball = self.chain.forward_with_error(x, eps)
+            m_hat = margins.box_margin(z, z, y)
+            m0 = margins.down64(m_hat - margins.up64(2 * e))
+            m_ort = margins.down64(m_hat - margins.up64(2 * e_ball))
+            pred = np.argmax(z, axis=1)
+            lm = margins.lipschitz_margin(m_ort, self.lip, eps)
+        else:
+            m0 = self.ibp_margin(x, y, 0.0)
+            pred, lm = None, margins.lipschitz_margin(m0, self.lip, eps)
+        return m0, margins.lipschitz_radius(m0, self.lip, self.cfg.width), lm, pred
 
     def bisect(self, x, y, lo_eps, hi_eps, steps) -> np.ndarray:
         """Largest ε′ proven while bisecting [lo_eps, hi_eps] (lo proven or 0, hi failed).
@@ -144,16 +163,19 @@ class Certifier:
             return self._run_lipschitz(x, y)
         return self._run_ibp(x, y, auto=self.cfg.method == "auto")
 
-    def _finish(self, x, y, cert, radius, mlow, method) -> BatchResult:
+    def _finish(self, x, y, cert, radius, mlow, method, pred=None) -> BatchResult:
         """Statuses and predictions: certified ⇒ predicted = y (ORT's logits lie in the proven
         boxes); otherwise the float32 forward decides misclassified vs not_certified."""
-        pred = y.copy()
         rest = np.nonzero(~cert)[0]
-        bad = np.zeros(0, dtype=bool)
-        if len(rest):
-            logits = self.model.forward(np.ascontiguousarray(x[rest]))
-            pred[rest] = np.argmax(logits, axis=1)
-            bad = ~np.isfinite(logits).all(axis=1)
+        bad = np.zeros(len(y), dtype=bool)
+        if pred is None:
+            pred = y.copy()
+            if len(rest):
+                logits = self.model.forward(np.ascontiguousarray(x[rest]))
+                pred[rest] = np.argmax(logits, axis=1)
+                bad[rest] = ~np.isfinite(logits).all(axis=1)
+        pred = pred.copy()
+        pred[cert] = y[cert]
         status = []
         for i in range(len(y)):
             if cert[i]:
@@ -162,7 +184,7 @@ class Certifier:
             elif pred[i] != y[i]:
                 status.append("misclassified")
                 radius[i] = 0.0
-            elif math.isnan(mlow[i]) or bad[np.searchsorted(rest, i)]:
+            elif math.isnan(mlow[i]) or bad[i]:
                 status.append("unknown")
                 radius[i] = 0.0
             else:
@@ -171,12 +193,30 @@ class Certifier:
         return BatchResult(status, pred, radius, mlow, method)
 
     def _run_lipschitz(self, x, y) -> BatchResult:
-        m0, r = self.lipschitz_parts(x, y)
-        mlow = margins.lipschitz_margin(m0, self.lip, self.cfg.eps)
+        _, r, mlow, pred = self.lipschitz_parts(x, y)
         cert = mlow > 0
-        return self._finish(x, y, cert, r.copy(), mlow, ["lipschitz"] * len(y))
+        return self._finish(x, y, cert, r.copy(), mlow, ["lipschitz"] * len(y), pred)
+
+    def _run_chain_auto(self, x, y) -> BatchResult:
+        """`auto` for 1-Lipschitz chains: the one-forward Lipschitz proof first, IBP at ε only for
+        correctly predicted samples it cannot prove (no bisection: L ≤ 1 makes the extension tight)."""
+        eps, cap = self.cfg.eps, self.cfg.width
+        _, radius, mlow, pred = self.lipschitz_parts(x, y)
+        cert = mlow > 0
+        method = ["lipschitz"] * len(y)
+        rest = np.nonzero(~cert & (pred == y))[0]
+        if len(rest):
+            m_eps = self.ibp_margin(x[rest], y[rest], eps)
+            radius[rest] = np.maximum(radius[rest], margins.extended_radius(eps, m_eps, self.lip, cap))
+            for k, i in enumerate(rest):
+                if m_eps[k] > 0 or not mlow[i] >= m_eps[k]:
+                    mlow[i], method[i] = m_eps[k], "ibp"
+            cert[rest] = m_eps > 0
+        return self._finish(x, y, cert, radius.copy(), mlow, method, pred)
 
     def _run_ibp(self, x, y, auto: bool) -> BatchResult:
+        if auto and self.chain is not None:
+            return self._run_chain_auto(x, y)
         eps, cap, n = self.cfg.eps, self.cfg.width, len(y)
         m_eps = self.ibp_margin(x, y, eps)
         cert = m_eps > 0
@@ -185,14 +225,13 @@ class Certifier:
         if auto:
             rest = np.nonzero(~cert)[0]
             if len(rest):
-                m0, r_l = self.lipschitz_parts(x[rest], y[rest])
-                lm = margins.lipschitz_margin(m0, self.lip, eps)
+                _, r_l, lm, _ = self.lipschitz_parts(x[rest], y[rest])
                 radius[rest] = np.maximum(radius[rest], r_l)
                 for k, i in enumerate(rest):
                     if lm[k] > 0 or (math.isnan(mlow[i]) and not math.isnan(lm[k])):
                         mlow[i], method[i] = lm[k], "lipschitz"
                 cert[rest] = lm > 0
-        steps = self.cfg.bisect_steps if (not auto or not self.lip <= 1.0) else 0
+        steps = self.cfg.bisect_steps if (not auto or not self.lip <= ONE) else 0
         if steps:
             self._refine(x, y, cert, radius, steps)
         return self._finish(x, y, cert, radius, mlow, method)

@@ -34,12 +34,17 @@ __all__ = [
 ]
 
 
-def _down64(v: np.ndarray) -> np.ndarray:
+def down64(v: np.ndarray) -> np.ndarray:
+    """One float64 step down: a lower bound of t when v = RN64(t)."""
     return np.nextafter(np.asarray(v, dtype=np.float64), -np.inf)
 
 
-def _up64(v: np.ndarray) -> np.ndarray:
+def up64(v: np.ndarray) -> np.ndarray:
+    """One float64 step up: an upper bound of t when v = RN64(t)."""
     return np.nextafter(np.asarray(v, dtype=np.float64), np.inf)
+
+
+_down64, _up64 = down64, up64
 
 
 def input_box(x: np.ndarray, eps, domain: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,106 @@
+"""Forward-error bounds for chains of 1-Lipschitz ops: sound margins at the cost of one forward.
+
+For a graph that is a chain (each node has exactly one variable input, the previous node's output)
+of ops that are 1-Lipschitz in ℓ∞ and whose float32 evaluation is at most two correctly rounded
+operations per output — ``linf::LinfDist``, ``linf::LinfDistConv`` (``RN(RN(max|x − w|) + b)``,
+FACTS.md), ``Neg``, ``Relu``, ``MaxPool``, ``Identity``, ``Flatten``, ``Reshape``, ``Squeeze``,
+``Unsqueeze`` (exact) and ``Add``/``Sub`` of a constant (one rounding) — :class:`ChainBound`
+returns the float32 logits ŷ (bit-identical to onnxruntime) together with a float64 bound e per
+sample such that
+
+    (a) ‖ŷ(x) − f(x)‖∞ ≤ e(x)   (f = the exact real function, x = the float32 input), and
+    (b) ‖ŷ(x′) − f(x′)‖∞ ≤ e′(x, ε) for every float32 x′ with ‖x′ − x‖∞ ≤ ε (onnxruntime at x′).
+
+Proof: layer k is 1-Lipschitz, so its exact value at the exact input differs from its exact value at
+the float input by ≤ e_{k−1}; its own rounding adds ≤ u·(|v| + |ŷ_k|) ≤ u·(2|ŷ_k| + |b|)(1 + 4u)
+(+ 2^-148 for subnormal results), u = 2^-24: e_k = e_{k−1} + local_k, summed upward. For (b) the
+magnitudes at x′ are bounded by |ŷ_k(x)| + ε + e_k(x) + e_k(x′) (chain of 1-Lipschitz maps), and
+the resulting linear inequality in e_k(x′) is solved with upward rounding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from verify.graph import evaluate
+
+__all__ = ["ChainBound"]
+
+U = 2.0**-24
+SUB = 2.0**-148  # two half-units of the smallest subnormal
+_EXACT = {"Neg", "Relu", "MaxPool", "Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze"}
+_DIST = {"LinfDist", "LinfDistConv"}
+_SLACK = 1.0 + 4 * U
+
+
+def _up(v):
+    return np.nextafter(np.asarray(v, dtype=np.float64), np.inf)
+
+
+class ChainBound:
+    """Float32 logits with a proven error bound, for supported chains (:meth:`build` → None else)."""
+
+    def __init__(self, model, steps):
+        self.model = model
+        self.steps = steps  # list of (output name, kind, |bias| max or 0)
+
+    @classmethod
+    def build(cls, model) -> "ChainBound | None":
+        g = model.graph
+        prev, steps = g.input_name, []
+        for op in g.nodes:
+            var = [i for k, i in enumerate(op.inputs) if i != "" and i not in g.constants and k not in op.consts]
+            if var != [prev] or len(op.outputs) != 1:
+                return None
+            kind = _kind(op, prev)
+            if kind is None:
+                return None
+            bias = 0.0
+            if kind == "dist" and len(op.inputs) > 2 and op.inputs[2] != "":
+                b = op.consts.get(2, g.constants.get(op.inputs[2]))
+                if b is None:
+                    return None
+                bias = float(np.max(np.abs(np.asarray(b, np.float64)))) if np.size(b) else 0.0
+            steps.append((op.outputs[0], kind, bias))
+            prev = op.outputs[0]
+        if prev != g.output_name or not math.isfinite(sum(s[2] for s in steps)):
+            return None
+        return cls(model, steps)
+
+    def forward_with_error(self, x: np.ndarray, eps: float = 0.0):
+        """(ŷ float32 [B, K], e float64 [B], e′ float64 [B]) — see the module docstring."""
+        vals = evaluate(self.model.graph, np.asarray(x, np.float32), keep_all=True)
+        n = x.shape[0]
+        e = np.zeros(n)
+        e2 = np.zeros(n)
+        denom = 1.0 - 2 * U * _SLACK  # e2_k (1 - 2u·slack) ≤ e2_{k-1} + u·slack·(2(|ŷ|+ε+e_k) + |b|)
+        for name, kind, bias in self.steps:
+            if kind == "exact":
+                continue
+            mag = np.max(np.abs(vals[name].reshape(n, -1).astype(np.float64)), axis=1) if vals[name].size else np.zeros(n)
+            if not np.isfinite(mag).all():
+                mag = np.where(np.isfinite(mag), mag, np.inf)
+            if kind == "dist":
+                local = _up(_up(U * _SLACK * _up(2 * mag + bias)) + SUB)
+            else:  # one rounding of the result
+                local = _up(_up(U * _SLACK * mag) + SUB)
+            e = _up(e + local)
+            grow = _up(2 * _up(_up(mag + eps) + e) + (bias if kind == "dist" else 0.0))
+            e2 = _up(_up(_up(e2 + _up(U * _SLACK * grow)) + SUB) / denom)
+        return vals[self.model.graph.output_name], e, np.maximum(e2, e)
+
+
+def _kind(op, prev) -> str | None:
+    if op.domain == "linf" and op.op_type in _DIST:
+        return "dist" if op.inputs[0] == prev else None
+    if op.domain != "":
+        return None
+    if op.op_type in _EXACT:
+        return "exact" if op.inputs[0] == prev else None
+    if op.op_type == "Add":
+        return "round"
+    if op.op_type == "Sub":
+        return "round"  # x − c or c − x: 1-Lipschitz, one rounding
+    return None
