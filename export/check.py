@@ -34,8 +34,10 @@ def torch_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
     was = model.training
     model.eval()
     try:
+        param = next(iter(model.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
         with torch.no_grad():
-            return model(torch.from_numpy(x)).float().cpu().numpy()
+            return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
     finally:
         model.train(was)
 

@@ -154,9 +154,9 @@ def emit_sequential(g: GraphBuilder, seq: nn.Module, x: str, prefix: str, rank: 
 
 
 def _emit_distconv(g: GraphBuilder, mod: nn.Module, ins: list[str], where: str) -> str:
-    (sh, sw), (ph, pw), (dh, dw) = mod.stride, mod.padding, mod.dilation
     if isinstance(mod.padding, str):
         raise ModelError(f"{where}: string padding {mod.padding!r} is not exportable")
+    (sh, sw), (ph, pw), (dh, dw) = mod.stride, mod.padding, mod.dilation
     return g.node(linf_spec.LINF_DIST_CONV, ins, where, domain=linf_spec.DOMAIN,
                   strides=[sh, sw], pads=[ph, pw, ph, pw], dilations=[dh, dw])
 

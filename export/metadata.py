@@ -134,7 +134,10 @@ def build_metadata(model: nn.Module, *, dataset: str, eps_train: float | None,
     }
     for k, v in (extra or {}).items():
         if k == "input_range":
-            lo, hi = (float(a) for a in v)
+            try:
+                lo, hi = (float(a) for a in v)
+            except (TypeError, ValueError):
+                raise ModelError(f"input_range must be [lo, hi], got {v!r}") from None
             if not lo < hi:
                 raise ModelError(f"input_range must be [lo, hi] with lo < hi, got {v!r}")
             v = json.dumps([lo, hi])
