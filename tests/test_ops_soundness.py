@@ -206,3 +206,45 @@ def test_random_mlp_boxes_contain_ort(tmp_path_factory, seed, act, eps):
         xs = np.where(rng.random(x.shape) < 0.5, lo, hi).astype(np.float32)
         y = ort_run(p, xs)
         assert np.all(blo <= y) and np.all(y <= bhi)
+
+
+def _ort_levels(p, x):
+    import onnxruntime as ort
+
+    outs = []
+    for lvl in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        so = ort.SessionOptions()
+        so.graph_optimization_level = lvl
+        s = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
+        outs.append(s.run(None, {"input": x})[0])
+    return outs
+
+
+def test_boxes_cover_onnxruntime_graph_fusions(tmp_path):
+    """Conv+BN+Mul+Add and MatMul+Add chains (which onnxruntime folds into one Conv / Gemm with new
+    weights and bias) with large biases: boxes contain the outputs of both optimisation levels."""
+    rng = np.random.default_rng(8)
+    inits = {
+        "W": rng.normal(size=(3, 2, 3, 3)).astype(np.float32),
+        "Bc": (rng.normal(size=3) * 1e4).astype(np.float32),
+        "s": rng.normal(size=3).astype(np.float32), "b": (rng.normal(size=3) * 1e4).astype(np.float32),
+        "m": (rng.normal(size=3) * 1e3).astype(np.float32), "v": (np.abs(rng.normal(size=3)) + 0.1).astype(np.float32),
+        "k": rng.normal(size=(1, 3, 1, 1)).astype(np.float32), "a": (rng.normal(size=(1, 3, 1, 1)) * 1e5).astype(np.float32),
+        "M": rng.normal(size=(48, 4)).astype(np.float32), "d": (rng.normal(size=4) * 1e6).astype(np.float32),
+    }
+    nodes = [
+        N("Conv", ["input", "W", "Bc"], ["c"], pads=[1, 1, 1, 1]),
+        N("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"]),
+        N("Mul", ["n", "k"], ["q"]),
+        N("Add", ["q", "a"], ["r"]),
+        N("Flatten", ["r"], ["f"]),
+        N("MatMul", ["f", "M"], ["g"]),
+        N("Add", ["g", "d"], ["logits"]),
+    ]
+    p = save(make_model(nodes, inits, [2, 4, 4], 4), tmp_path)
+    m = load_model(p)
+    assert sum(1 for op in m.graph.nodes if getattr(op, "ort_slack", None)) == 4
+    x = rng.normal(size=(64, 2, 4, 4)).astype(np.float32)
+    lo, hi = m.interval(x, x)
+    for y in _ort_levels(p, x):
+        assert np.all(lo <= y) and np.all(y <= hi)

@@ -113,3 +113,16 @@ def test_gamma_is_an_upper_bound():
 def test_process_keeps_subnormals():
     assert not flushes_denormals()
     require_ieee_subnormals()
+
+
+def test_flush_to_zero_is_detected_and_refused():
+    torch = pytest.importorskip("torch")
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot switch FTZ/DAZ on")
+    try:
+        assert flushes_denormals()
+        with pytest.raises(ModelError, match="subnormal"):
+            require_ieee_subnormals()
+    finally:
+        torch.set_flush_denormal(False)
+    assert not flushes_denormals()

@@ -194,3 +194,74 @@ def find_last_affine(g: Graph):
     w = (sign * w).astype(np.float32)
     bvec = (sign * bvec).astype(np.float32)
     return LastAffine(np.ascontiguousarray(w), bvec, op.inputs[0], op.name)
+
+
+_LINEAR = ("Gemm", "MatMul", "Conv")
+_CHAIN = ("Add", "Sub", "Mul", "Div", "BatchNormalization")
+
+
+def _const_operand(op: Op, var_input: str):
+    """The constant operand of a binary Add/Sub/Mul/Div whose other input is ``var_input``."""
+    if len(op.inputs) != 2 or op.inputs.count(var_input) != 1:
+        return None
+    i = 1 - op.inputs.index(var_input)
+    return op.const(i)
+
+
+def annotate_ort_fusions(g: Graph) -> None:
+    """Mark elementwise affine ops that onnxruntime's optimizer may fold into a preceding linear op.
+
+    onnxruntime (default optimization level) rewrites MatMul+Add into Gemm and folds Conv+Add,
+    Conv+Mul and Conv+BatchNormalization into new weights and bias. The folded bias b' is computed
+    in float32 (a few roundings of magnitude <= beta) and then enters the dot product (γ_{n+1}
+    of |b'|). For each op of such a chain (single-consumer links, constant operands) we store
+    ``op.ort_slack = (n, beta)`` with beta an upper bound of |folded bias| after the op (float64
+    array or scalar); its ``interval`` widens by γ^{(32)}_{n+8} · beta (see
+    ``verify.ops._elementwise.ort_fusion_widen``). Weight re-roundings are covered by
+    ``ORT_FUSION_OPS`` in verify/ops/_affine.py."""
+    prod = {o: op for op in g.nodes for o in op.outputs}
+    for op in g.nodes:
+        op.ort_slack = None
+    for op in g.nodes:
+        if op.domain or op.op_type not in _CHAIN:
+            continue
+        var_inputs = [i for k, i in enumerate(op.inputs) if op.is_var(k)]
+        if len(var_inputs) != 1:
+            continue
+        src = prod.get(var_inputs[0])
+        if src is None or _single_consumer(g, var_inputs[0], prod) is not op:
+            continue
+        if src.op_type in _LINEAR and not src.domain and hasattr(src, "contraction_length"):
+            n, beta = src.contraction_length(), src.bias_abs()
+        elif getattr(src, "ort_slack", None):
+            n, beta = src.ort_slack
+        else:
+            continue
+        beta = _chain_beta(op, var_inputs[0], beta)
+        if beta is not None:
+            op.ort_slack = (n, beta)
+
+
+def _chain_beta(op: Op, var_input: str, beta):
+    """Upper bound of |folded bias| after ``op`` (None when the op cannot be folded)."""
+    if op.op_type == "BatchNormalization":
+        if op.inputs[0] != var_input:
+            return None
+        sc, b, mean, var = (op.const(i) for i in range(1, 5))
+        if any(v is None for v in (sc, b, mean, var)):
+            return None
+        eps = float(np.float32(op.attrs.get("epsilon", 1e-5)))
+        a = np.abs(sc.astype(np.float64)) / np.sqrt(var.astype(np.float64) + eps) * (1 + 2.0**-40)
+        shape = (1, -1, 1, 1)
+        return a.reshape(shape) * (beta + np.abs(mean.astype(np.float64)).reshape(shape)) + np.abs(b.astype(np.float64)).reshape(shape)
+    c = _const_operand(op, var_input)
+    if c is None or c.dtype != np.float32:
+        return None
+    c = np.abs(c.astype(np.float64))
+    if op.op_type in ("Add", "Sub"):
+        return beta + c
+    if op.op_type == "Mul":
+        return beta * c
+    if op.op_type == "Div" and op.inputs[0] == var_input and np.all(c > 0):
+        return beta / c * (1 + 2.0**-40)
+    return None

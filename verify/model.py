@@ -204,6 +204,9 @@ def build_graph(raw: RawModel) -> Graph:
 
         ranks = tensor_ranks(g, np.zeros([raw.batch_dim or 1] + raw.input_dims, np.float32))
         g = fuse_linf_patterns(g, ranks)
+    from verify.fuse import annotate_ort_fusions
+
+    annotate_ort_fusions(g)
     return g
 
 

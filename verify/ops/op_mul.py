@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from verify.ops._elementwise import corner_box, f32
+from verify.ops._elementwise import ort_fusion_widen, corner_box, f32
 from verify.ops.base import Op, mul_up
 
 
@@ -17,7 +17,7 @@ class Mul(Op):
         return f32(a) * f32(b)
 
     def interval(self, a, b):
-        return corner_box(np.multiply, a, b)
+        return ort_fusion_widen(self, corner_box(np.multiply, a, b))
 
     def lipschitz(self, la=None, lb=None):
         if la is not None and lb is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from verify.ops._elementwise import f32, outward
+from verify.ops._elementwise import ort_fusion_widen, f32, outward
 from verify.ops.base import Op, add_up
 
 
@@ -13,7 +13,7 @@ class Sub(Op):
         return f32(a) - f32(b)
 
     def interval(self, a, b):
-        return outward(f32(a.lo) - f32(b.hi), f32(a.hi) - f32(b.lo))
+        return ort_fusion_widen(self, outward(f32(a.lo) - f32(b.hi), f32(a.hi) - f32(b.lo)))
 
     def lipschitz(self, la=None, lb=None):
         return add_up(*(v for v in (la, lb) if v is not None))
