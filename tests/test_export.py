@@ -223,3 +223,17 @@ def test_verifier_reads_exported_files(tmp_path, kind):
     assert np.all(lo <= y_ort) and np.all(y_ort <= hi)
     if kind == "linf":
         assert vm.lipschitz() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("opset", [linf_spec.MIN_OPSET, 21, linf_spec.MAX_OPSET])
+def test_every_supported_opset_exports_and_checks(opset):
+    cfg = ModelConfig(arch="conv-linf-mlp", input_shape=(2, 7, 7), depth=1, width=6, hidden=4,
+                      conv_channels=(3,), conv_strides=(2,))
+    model = _model(cfg, opset)
+    proto = build_onnx(model, opset=opset)
+    check_exported(proto, model)  # full checker, strict shape inference, ORT parity vs torch
+    assert {o.domain: o.version for o in proto.opset_import} == {"": opset, "linf": 1}
+    for fn in proto.functions:
+        linf_spec.check_function(fn, opset)
+    with pytest.raises(ModelError, match="opsets"):
+        build_onnx(model, opset=linf_spec.MAX_OPSET + 1)
