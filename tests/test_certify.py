@@ -165,3 +165,48 @@ def test_eps_zero_certifies_every_correct_sample_with_positive_margin(head):
     for k in range(len(y)):
         if exact_margin(layers, x[k], int(y[k])) > F(1, 1000):
             assert res.status[k] == "certified"
+
+
+def _tightness():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "tightness_certify", Path(__file__).resolve().parent.parent / "benchmarks" / "tightness_certify.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_tightness_vs_training_time_evaluation_on_digits(tmp_path):
+    """Must-show 2 machinery on a nets model (identity init, untrained) on the offline digits data:
+    sound radii ≥ exact margin/2 − 1e-5 and the sound lipschitz method certifies exactly the
+    samples of the training-time evaluation (up to threshold-rounding cases, listed)."""
+    torch = pytest.importorskip("torch")
+    from nets.checkpoint import save_checkpoint
+    from nets.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(arch="linf", input_shape=(1, 8, 8), depth=3, width=64)).eval()
+    save_checkpoint(tmp_path / "ck", net, {"dataset": "digits", "eps_train": 0.1})
+    out = _tightness().run(tmp_path / "ck", n=200, eps=0.01)
+    assert out["radii_ok"], out["max_radius_deficit_vs_exact_half_margin"]
+    assert out["all_disagreements_explained"], out["disagreements"]
+    assert out["sound_auto_certified"] >= out["sound_lipschitz_certified"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_tightness_on_trained_mnist_checkpoint():
+    """Must-show 2 on a real trained MNIST model: set LINFVERIFY_MNIST_CKPT to its checkpoint dir."""
+    import os
+
+    ck = os.environ.get("LINFVERIFY_MNIST_CKPT")
+    if not ck or not os.path.isdir(ck):
+        pytest.skip("set LINFVERIFY_MNIST_CKPT to a trained MNIST checkpoint directory")
+    from verify.datasets import default_data_dir
+
+    if default_data_dir() is None:
+        pytest.skip("../shared/data (real MNIST) is absent")
+    out = _tightness().run(ck)
+    assert out["radii_ok"] and out["all_disagreements_explained"], out
