@@ -17,11 +17,15 @@ from dataclasses import dataclass, field
 
 from verify.errors import LinfVerifyError
 
-__all__ = ["TrainConfig", "PRESETS", "PRESET_HELP", "get_preset", "apply_overrides"]
+__all__ = ["ConfigError", "TrainingDiverged", "TrainConfig", "PRESETS", "PRESET_HELP", "get_preset", "apply_overrides"]
 
 
 class ConfigError(LinfVerifyError):
     """A preset name or option value is invalid."""
+
+
+class TrainingDiverged(LinfVerifyError):
+    """The loss became NaN or infinite (learning rate too high, or bad data)."""
 
 
 @dataclass
@@ -75,6 +79,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     backend: str = "auto"              # distance op: auto | reference | cpu | cuda
+    threads: int | None = None         # CPU threads for torch (None: torch's default); small nets
+                                       # run fastest on 1 thread, especially on a busy machine
     members: int = 1                   # >1: train an ensemble of independent members (fusion)
     eval_batch_size: int = 1000
     notes: dict = field(default_factory=dict)
@@ -114,9 +120,12 @@ PRESETS: dict[str, dict] = {
                                   eps_test=8 / 255, eps_train=0.03451, epochs=800,
                                   p_warm_epochs=100, anneal_epochs=650, eps_warm_epochs=100),
     # CPU presets.
+    # digits: no augmentation (a 1-pixel crop of an 8×8 image cost ~10 points clean, ~20 certified,
+    # measured: 60 epochs, clean 79.7 / cert 55.3 with crop vs 87.8 / 77.5 without at ε = 0.1).
     "digits-small": dict(dataset="digits", arch="linf", depth=4, width=128, loss="hinge", mix=0.75,
-                         eps_test=0.1, eps_train=0.15, batch_size=64, lr=0.02, epochs=40,
-                         p_warm_epochs=2, anneal_epochs=30, ema_decay=0.99, weight_decay=0.0),
+                         eps_test=0.1, eps_train=0.15, batch_size=32, lr=0.02, epochs=40,
+                         p_warm_epochs=2, anneal_epochs=30, ema_decay=0.99, weight_decay=0.0,
+                         augment=False, threads=1),
     "mnist-small": dict(dataset="mnist", arch="linf", depth=5, width=256, loss="hinge", mix=0.75,
                         eps_test=0.3, eps_train=0.45, batch_size=512, lr=0.02, epochs=45,
                         p_warm_epochs=1, anneal_epochs=31, ema_decay=0.99, weight_decay=0.0),
@@ -190,5 +199,7 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("mix", "kappa"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ConfigError(f"{name} must be in [0, 1]")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {cfg.threads}")
     if cfg.loss == "mixture" and cfg.eps_train <= 0:
         raise ConfigError("the mixture loss needs eps_train > 0")

@@ -32,7 +32,7 @@ from nets import losses, schedules
 from nets.data import AUGMENT, DataSplits, iterate_batches, load_splits, num_batches
 from nets.evaluate import evaluate
 from nets.models import ModelConfig, build_model, set_backend, set_p
-from nets.presets import ConfigError, TrainConfig, validate
+from nets.presets import ConfigError, TrainConfig, TrainingDiverged, validate
 
 __all__ = ["EpochLog", "TrainResult", "DistInfo", "run_training", "train_member", "make_ema",
            "resolve_device", "model_config_for"]
@@ -201,7 +201,7 @@ def train_member(cfg: TrainConfig, splits: DataSplits, *, seed: int, member: int
             logits, lower = obj(xb, yb, eps)
             loss = _loss(cfg, logits, lower, yb, eps, it, ph)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch}, iteration {it} (p={p})")
+                raise TrainingDiverged(f"non-finite loss at epoch {epoch}, iteration {it} (p={p})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -248,6 +248,8 @@ def run_training(cfg: TrainConfig, out: str | os.PathLike | None = None, *,
     pass already-loaded data.
     """
     validate(cfg)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     dist = DistInfo.from_env()
     device = resolve_device(cfg.device, dist)
     if dist.enabled and not torch.distributed.is_initialized():
