@@ -316,5 +316,68 @@ def attack(
     Console().print(table)
 
 
+@app.command()
+@user_errors
+def audit(
+    model: Annotated[Path, typer.Argument(help="ONNX file, our checkpoint folder, or a seed-paper checkpoint (.pth, v1/v2)")],
+    data: Annotated[str, typer.Option("--data", help=".npz with x, y or a data set name (mnist, fashion-mnist, cifar10, digits)")],
+    eps: Annotated[float, typer.Option("--eps", help="ℓ∞ radius to audit, in input units")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="report folder (summary.json, report.md, PNG, certificates, witnesses)")] = Path("audit_report"),
+    limit: Annotated[int, typer.Option(help="audit the first N samples")] = 500,
+    grid: Annotated[Optional[str], typer.Option(help="comma-separated ε values for the plot (default: 0.25..1.25 × eps)")] = None,
+    steps: Annotated[int, typer.Option(help="APGD iterations per run")] = 100,
+    restarts: Annotated[int, typer.Option(help="random restarts per run")] = 1,
+    seed_dataset: Annotated[Optional[str], typer.Option(help="data set a seed checkpoint was trained on (default: --data)")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="folder with the data sets (default ../shared/data)")] = None,
+    domain: Annotated[tuple[float, float], typer.Option(help="input domain LO HI")] = (0.0, 1.0),
+    json_out: Annotated[bool, typer.Option("--json", help="print the JSON summary on stdout")] = False,
+):
+    """Audit a model's claims: Lipschitz bound per node, clean / certified / PGD-robust accuracy, falsified samples, plot."""
+    import json
+
+    from verify.attack.pgd import AttackConfig
+    from verify.audit import run_audit
+    from verify.errors import LinfVerifyError
+
+    try:
+        eps_grid = None if grid is None else [float(v) for v in grid.split(",") if v.strip()]
+    except ValueError:
+        raise LinfVerifyError(f"--grid must be comma-separated numbers, got {grid!r}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_path, source = model, {"kind": "onnx", "path": str(model)}
+    if model.is_dir():  # our checkpoint folder: export it first
+        from export import export_checkpoint
+
+        onnx_path = out / "model.onnx"
+        export_checkpoint(model, onnx_path)
+        source = {"kind": "linfverify-checkpoint", "path": str(model)}
+    elif model.suffix.lower() != ".onnx":  # a seed-paper checkpoint: convert, export
+        from export import export_model
+        from nets.seed_compat import convert_seed_checkpoint
+        from verify.datasets import canonical_name
+
+        ds = canonical_name(seed_dataset or data)
+        if ds is None:
+            raise LinfVerifyError("a seed checkpoint needs --seed-dataset (mnist, fashion-mnist, cifar10)")
+        net, notes = convert_seed_checkpoint(model, ds)
+        onnx_path = out / "model.onnx"
+        export_model(net, onnx_path, dataset=ds, metadata={"seed_conversion": notes})
+        source = {"kind": "seed-checkpoint", "path": str(model), **notes}
+    cfg = AttackConfig(steps=steps, restarts=restarts)
+    summary = run_audit(onnx_path, data, eps=eps, out_dir=out, eps_grid=eps_grid, limit=limit, cfg=cfg,
+                        data_dir=data_dir, domain=domain, source=source)
+    if json_out:
+        typer.echo(json.dumps(summary))
+        return
+    from rich.console import Console
+
+    from verify.audit_report import rich_tables
+
+    console = Console()
+    for table in rich_tables(summary):
+        console.print(table)
+    console.print(f"report: {out / 'report.md'}, plot: {out / 'accuracy_vs_eps.png'}, summary: {out / 'summary.json'}")
+
+
 if __name__ == "__main__":
     app()

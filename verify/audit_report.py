@@ -1,0 +1,127 @@
+"""Render an audit summary (verify/audit.py) as Markdown, a PNG plot and rich tables.
+
+All files are written to a temp name in the report folder and renamed (never half-written).
+The plot uses matplotlib's Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["write_report", "markdown", "plot_curve", "rich_tables"]
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}%"
+
+
+def _num(v) -> str:
+    return "∞ (unbounded)" if v is None else f"{v:.6g}"
+
+
+def markdown(s: dict) -> str:
+    """The Markdown report of a summary."""
+    c = s["claims"]
+    lines = [
+        f"# Audit of `{Path(s['model']).name}`",
+        "",
+        f"model sha256 `{s['model_sha256']}`; data `{s['data']}` (first {s['n']} samples); "
+        f"ε = {s['eps']} in input units; domain {s['domain']}; source: {s['source'].get('kind')}",
+        "",
+        "## Claims (metadata) vs measured",
+        "",
+        "| quantity | claimed | measured |",
+        "|---|---|---|",
+        f"| ℓ∞ Lipschitz constant of the logits | {c.get('claimed_lipschitz', '—')} | ≤ {_num(s['lipschitz']['proven_upper_bound'])} (proof) — {s['lipschitz']['verdict']} |",
+        f"| ε_train | {c.get('eps_train', '—')} | — |",
+        f"| clean accuracy | {c.get('metrics', {}).get('clean_accuracy', '—') if isinstance(c.get('metrics'), dict) else '—'} | {_pct(s['clean_accuracy'])} |",
+        f"| certified accuracy at ε | {c.get('metrics', {}).get('certified_accuracy', '—') if isinstance(c.get('metrics'), dict) else '—'} | {_pct(s['certified_accuracy'])} (sound) |",
+        f"| PGD robust accuracy at ε | — | {_pct(s['robust_accuracy'])} (upper bound of the true robust accuracy) |",
+        f"| gap robust − certified | — | {_pct(s['gap_robust_minus_certified'])} (the undecided samples) |",
+        "",
+        f"Other claims: architecture `{c.get('architecture', '—')}`, dataset `{c.get('dataset', '—')}`, "
+        f"producer `{c.get('producer', '—')} {c.get('producer_version', '')}`.",
+        "",
+        "## Static Lipschitz bound per node",
+        "",
+        "| node | op | local bound | cumulative bound |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {r['name']} | {r['op_type']} | {_num(r['local'])} | {_num(r['cumulative'])} |"
+              for r in s["lipschitz"]["per_node"]]
+    lines += ["", "## Accuracy against ε", "", "| ε | certified | PGD robust | falsified | certified samples attacked |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {p['eps']:g} | {_pct(p['certified_accuracy'])} | {_pct(p['robust_accuracy'])} | {p['falsified']} | "
+              f"{'yes' if p['certified_attacked'] else 'no (proven safe)'} |" for p in s["curve"]]
+    lines += ["", "![certified and robust accuracy against ε](accuracy_vs_eps.png)", "",
+              f"## Falsified samples at ε = {s['eps']} ({s['falsified']})", "",
+              "Every witness is a float32 input within ε (exact check) inside the domain that onnxruntime "
+              "misclassifies; the full witnesses are in the witness file.", ""]
+    if s["falsified_samples"]:
+        lines += ["| index | label | ORT prediction | ‖x′ − x‖∞ | witness sha256 |", "|---|---|---|---|---|"]
+        lines += [f"| {f['index']} | {f['label']} | {f['adv_predicted']} | {f['witness_distance']:.6g} | "
+                  f"`{str(f['witness_sha256'])[:16]}…` |" for f in s["falsified_samples"][:50]]
+        if len(s["falsified_samples"]) > 50:
+            lines.append(f"| … {len(s['falsified_samples']) - 50} more | | | | |")
+    lines += ["", f"Soundness alarm: **{s['soundness_alarm']}** (no sample is both certified and falsified).", ""]
+    return "\n".join(lines)
+
+
+def plot_curve(s: dict, path: Path) -> None:
+    """accuracy_vs_eps.png: certified and PGD-robust accuracy against ε (clean as a reference)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    eps = [p["eps"] for p in s["curve"]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(eps, [100 * p["robust_accuracy"] for p in s["curve"]], "o-", label="PGD robust (upper bound)")
+    ax.plot(eps, [100 * p["certified_accuracy"] for p in s["curve"]], "s-", label="certified (sound)")
+    ax.axhline(100 * s["clean_accuracy"], color="gray", ls="--", lw=1, label="clean")
+    ax.axvline(s["eps"], color="k", ls=":", lw=1)
+    ax.set_xlabel("ε (ℓ∞, input units)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"{Path(s['model']).name}: n = {s['n']}")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_report(s: dict, out_dir: Path) -> None:
+    """report.md and accuracy_vs_eps.png in ``out_dir``."""
+    tmp = out_dir / "report.md.tmp"
+    tmp.write_text(markdown(s))
+    os.replace(tmp, out_dir / "report.md")
+    plot_curve(s, out_dir / "accuracy_vs_eps.png")
+
+
+def rich_tables(s: dict):
+    """(claims-vs-measured table, per-ε table) for the CLI."""
+    from rich.table import Table
+
+    c = s["claims"]
+    t = Table(title=f"audit of {Path(s['model']).name} at ε = {s['eps']} (n = {s['n']})")
+    t.add_column("quantity")
+    t.add_column("claimed")
+    t.add_column("measured")
+    t.add_row("ℓ∞ Lipschitz (logits)", str(c.get("claimed_lipschitz", "—")),
+              f"≤ {_num(s['lipschitz']['proven_upper_bound'])}: {s['lipschitz']['verdict']}")
+    t.add_row("ε_train", str(c.get("eps_train", "—")), "")
+    t.add_row("clean accuracy", "", _pct(s["clean_accuracy"]))
+    t.add_row("certified accuracy", "", _pct(s["certified_accuracy"]))
+    t.add_row("PGD robust accuracy", "", _pct(s["robust_accuracy"]))
+    t.add_row("gap robust − certified", "", _pct(s["gap_robust_minus_certified"]))
+    t.add_row("falsified (witnesses replayed)", "", str(s["falsified"]))
+    t.add_row("soundness alarm", "", s["soundness_alarm"])
+    g = Table(title="accuracy against ε")
+    for col in ("ε", "certified", "PGD robust", "falsified"):
+        g.add_column(col)
+    for p in s["curve"]:
+        g.add_row(f"{p['eps']:g}", _pct(p["certified_accuracy"]), _pct(p["robust_accuracy"]), str(p["falsified"]))
+    return t, g
