@@ -136,6 +136,25 @@ CASES = {
     "Clip": ([6], [N("Clip", ["input", "lo", "hi"], ["y"])], {"lo": np.float32(-0.3), "hi": np.float32(0.5)},
              lambda x: np.clip(x, float(np.float32(-0.3)), 0.5), True, []),
     "Identity": ([6], [N("Identity", ["input"], ["y"])], {}, lambda x: x, True, []),
+    "ShapeReshape": ([2, 3], [N("Shape", ["input"], ["sh"]), N("Gather", ["sh", "i0"], ["n0"], axis=0),
+                              N("Unsqueeze", ["n0", "ax"], ["n1"]), N("Concat", ["n1", "m1"], ["ns"], axis=0),
+                              N("Reshape", ["input", "ns"], ["y"])],
+                     {"i0": np.array(0, np.int64), "ax": np.array([0], np.int64), "m1": np.array([-1], np.int64)},
+                     lambda x: x.reshape(len(x), -1), True, []),
+    "Gather": ([6], [N("Gather", ["input", "gi"], ["y"], axis=1)], {"gi": np.array([[5, 0], [-1, 2]], np.int64)},
+               lambda x: x[:, [[5, 0], [5, 2]]], True, []),
+    "Cast": ([6], [N("Cast", ["input"], ["i"], to=7), N("Cast", ["i"], ["y"], to=1)], {},
+             lambda x: np.trunc(x), True, []),
+    "Slice": ([3, 4], [N("Slice", ["input", "st", "en", "axs", "stp"], ["y"])],
+              {"st": np.array([0, 3], np.int64), "en": np.array([2, -10], np.int64),
+               "axs": np.array([1, 2], np.int64), "stp": np.array([1, -2], np.int64)},
+              lambda x: x[:, 0:2, 3::-2], True, []),
+    "Pad": ([2, 3], [N("Pad", ["input", "pd", "pv"], ["y"], mode="constant")],
+            {"pd": np.array([0, 1, 0, 0, 0, 2], np.int64), "pv": np.float32(0.5)},
+            lambda x: np.pad(x, ((0, 0), (1, 0), (0, 2)), constant_values=0.5), True, []),
+    "Dropout": ([6], [N("Dropout", ["input", "r"], ["y"])], {"r": np.float32(0.3)}, lambda x: x, True, []),
+    "LeakyRelu": ([6], [N("LeakyRelu", ["input"], ["y"], alpha=0.3)], {},
+                  lambda x: np.where(x >= 0, x, float(np.float32(0.3)) * x), True, []),
     "Constant": ([6], [N("Constant", [], ["c"], value_floats=C6.tolist()), N("Add", ["input", "c"], ["y"])], {},
                  lambda x: x + C6, True, []),
 }
@@ -224,7 +243,7 @@ def test_lipschitz_bounds_observed_ratios(case, tmp_path):
         y2 = np.asarray(ref(x + d)).reshape(-1)
         worst = max(worst, np.abs(y1 - y2).max() / np.abs(d).max())
     assert worst <= L * (1 + 1e-9) + 1e-12, (case, worst, L)
-    if case in ("MulVV", "DivVar"):
+    if case in ("MulVV", "DivVar", "Cast"):
         assert math.isinf(L)
 
 

@@ -130,7 +130,7 @@ def tensor_to_numpy(t: TensorProto) -> np.ndarray:
         raise ModelError(
             f"tensor {t.name!r} has dtype {arr.dtype}; only float32 weights (and int64/int32 shapes) are supported"
         )
-    return np.ascontiguousarray(arr)
+    return np.array(arr, order="C", copy=True)  # (np.ascontiguousarray would make 0-d arrays 1-d)
 
 
 def _check_functions(model: onnx.ModelProto, opsets: dict[str, int]) -> onnx.ModelProto:

@@ -57,6 +57,8 @@ def _bind(specs: list[NodeSpec], constants: dict[str, np.ndarray]) -> list[Op]:
             continue
         op = cls(s, {i: constants[t] for i, t in enumerate(s.inputs) if t in constants})
         reason = op.unsupported()
+        if not reason and any(o for o in s.outputs[1:]):
+            reason = "optional extra outputs are not supported"
         if reason:
             bad.append(f"{label}: {reason}")
             continue

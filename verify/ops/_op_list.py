@@ -11,14 +11,18 @@ from verify.ops.op_abs import Abs
 from verify.ops.op_add import Add
 from verify.ops.op_averagepool import AveragePool
 from verify.ops.op_batchnormalization import BatchNormalization
+from verify.ops.op_cast import Cast
 from verify.ops.op_clip import Clip
 from verify.ops.op_concat import Concat
 from verify.ops.op_constant import Constant
 from verify.ops.op_conv import Conv
 from verify.ops.op_div import Div
+from verify.ops.op_dropout import Dropout
 from verify.ops.op_flatten import Flatten
+from verify.ops.op_gather import Gather
 from verify.ops.op_gemm import Gemm
 from verify.ops.op_identity import Identity
+from verify.ops.op_leakyrelu import LeakyRelu
 from verify.ops.op_linfdist import LinfDist
 from verify.ops.op_linfdistconv import LinfDistConv
 from verify.ops.op_matmul import MatMul
@@ -27,10 +31,13 @@ from verify.ops.op_maxpool import MaxPool
 from verify.ops.op_min import Min
 from verify.ops.op_mul import Mul
 from verify.ops.op_neg import Neg
+from verify.ops.op_pad import Pad
 from verify.ops.op_reducemax import ReduceMax
 from verify.ops.op_relu import Relu
 from verify.ops.op_reshape import Reshape
+from verify.ops.op_shape import Shape
 from verify.ops.op_sigmoid import Sigmoid
+from verify.ops.op_slice import Slice
 from verify.ops.op_softmax import Softmax
 from verify.ops.op_squeeze import Squeeze
 from verify.ops.op_sub import Sub
@@ -46,24 +53,31 @@ OPS: dict[tuple[str, str], type[Op]] = {
     ("", "Add"): Add,
     ("", "AveragePool"): AveragePool,
     ("", "BatchNormalization"): BatchNormalization,
+    ("", "Cast"): Cast,
     ("", "Clip"): Clip,
     ("", "Concat"): Concat,
     ("", "Constant"): Constant,
     ("", "Conv"): Conv,
     ("", "Div"): Div,
+    ("", "Dropout"): Dropout,
     ("", "Flatten"): Flatten,
+    ("", "Gather"): Gather,
     ("", "Gemm"): Gemm,
     ("", "Identity"): Identity,
+    ("", "LeakyRelu"): LeakyRelu,
     ("", "MatMul"): MatMul,
     ("", "Max"): Max,
     ("", "MaxPool"): MaxPool,
     ("", "Min"): Min,
     ("", "Mul"): Mul,
     ("", "Neg"): Neg,
+    ("", "Pad"): Pad,
     ("", "ReduceMax"): ReduceMax,
     ("", "Relu"): Relu,
     ("", "Reshape"): Reshape,
+    ("", "Shape"): Shape,
     ("", "Sigmoid"): Sigmoid,
+    ("", "Slice"): Slice,
     ("", "Softmax"): Softmax,
     ("", "Squeeze"): Squeeze,
     ("", "Sub"): Sub,

@@ -3,6 +3,8 @@ Lipschitz bound passes through unchanged (ℓ∞ of a permuted/copied tensor).""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from verify.ops.base import Box, Op, scaled
@@ -12,10 +14,15 @@ class ShapeOp(Op):
     """An op applying the same value-preserving map to lo and hi (forward = the map)."""
 
     def interval(self, b: Box, *rest: Box) -> Box:
+        for r in rest:
+            if r is not None and not np.array_equal(r.lo, r.hi):
+                raise self.fail("a shape/index argument depends on the input values")
         consts = [None if r is None else r.lo for r in rest]
         return Box(self.forward(b.lo, *consts), self.forward(b.hi, *consts))
 
     def lipschitz(self, lx=None, *rest):
+        if any(rest):  # a shape/index argument that varies with the input: discontinuous
+            return math.inf
         return scaled([lx], 1.0)
 
 

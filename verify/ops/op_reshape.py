@@ -1,4 +1,6 @@
-"""Reshape(data, shape) with ONNX semantics (0 copies the input dim unless allowzero, -1 infers)."""
+"""Reshape(data, shape) with ONNX semantics (0 copies the input dim unless allowzero, -1 infers).
+The shape may be computed (Shape/Gather/Concat of dims): it must then be data independent, which
+ShapeOp checks (point box; Lipschitz 0, else unbounded)."""
 
 from __future__ import annotations
 
@@ -10,14 +12,6 @@ from verify.ops._shape import ShapeOp
 class Reshape(ShapeOp):
     op_type = "Reshape"
     known_attrs = frozenset({"allowzero"})
-
-    def unsupported(self):
-        r = super().unsupported()
-        if r:
-            return r
-        if self.is_var(1):
-            return "the target shape must be a constant"
-        return None
 
     def forward(self, x, shape=None):
         x = np.asarray(x)

@@ -14,4 +14,4 @@ class Transpose(ShapeOp):
     def forward(self, x):
         x = np.asarray(x)
         perm = self.attr("perm")
-        return np.ascontiguousarray(np.transpose(x, None if perm is None else [int(p) for p in perm]))
+        return np.transpose(x, None if perm is None else [int(p) for p in perm]).copy()

@@ -1,0 +1,31 @@
+"""Dropout at inference (training_mode absent or constant false): the identity (mask output unsupported)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from verify.ops.base import Box, Op, scaled
+
+
+class Dropout(Op):
+    op_type = "Dropout"
+    known_attrs = frozenset({"seed", "ratio", "is_test"})
+
+    def unsupported(self):
+        r = super().unsupported()
+        if r:
+            return r
+        if len(self.inputs) > 2 and self.inputs[2]:
+            t = self.const(2)
+            if t is None or bool(np.asarray(t).reshape(-1)[0]):
+                return "training_mode must be a constant false"
+        return None
+
+    def forward(self, x, *_):
+        return np.asarray(x)
+
+    def interval(self, b, *_):
+        return Box(b.lo, b.hi)
+
+    def lipschitz(self, lx=None, *_):
+        return scaled([lx], 1.0)

@@ -1,0 +1,22 @@
+"""Gather(data, indices, axis) with constant (or data-independent) indices: an exact copy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from verify.ops._shape import ShapeOp
+
+
+class Gather(ShapeOp):
+    op_type = "Gather"
+    known_attrs = frozenset({"axis"})
+
+    def forward(self, x, idx=None):
+        idx = self.const(1) if idx is None else idx
+        x = np.asarray(x)
+        axis = int(self.attr("axis", 0)) % max(x.ndim, 1)
+        idx = np.asarray(idx, np.int64)
+        if np.any(idx >= x.shape[axis]) or np.any(idx < -x.shape[axis]):
+            raise self.fail("index out of range")
+        return np.take(x, idx, axis=axis)
+

@@ -1,0 +1,35 @@
+"""LeakyRelu(alpha >= 0): monotone; x >= 0 exact, x < 0 one rounded product (stepped outward);
+Lipschitz max(1, alpha)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from verify.ops._elementwise import f32
+from verify.ops.base import Box, Op, scaled
+from verify.rounding import step_down, step_up
+
+
+class LeakyRelu(Op):
+    op_type = "LeakyRelu"
+    known_attrs = frozenset({"alpha"})
+
+    def _alpha(self):
+        return np.float32(self.attr("alpha", 0.01))
+
+    def unsupported(self):
+        return super().unsupported() or (None if self._alpha() >= 0 else "alpha < 0 (not monotone)")
+
+    def forward(self, x):
+        x = f32(x)
+        return np.where(x >= 0, x, self._alpha() * x).astype(np.float32)
+
+    def interval(self, b):
+        a = self._alpha()
+        lo, hi = f32(b.lo), f32(b.hi)
+        out_lo = np.where(lo >= 0, lo, step_down(a * lo)).astype(np.float32)
+        out_hi = np.where(hi >= 0, hi, step_up(a * hi)).astype(np.float32)
+        return Box(out_lo, out_hi)
+
+    def lipschitz(self, lx=None):
+        return scaled([lx], max(1.0, float(self._alpha())))

@@ -1,0 +1,57 @@
+"""Pad(data, pads, constant_value?, axes?) in constant mode with non-negative constant pads (attributes
+before opset 11): exact; padded entries are constants, so the Lipschitz bound passes through."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from verify.ops.base import Box, Op, scaled
+
+
+class Pad(Op):
+    op_type = "Pad"
+    known_attrs = frozenset({"mode", "pads", "value"})
+
+    def unsupported(self):
+        r = super().unsupported()
+        if r:
+            return r
+        if self.attr("mode", "constant") != "constant":
+            return "only mode = constant is supported"
+        if any(self.is_var(i) for i in range(1, len(self.inputs))):
+            return "pads/constant_value/axes must be constants"
+        pads = self._pads_raw()
+        if pads is None or any(p < 0 for p in pads):
+            return "pads must be a constant of non-negative ints"
+        return None
+
+    def _pads_raw(self):
+        if "pads" in self.attrs:
+            return [int(v) for v in self.attrs["pads"]]
+        c = self.const(1)
+        return None if c is None else [int(v) for v in np.asarray(c).reshape(-1)]
+
+    def _value(self):
+        if "value" in self.attrs:
+            return np.float32(self.attrs["value"])
+        c = self.const(2) if len(self.inputs) > 2 and self.inputs[2] else None
+        return np.float32(0.0) if c is None else np.float32(np.asarray(c).reshape(-1)[0])
+
+    def forward(self, x, *_):
+        x = np.asarray(x)
+        pads = self._pads_raw()
+        axes = None
+        if len(self.inputs) > 3 and self.inputs[3]:
+            axes = [int(a) % x.ndim for a in np.asarray(self.const(3)).reshape(-1)]
+        axes = axes if axes is not None else list(range(x.ndim))
+        k = len(axes)
+        width = [(0, 0)] * x.ndim
+        for j, a in enumerate(axes):
+            width[a] = (pads[j], pads[j + k])
+        return np.pad(x, width, mode="constant", constant_values=self._value())
+
+    def interval(self, b, *_):
+        return Box(self.forward(b.lo), self.forward(b.hi))
+
+    def lipschitz(self, lx=None, *_):
+        return scaled([lx], 1.0)

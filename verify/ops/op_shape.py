@@ -1,0 +1,26 @@
+"""Shape(data, start?, end?): the (int64) dims of a tensor. Data-independent, so its Lipschitz bound
+is 0 and its box is a point; not folded at load time because N is dynamic."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from verify.ops.base import Box, Op
+
+
+class Shape(Op):
+    op_type = "Shape"
+    foldable = False
+    known_attrs = frozenset({"start", "end"})
+
+    def forward(self, x):
+        shape = np.asarray(np.shape(x), np.int64)
+        start = int(self.attr("start", 0))
+        end = self.attr("end")
+        return shape[start:] if end is None else shape[start:int(end)]
+
+    def interval(self, b):
+        return Box.point(self.forward(b.lo))
+
+    def lipschitz(self, lx=None):
+        return 0.0
