@@ -239,8 +239,12 @@ def train(
                 data_dir=None if data_dir is None else str(data_dir))
     if out is None:
         out = Path("runs") / f"{preset}-seed{0 if seed is None else seed}"
+    from nets.train import DistInfo
+
     console = Console(stderr=json_out)
     res = train_preset(preset, out, console, **opts)
+    if not DistInfo.from_env().is_main:  # torchrun: rank 0 reports
+        return
     if json_out:
         test = res.metrics["test"]
         typer.echo(json.dumps({"checkpoint": str(res.checkpoint), "n": test["n"], "eps": test["eps"],

@@ -64,12 +64,12 @@ def result_table(result, title: str = "training result") -> Table:
 def train_preset(preset: str, out: str | Path | None, console: Console | None = None,
                  **overrides):
     """Train `preset` with option overrides, printing per-epoch progress; returns TrainResult."""
-    from nets.train import run_training
+    from nets.train import DistInfo, run_training
 
     cfg = apply_overrides(get_preset(preset), **overrides)
     cfg.notes = dict(cfg.notes, preset=preset)
     log = None
-    if console is not None:
+    if console is not None and DistInfo.from_env().is_main:
         eval_on = "holdout" if cfg.holdout else "test"
         if cfg.eval_limit is not None:
             eval_on += f"[:{cfg.eval_limit}]"
