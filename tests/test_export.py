@@ -237,3 +237,27 @@ def test_every_supported_opset_exports_and_checks(opset):
         linf_spec.check_function(fn, opset)
     with pytest.raises(ModelError, match="opsets"):
         build_onnx(model, opset=linf_spec.MAX_OPSET + 1)
+
+
+def test_hand_built_net_standalone_shift_and_biased_fold():
+    """Modules nets' builders never combine: a standalone MeanShift (a Sub node), a biased ℓ∞-dist
+    layer followed by a mean shift (B = b − μ rounded once: within tolerance, not bit-exact), ReLU."""
+    from nets.layers import LinfDistConv2d, LinfDistLinear
+    from nets.models import LinfDistNet
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="linf-mlp", input_shape=(2, 6, 6), depth=1, width=5, hidden=4)
+    trunk = nn.Sequential(MeanShift(2), LinfDistConv2d(2, 3, 3, stride=2, padding=1, bias=True),
+                          MeanShift(3), nn.Flatten(), LinfDistLinear(27, 5, bias=True), MeanShift(5))
+    head = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 10))
+    model = LinfDistNet(cfg, trunk, head)
+    with torch.no_grad():
+        _randomise_means(model, torch.Generator().manual_seed(1))
+        for mod in trunk:
+            if getattr(mod, "bias", None) is not None:
+                mod.bias.normal_()
+    model.eval()
+    proto = build_onnx(model)
+    ops = [nd.op_type for nd in proto.graph.node]
+    assert ops == ["Sub", "LinfDistConv", "Flatten", "LinfDist", "Gemm", "Relu", "Gemm"]
+    _parity(model, proto, cfg.input_shape, 0)
