@@ -322,6 +322,29 @@ def attack(
 
 @app.command()
 @user_errors
+def kernels(
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
+):
+    """Which distance-kernel path is active (C++ AVX2/generic, Triton, or the pure-torch reference, with why)."""
+    import json
+
+    from nets.kernels import kernel_info
+
+    info = kernel_info()
+    if json_out:
+        typer.echo(json.dumps(info))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="distance kernels", show_header=False)
+    for k, v in info.items():
+        table.add_row(k, " ".join(v) if isinstance(v, list) else str(v))
+    Console().print(table)
+
+
+@app.command()
+@user_errors
 def audit(
     model: Annotated[Path, typer.Argument(help="ONNX file, our checkpoint folder, or a seed-paper checkpoint (.pth, v1/v2)")],
     data: Annotated[str, typer.Option("--data", help=".npz with x, y or a data set name (mnist, fashion-mnist, cifar10, digits)")],

@@ -362,3 +362,44 @@ def test_two_processes_build_concurrently(tmp_path):
         out, err = pr.communicate(timeout=600)
         assert pr.returncode == 0, err[-2000:]
         assert float(out.strip()) == 0.0
+
+
+# ------------------------------------------------------------------ integration with nets.ops
+
+
+def test_non_finite_inputs_are_declined(ext):
+    x = torch.rand(3, 5)
+    x[1, 2] = float("nan")
+    w = torch.rand(4, 5)
+    assert cpu_lp_dist(x, w, math.inf) is None
+    w[0, 0] = float("inf")
+    assert cpu_lp_dist(torch.rand(3, 5), w, 8.0) is None
+    y = kernels.linf_forward_nograd(x, torch.rand(4, 5))  # falls back to torch: NaN propagates
+    assert torch.isnan(y[1]).all() and not torch.isnan(y[0]).any()
+
+
+def test_nets_ops_lp_dist_and_conv_use_the_kernel(ext):
+    ops = pytest.importorskip("nets.ops")
+    gen = torch.Generator().manual_seed(9)
+    x = torch.rand(2, 3, 9, 7, generator=gen)
+    wc = torch.rand(5, 3, 3, 3, generator=gen)
+    for p in (8.0, math.inf):
+        a = ops.lp_dist_conv(x, wc, p, stride=2, padding=1, backend="auto")
+        b = ops.lp_dist_conv(x, wc, p, stride=2, padding=1, backend="reference")
+        assert_close(a, b.double(), 1e-5, f"conv p={p}")
+    xl = torch.rand(6, 10, generator=gen)
+    wl = torch.rand(4, 10, generator=gen)
+    assert torch.equal(ops.lp_dist(xl, wl, math.inf, backend="cpu"), cpu_lp_dist(xl, wl, math.inf))
+
+
+def test_cli_kernels_json(ext):
+    import json
+
+    from typer.testing import CliRunner
+
+    from verify_cli import app
+
+    res = CliRunner().invoke(app, ["kernels", "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    assert info["cpu"] in ("cpu-avx2", "cpu-generic") and "-ffast-math" not in info["cflags"]

@@ -19,7 +19,7 @@ import os
 import torch
 from torch import Tensor
 
-__all__ = ["fast_lp_dist", "active_backend", "linf_forward_nograd", "ENV_VAR"]
+__all__ = ["fast_lp_dist", "active_backend", "linf_forward_nograd", "kernel_info", "ENV_VAR"]
 
 ENV_VAR = "LINFVERIFY_KERNELS"
 BACKENDS = ("auto", "cpu", "cuda", "reference")
@@ -113,3 +113,24 @@ def linf_forward_nograd(x: Tensor, w: Tensor) -> Tensor:
             if y is not None:
                 return y
     return _chunked_linf(x.detach(), w.detach())
+
+
+def kernel_info() -> dict:
+    """What runs where: active backend per device, build variant, flags, cache folder, threads.
+
+    Triggers the one-time CPU build (like `active_backend("cpu")`).
+    """
+    from . import _build
+
+    cpu = active_backend("cpu")
+    var = _build.variant()
+    return {
+        "cpu": cpu,
+        "cuda": active_backend("cuda"),
+        "env_override": os.environ.get(ENV_VAR) or None,
+        "cpu_variant": var,
+        "cflags": _build.cflags(var),
+        "cache_dir": str(_build.cache_root()),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }

@@ -6,6 +6,8 @@ Gradient semantics (identical to `nets.ops.reference_lp_dist`):
 - finite p: ∂y/∂x_d = sign(x_d − w_d)·(|x_d − w_d| / y)^(p−1), and 0 for pairs with y = 0;
   ∂y/∂w_d = −∂y/∂x_d.
 Backward reductions run in an order fixed by the shapes (bitwise reproducible).
+Inputs with NaN/inf are declined (None): the caller's reference propagates them like torch.
+Finite p (float32) computes each term |d/m|^p to ~3e-6 relative and drops terms < 2^-64 relative.
 """
 
 from __future__ import annotations
@@ -70,7 +72,15 @@ def cpu_lp_dist(x: Tensor, w: Tensor, p: float) -> Tensor | None:
         return None
     if x.shape[0] == 0 or w.shape[0] == 0 or x.shape[1] == 0:
         return None  # degenerate shapes: let the reference define them
+    if not _all_finite(x, w):
+        return None  # NaN/inf: the reference propagates them exactly as torch does
     return _CpuLpDist.apply(x, w, float(p), ext)
+
+
+def _all_finite(x: Tensor, w: Tensor) -> bool:
+    """O((B + N)·D) check; the kernels' max does not propagate NaN, so non-finite inputs go elsewhere."""
+    with torch.no_grad():
+        return bool(torch.isfinite(x).all()) and bool(torch.isfinite(w).all())
 
 
 def cpu_linf_argmax(x: Tensor, w: Tensor, y: Tensor) -> Tensor | None:
@@ -83,7 +93,7 @@ def cpu_linf_argmax(x: Tensor, w: Tensor, y: Tensor) -> Tensor | None:
 
 def cpu_linf_forward(x: Tensor, w: Tensor) -> Tensor | None:
     """max_d |x[b, d] − w[n, d]| without autograd (bit-identical to the reference); None if no kernel."""
-    if cpu_supported(x, w) is not None or x.shape[1] == 0:
+    if cpu_supported(x, w) is not None or x.shape[1] == 0 or not _all_finite(x, w):
         return None
     ext = load_cpu_extension()
     if ext is None:

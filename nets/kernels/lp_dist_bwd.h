@@ -9,41 +9,39 @@
 #include <algorithm>
 #include <vector>
 
+#include "lp_dist_fwd.h"
 #include "parallel.h"
 #include "simd.h"
 
 namespace lpk {
 
-// am[b, n] = first d with |x[b, d] - w[n, d]| == y[b, n], or -1 (NaN inputs).
+// Finds the first d in [0, D) with |xr[d] - wr[d]| == target, or -1. Scans 8-vector chunks with
+// a vertical max first (all terms are <= target, so a chunk holds the target iff its max equals it).
 template <class T>
-void linf_argmax(const T* x, const T* w, const T* y, int64_t* am, int64_t B, int64_t N, int64_t D) {
+inline int64_t first_hit(const T* xr, const T* wr, int64_t D, T target) {
   using V = Vec<T>;
   constexpr int W = VT<T>::W;
   constexpr int64_t kChunk = 8 * W;
-  parallel_blocks(B * N, 1024, [&](int64_t k0, int64_t k1) {
-    for (int64_t k = k0; k < k1; ++k) {
-      const T* xr = x + (k / N) * D;
-      const T* wr = w + (k % N) * D;
-      const T target = y[k];
-      int64_t found = -1;
-      for (int64_t c0 = 0; c0 < D && found < 0; c0 += kChunk) {
-        const int64_t c1 = std::min(D, c0 + kChunk);
-        int64_t d = c0;
-        if (c1 - c0 == kChunk) {
-          V acc = V{};
-          for (; d < c1; d += W) acc = vmax<T>(acc, vabs<T>(vload(xr + d) - vload(wr + d)));
-          if (hmax<T>(acc) != target) continue;
-        }
-        for (d = c0; d < c1; ++d) {
-          const T a = std::abs(xr[d] - wr[d]);
-          if (a == target) {
-            found = d;
-            break;
-          }
-        }
-      }
-      am[k] = found;
+  for (int64_t c0 = 0; c0 < D; c0 += kChunk) {
+    const int64_t c1 = std::min(D, c0 + kChunk);
+    if (c1 - c0 == kChunk) {
+      V acc = V{};
+      for (int64_t d = c0; d < c1; d += W) acc = vmax<T>(acc, vabs<T>(vload(xr + d) - vload(wr + d)));
+      if (hmax<T>(acc) != target) continue;
     }
+    for (int64_t d = c0; d < c1; ++d)
+      if (std::abs(xr[d] - wr[d]) == target) return d;
+  }
+  return -1;
+}
+
+// am[b, n] = first d with |x[b, d] - w[n, d]| == y[b, n], or -1 (NaN inputs). Tiled like the
+// forward so a tile of w rows stays in L2 while the x rows sweep over it.
+template <class T>
+void linf_argmax(const T* x, const T* w, const T* y, int64_t* am, int64_t B, int64_t N, int64_t D) {
+  for_each_tile(B, N, [&](int64_t b0, int64_t b1, int64_t n0, int64_t n1) {
+    for (int64_t b = b0; b < b1; ++b)
+      for (int64_t n = n0; n < n1; ++n) am[b * N + n] = first_hit(x + b * D, w + n * D, D, y[b * N + n]);
   });
 }
 
