@@ -106,6 +106,12 @@ def _num_classes(model: nn.Module, parts) -> int:
     return int(getattr(last, "out_features"))
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(data: bytes, path: str | os.PathLike) -> Path:
     """Write ``data`` to ``path`` via a temp file in the same folder + os.replace."""
     path = Path(path)
@@ -116,6 +122,7 @@ def write_atomic(data: bytes, path: str | os.PathLike) -> Path:
         raise ModelError(f"output folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import onnx
@@ -118,6 +119,9 @@ def test_metadata_round_trip(tmp_path):
     path = tmp_path / "m.onnx"
     export_model(model, path, dataset="digits", eps_train=0.3, metadata={"note": "hello"})
     loaded = onnx.load(str(path), load_external_data=False)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
     meta = read_metadata(loaded)
     assert meta["producer"] == "linfverify" and meta["dataset"] == "digits"
     assert meta["architecture"] == "linf-mlp"
