@@ -201,9 +201,9 @@ def test_bad_files_give_model_errors(tmp_path):
 
 def test_float16_weights_refused(tmp_path):
     w = np.ones((4, 2), np.float16)
-    nodes = [h.make_node("MatMul", ["input", "W"], ["logits"])]
+    nodes = [h.make_node("Cast", ["W"], ["w32"], to=T.FLOAT), h.make_node("MatMul", ["input", "w32"], ["logits"])]
     m = make_model(nodes, {"W": w}, [4], 2)
-    with pytest.raises(ModelError):
+    with pytest.raises(ModelError, match="'W' has dtype float16"):
         load_model(save(m, tmp_path))
 
 

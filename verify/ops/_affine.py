@@ -35,8 +35,6 @@ from collections.abc import Callable
 import numpy as np
 
 from verify.ops.base import Box
-
-ORT_FUSION_OPS = 4
 from verify.rounding import (
     U64,
     dot_error_bound,
@@ -47,6 +45,7 @@ from verify.rounding import (
     up,
 )
 
+ORT_FUSION_OPS = 4
 Linear = Callable[[np.ndarray], np.ndarray]
 
 

@@ -73,3 +73,26 @@ def ort_fusion_widen(op, box: Box) -> Box:
     lo = down(box.lo.astype(np.float64) - e)
     hi = up(box.hi.astype(np.float64) + e)
     return Box(lo, hi)
+
+
+def is_int(a) -> bool:
+    return np.issubdtype(np.asarray(a).dtype, np.integer)
+
+
+def int_forward(fn: Callable, a, b) -> np.ndarray:
+    """Integer arithmetic of shape computations (both operands integer): exact in int64."""
+    with np.errstate(all="ignore"):
+        return np.asarray(fn(np.asarray(a), np.asarray(b)))
+
+
+def int_interval(op, fn: Callable, a: Box, b: Box) -> Box:
+    """Integer operands (shape arithmetic): only data-independent (point) boxes are supported."""
+    if not (np.array_equal(a.lo, a.hi) and np.array_equal(b.lo, b.hi)):
+        raise op.fail("integer arithmetic on values that depend on the input")
+    return Box.point(int_forward(fn, a.lo, b.lo))
+
+
+def int_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ONNX integer Div: truncation towards zero."""
+    q = np.abs(a) // np.abs(b)
+    return (np.sign(a) * np.sign(b) * q).astype(np.result_type(a, b))

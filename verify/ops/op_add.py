@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from verify.ops._elementwise import ort_fusion_widen, f32, outward
+import numpy as np
+
+from verify.ops._elementwise import f32, int_forward, int_interval, is_int, ort_fusion_widen, outward
 from verify.ops.base import Op, add_up
 
 
@@ -10,9 +12,13 @@ class Add(Op):
     op_type = "Add"
 
     def forward(self, a, b):
+        if is_int(a) and is_int(b):
+            return int_forward(np.add, a, b)
         return f32(a) + f32(b)
 
     def interval(self, a, b):
+        if is_int(a.lo) and is_int(b.lo):
+            return int_interval(self, np.add, a, b)
         return ort_fusion_widen(self, outward(f32(a.lo) + f32(b.lo), f32(a.hi) + f32(b.hi)))
 
     def lipschitz(self, la=None, lb=None):

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from verify.ops._elementwise import ort_fusion_widen, corner_box, f32
+from verify.ops._elementwise import corner_box, f32, int_div, int_forward, int_interval, is_int, ort_fusion_widen
 from verify.ops.base import Box, Op, mul_up
 
 
@@ -24,10 +24,14 @@ class Div(Op):
         return None
 
     def forward(self, a, b):
+        if is_int(a) and is_int(b):
+            return int_forward(int_div, a, b)
         with np.errstate(divide="ignore", invalid="ignore"):
             return f32(a) / f32(b)
 
     def interval(self, a, b):
+        if is_int(a.lo) and is_int(b.lo):
+            return int_interval(self, int_div, a, b)
         spans0 = (f32(b.lo) <= 0) & (f32(b.hi) >= 0)
         box = corner_box(np.divide, a, Box(np.where(spans0, 1, b.lo), np.where(spans0, 1, b.hi)))
         if np.any(spans0):

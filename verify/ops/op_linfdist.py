@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from verify.ops._linf_kernel import linf_bounds, linf_forward
-from verify.ops.base import Box, Op, add_up, mul_up
+from verify.ops.base import Box, Op, add_up
 from verify.rounding import step_down, step_up
 
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from verify.ops._elementwise import ort_fusion_widen, corner_box, f32
+from verify.ops._elementwise import corner_box, f32, int_forward, int_interval, is_int, ort_fusion_widen
 from verify.ops.base import Op, mul_up
 
 
@@ -14,9 +14,13 @@ class Mul(Op):
     op_type = "Mul"
 
     def forward(self, a, b):
+        if is_int(a) and is_int(b):
+            return int_forward(np.multiply, a, b)
         return f32(a) * f32(b)
 
     def interval(self, a, b):
+        if is_int(a.lo) and is_int(b.lo):
+            return int_interval(self, np.multiply, a, b)
         return ort_fusion_widen(self, corner_box(np.multiply, a, b))
 
     def lipschitz(self, la=None, lb=None):
