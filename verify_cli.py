@@ -222,6 +222,7 @@ def train(
     train_limit: Annotated[Optional[int], typer.Option(help="train on the first N samples only")] = None,
     test_limit: Annotated[Optional[int], typer.Option(help="evaluate on the first N test samples only")] = None,
     backend: Annotated[Optional[str], typer.Option(help="distance op: auto | reference | cpu | cuda")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (1 is fastest for small nets on a busy CPU)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON summary object on stdout")] = False,
 ):
     """Train an ℓ∞-dist net from a preset; writes a checkpoint directory (EMA weights)."""
@@ -235,7 +236,7 @@ def train(
                 batch_size=batch_size, lr=lr, eps_train=eps_train, eps_test=eps_test,
                 p_warm_epochs=p_warm_epochs, anneal_epochs=anneal_epochs, weight_decay=weight_decay,
                 ema_decay=ema_decay, members=members, holdout=holdout, eval_limit=eval_limit,
-                train_limit=train_limit, test_limit=test_limit, backend=backend,
+                train_limit=train_limit, test_limit=test_limit, backend=backend, threads=threads,
                 data_dir=None if data_dir is None else str(data_dir))
     if out is None:
         out = Path("runs") / f"{preset}-seed{0 if seed is None else seed}"
