@@ -150,3 +150,19 @@ def test_lp_weight_decay_on_model():
     h = L.lp_weight_decay(model, 8.0, dist_coef=0.0, head_coef=1.0)
     lin = [m for m in model.head if isinstance(m, nn.Linear)]
     assert h.item() == pytest.approx(sum(0.5 * (m.weight**2).sum().item() for m in lin), rel=1e-5)
+
+
+def test_decoupled_weight_decay_matches_gradient_of_regulariser():
+    from nets.models import ModelConfig, build_model
+
+    torch.manual_seed(2)
+    model = build_model(ModelConfig(arch="linf-mlp", input_shape=(1, 3, 3), depth=2, width=6, hidden=5))
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    reg = L.lp_weight_decay(model, 13.7, dist_coef=1.0, head_coef=1.0)
+    grads = dict(zip([k for k, _ in model.named_parameters()],
+                     torch.autograd.grad(reg, list(model.parameters()), allow_unused=True)))
+    L.apply_decoupled_weight_decay_(model, 13.7, step_dist=0.01, step_head=0.01)
+    for k, v in model.named_parameters():
+        g = grads[k]
+        expect = before[k] if g is None else before[k] - 0.01 * g
+        torch.testing.assert_close(v.detach(), expect, msg=k)
