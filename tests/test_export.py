@@ -245,14 +245,16 @@ def test_every_supported_opset_exports_and_checks(opset):
 
 def test_hand_built_net_standalone_shift_and_biased_fold():
     """Modules nets' builders never combine: a standalone MeanShift (a Sub node), a biased ℓ∞-dist
-    layer followed by a mean shift (B = b − μ rounded once: within tolerance, not bit-exact), ReLU."""
+    layer followed by a mean shift (B = b − μ rounded once: within tolerance, not bit-exact), a
+    non-square dilated strided conv, ReLU."""
     from nets.layers import LinfDistConv2d, LinfDistLinear
     from nets.models import LinfDistNet
 
     torch.manual_seed(0)
     cfg = ModelConfig(arch="linf-mlp", input_shape=(2, 6, 6), depth=1, width=5, hidden=4)
-    trunk = nn.Sequential(MeanShift(2), LinfDistConv2d(2, 3, 3, stride=2, padding=1, bias=True),
-                          MeanShift(3), nn.Flatten(), LinfDistLinear(27, 5, bias=True), MeanShift(5))
+    conv = LinfDistConv2d(2, 3, (2, 3), stride=(2, 1), padding=(1, 0), dilation=(1, 2), bias=True)
+    trunk = nn.Sequential(MeanShift(2), conv, MeanShift(3), nn.Flatten(),  # 3 × 4 × 2 after the conv
+                          LinfDistLinear(24, 5, bias=True), MeanShift(5))
     head = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 10))
     model = LinfDistNet(cfg, trunk, head)
     with torch.no_grad():
@@ -264,4 +266,6 @@ def test_hand_built_net_standalone_shift_and_biased_fold():
     proto = build_onnx(model)
     ops = [nd.op_type for nd in proto.graph.node]
     assert ops == ["Sub", "LinfDistConv", "Flatten", "LinfDist", "Gemm", "Relu", "Gemm"]
+    attrs = {a.name: list(a.ints) for a in proto.graph.node[1].attribute}
+    assert attrs == {"strides": [2, 1], "pads": [1, 0, 1, 0], "dilations": [1, 2]}
     _parity(model, proto, cfg.input_shape, 0)
