@@ -52,7 +52,7 @@ def _exact_min_margin(mpwl, x, eps):
     return exact_range(mpwl, lo, hi)[0]
 
 
-@settings(max_examples=24, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), kind=st.sampled_from(["pure", "head", "trap"]),
        factor=st.sampled_from([0.3, 0.9, 0.999, 1.0, 1.001, 1.1, 3.0]))
 def test_certified_radius_never_exceeds_exact_radius(seed, kind, factor):
@@ -69,7 +69,7 @@ def test_certified_radius_never_exceeds_exact_radius(seed, kind, factor):
         finite = [r for r in radii if r is not None and r > 0]
         eps = float(factor * (min(finite) if finite else F(1, 4)))
         for method in METHODS:
-            res = certify_batch(model, x, y, CertifyConfig(eps, method, DOMAIN, bisect_steps=6))
+            res = certify_batch(model, x, y, CertifyConfig(eps, method, DOMAIN, bisect_steps=4))
             for k in range(6):
                 R = radii[k]
                 if res.status[k] == "certified":
@@ -168,7 +168,7 @@ def _ball_points(x, eps, domain, rng, n):
 
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), head=st.booleans())
-def test_ibp_certificates_hold_for_onnxruntime_float32(seed, head):
+def test_certificates_hold_for_onnxruntime_float32(seed, head):
     rng = np.random.default_rng(seed)
     layers = random_linf_net(rng, [6, 8, 5], head=4 if head else None)
     with tempfile.TemporaryDirectory() as d:
@@ -177,9 +177,11 @@ def test_ibp_certificates_hold_for_onnxruntime_float32(seed, head):
         x = rng.random((8, 6)).astype(np.float32)
         y = np.argmax(ort_logits(path, x), axis=1)
         eps = float(rng.choice([0.01, 0.05, 0.2]))
-        res = certify_batch(model, x, y, CertifyConfig(eps, "ibp", bisect_steps=0))
+        # theorem (b) is claimed for ibp records, and for lipschitz records of 1-Lipschitz chains
+        methods = ["ibp"] if head else ["ibp", "lipschitz", "auto"]
+        res = [certify_batch(model, x, y, CertifyConfig(eps, m, bisect_steps=0)) for m in methods]
         for k in range(8):
-            if res.status[k] != "certified":
+            if not any(r.status[k] == "certified" for r in res):
                 continue
             pts = np.stack(_ball_points(x[k], eps, (0.0, 1.0), rng, 40))
             for p in pts:
