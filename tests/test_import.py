@@ -351,3 +351,24 @@ def test_no_last_affine_when_shared_or_nonlinear(tmp_path):
     assert load_model(save(make_model(nodes, {"W": W}, [6], 4), tmp_path)).last_affine() is None
     nodes = [h.make_node("MatMul", ["input", "W"], ["g"]), h.make_node("Relu", ["g"], ["logits"])]
     assert load_model(save(make_model(nodes, {"W": W}, [6], 4), tmp_path)).last_affine() is None
+
+
+def test_fixed_batch_model_runs_in_chunks(tmp_path):
+    rng = np.random.default_rng(10)
+    m = pure_linf_net(rng)
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    m.graph.output[0].type.tensor_type.shape.dim[0].dim_value = 1
+    p = save(m, tmp_path)
+    vm = load_model(p)
+    assert vm.batch_size == 1
+    x = rng.random((5, 12), dtype=np.float32)
+    want = np.concatenate([ort_run(p, x[i:i + 1]) for i in range(5)])
+    assert np.array_equal(vm.forward(x), want)
+    lo, hi = vm.interval(x, x)
+    assert np.all(lo <= want) and np.all(want <= hi)
+    with pytest.raises(ModelError, match="fixed batch size"):
+        vm.propagate(x, x)
+    with pytest.raises(ModelError, match="float32"):
+        vm.forward(x.astype(np.float64))
+    with pytest.raises(ModelError, match="lo <= hi"):
+        vm.interval(x, x - 1)
