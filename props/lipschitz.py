@@ -110,12 +110,11 @@ def _result(target: Target, pair: Pair, evaluations: int, domain) -> LipschitzSe
 
 
 @contextlib.contextmanager
-def _few_threads(model, small: int = 1_000_000):
-    """One torch thread for small torch models: intra-op threading only costs time on tiny tensors."""
+def _few_threads(target: Target, small: int = 1_000_000):
+    """One torch thread for small models: intra-op threading only costs time on small tensors."""
     import torch
-    n_params = sum(p.numel() for p in model.parameters()) if isinstance(model, torch.nn.Module) else 0
     old = torch.get_num_threads()
-    if isinstance(model, torch.nn.Module) and n_params < small:
+    if target.n_params < small:
         torch.set_num_threads(1)
     try:
         yield
@@ -132,7 +131,7 @@ def search_lipschitz(model, *, budget: int = DEFAULT_BUDGET, seed: int = 0, doma
     the best rigorous lower bound among the best float pairs (see the module docstring).
     """
     target = as_target(model, input_shape)
-    with _few_threads(model):
+    with _few_threads(target):
         pairs = search_pairs(target, budget=budget, seed=seed, domain=domain)
     if not pairs:
         zero = np.full(target.input_shape, domain[0], np.float32)

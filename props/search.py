@@ -138,20 +138,22 @@ class _Search:
         return x, self.radii(n)
 
     def gradient_phase(self, evals: int, steps: int = 12) -> None:
-        per_group = max(2, evals // (len(P_SMOOTH) * (4 * steps + 4)))
-        n = min(64, per_group)
+        c = self.t.grad_cost
+        per_start = len(P_SMOOTH) * (steps * (2 + 2 * c) + 4 * c)
+        n = min(64, max(2, int(evals // per_start)))
+        limit = self.used + evals
         for p in P_SMOOTH:
-            if self.left() <= 0:
+            if self.used >= limit:
                 return
             x, r = self.starts(n)
             with self.t.surrogate(p) as f:
                 v, k = self._initial_v(f, x, r)
-                self._ascend(f, x, v, k, r, steps, f"gradient(p={p:g})")
+                self._ascend(f, x, v, k, r, steps, f"gradient(p={p:g})", limit)
 
     def _initial_v(self, f, x: np.ndarray, r: np.ndarray):
         xt = torch.from_numpy(x.reshape((-1,) + self.shape)).requires_grad_(True)
         out = f(xt)
-        self.used += len(x)
+        self.used += int(self.t.grad_cost * len(x))
         kmax = out.shape[1]
         cand = range(kmax) if kmax <= 16 else self.rng.choice(kmax, 16, replace=False)
         best_l1 = np.full(len(x), -1.0)
@@ -159,6 +161,7 @@ class _Search:
         best_k = np.zeros(len(x), dtype=int)
         for j in cand:
             g, = torch.autograd.grad(out[:, j].sum(), xt, retain_graph=True)
+            self.used += int(self.t.grad_cost * len(x) / 2)
             g = g.reshape(len(x), -1).double().numpy()
             l1 = np.abs(g).sum(axis=1)
             better = l1 > best_l1
@@ -169,11 +172,11 @@ class _Search:
         sign[empty] = self.directions(int(empty.sum()))
         return r[:, None] * sign, best_k
 
-    def _ascend(self, f, x, v, k, r, steps, method):
+    def _ascend(self, f, x, v, k, r, steps, method, limit):
         step_x = 0.02 * self.width
         rows = np.arange(len(x))
         for t in range(steps):
-            if self.left() <= 0:
+            if self.used >= limit:
                 return
             x1 = self.clip(x + v)
             f0, f1 = self.evaluate(x), self.evaluate(x1)
@@ -187,7 +190,7 @@ class _Search:
             kt, st = torch.from_numpy(k), torch.from_numpy(sigma).float()
             obj = (st * (f(xt + vt).gather(1, kt[:, None])[:, 0] - f(xt).gather(1, kt[:, None])[:, 0])).sum()
             gx, gv = torch.autograd.grad(obj, (xt, vt))
-            self.used += 2 * len(x)
+            self.used += int(2 * self.t.grad_cost * len(x))
             gx = gx.reshape(len(x), -1).double().numpy()
             gv = gv.reshape(len(x), -1).double().numpy()
             v = np.clip((x1 - x) + (r[:, None] / 4) * np.sign(gv), -r[:, None], r[:, None])
@@ -200,8 +203,9 @@ class _Search:
         x1 = self.clip(x + v)
         f0 = self.evaluate(x)
         cur = self.offer(x, x1, f0, self.evaluate(x1), "local")
+        limit = self.used + evals
         for t in range(steps):
-            if self.left() <= 0:
+            if self.used >= limit or self.left() <= 0:
                 return
             frac = max(1.0 / self.d, 0.5 * (1 - t / steps))
             flip = self.rng.random((n, self.d)) < frac

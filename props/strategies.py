@@ -36,7 +36,13 @@ def _s(v):
 
 
 def _f32(lo: float, hi: float):
-    return st.floats(lo, hi, width=32, allow_nan=False, allow_infinity=False)
+    """float32 values in [lo, hi] (bounds rounded inwards to float32)."""
+    lo32, hi32 = np.float32(lo), np.float32(hi)
+    if float(lo32) < lo:
+        lo32 = np.nextafter(lo32, np.float32(np.inf))
+    if float(hi32) > hi:
+        hi32 = np.nextafter(hi32, np.float32(-np.inf))
+    return st.floats(float(lo32), float(hi32), width=32, allow_nan=False, allow_infinity=False)
 
 
 def _weights(shape, scale: float):

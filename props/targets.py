@@ -42,6 +42,8 @@ class Target:
     description: str
     surrogate: Callable[[float], contextlib.AbstractContextManager] | None = None
     notes: list[str] = field(default_factory=list)
+    n_params: int = 0  # number of weights (decides threading in the search)
+    grad_cost: float = 3.0  # one surrogate forward+backward, in single-input exact evaluations
 
 
 def _heuristic_enclose(evaluate):
@@ -143,8 +145,9 @@ def _torch_target(module: nn.Module, input_shape) -> Target:
                     sub.p = val
         yield f
 
+    n_params = sum(p.numel() for p in module.parameters()) + sum(b.numel() for b in module.buffers())
     return Target(shape, evaluate, enclose, rigorous, f"torch module {type(module).__name__}",
-                  surrogate, notes)
+                  surrogate, notes, n_params)
 
 
 # ---------------------------------------------------------------- ONNX files
@@ -204,7 +207,10 @@ def _onnx_target(path: Path, input_shape) -> Target:
                 tg.p_grad = old
     except (ImportError, ModelError) as e:
         notes.append(f"no differentiable evaluation ({e}): gradient-free search")
-    return Target(shape, evaluate, enclose, rigorous, f"ONNX file {path.name}", surrogate, notes)
+    n_params = sum(int(np.asarray(v).size) for v in graph.constants.values())
+    # onnxruntime is fast and the torch evaluation of the graph with an ℓp backward is slow
+    return Target(shape, evaluate, enclose, rigorous, f"ONNX file {path.name}", surrogate, notes, n_params,
+                  grad_cost=10.0)
 
 
 # ---------------------------------------------------------------- entry point
