@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -70,8 +69,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch-size", type=int, default=250)
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="torch and onnxruntime intra-op threads")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     import onnxruntime as ort
 
@@ -85,7 +88,7 @@ def main(argv=None) -> dict:
         path, origin = _model_path(args, Path(d))
         model = load_model(path)
         so = ort.SessionOptions()
-        so.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+        so.intra_op_num_threads = args.threads
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         bs = args.batch_size
@@ -126,7 +129,7 @@ def main(argv=None) -> dict:
         "overhead_vs_plain": {k: med[k] / med["plain"] for k in med if k.startswith("sound")},
         "overhead_vs_ort": {k: med[k] / med["ort"] for k in med if k.startswith("sound")},
         "certified": {k: int(outs[k]) for k in outs if k.startswith("sound") or k == "plain"},
-        "threads": {"torch": __import__("torch").get_num_threads(), "ort_intra_op": so.intra_op_num_threads},
+        "threads": {"torch": torch.get_num_threads(), "ort_intra_op": so.intra_op_num_threads},
     }
     if args.json:
         print(json.dumps(res))

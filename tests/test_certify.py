@@ -210,3 +210,26 @@ def test_tightness_on_trained_mnist_checkpoint():
         pytest.skip("../shared/data (real MNIST) is absent")
     out = _tightness().run(ck)
     assert out["radii_ok"] and out["all_disagreements_explained"], out
+
+
+def test_float32_overflow_is_handled_soundly(tmp_path):
+    # z0 = 3e38·(x0 + x1) overflows to inf in float32 but is finite (≥ 5.4e38 > z1 = 0) on the
+    # whole ball at x = (1, 1): certified is true for the real function and for onnxruntime (inf).
+    big = np.float32(3e38)
+    layers = [("gemm", np.array([[big, big], [0, 0]], np.float32), np.zeros(2, np.float32))]
+    path = build_model(layers, [2], tmp_path / "inf.onnx")
+    x = np.array([[1.0, 1.0], [0.0, 0.0]], np.float32)
+    assert np.isinf(ort_logits(path, x)[0, 0])
+    res = certify_batch(load_model(path), x, np.array([0, 0]), CertifyConfig(0.1))
+    assert res.status[0] == "certified"
+    assert res.status[1] != "certified"  # at 0 the real margin is 0: a tie is not a win
+
+
+def test_nan_bounds_give_unknown(head, monkeypatch):
+    from verify.certify import Certifier
+
+    _, path, x, y = head
+    c = Certifier(load_model(path), CertifyConfig(0.02, "ibp", bisect_steps=0))
+    monkeypatch.setattr(c, "ibp_margin", lambda xb, yb, eps: np.full(len(yb), np.nan))
+    res = c.run(x[:4], y[:4])
+    assert res.status == ["unknown"] * 4 and (res.radius == 0).all()
