@@ -50,7 +50,7 @@ def _heuristic_enclose(evaluate):
     def enclose(x):
         y = evaluate(x).astype(np.float64)
         tol = HEURISTIC_REL * (1.0 + np.abs(y).max(axis=1, keepdims=True))
-        return y - tol, y + tol
+        return np.nextafter(y - tol, -np.inf), np.nextafter(y + tol, np.inf)
     return enclose
 
 
@@ -123,7 +123,8 @@ def _torch_target(module: nn.Module, input_shape) -> Target:
             raise NoErrorBound("the error rules do not reproduce the module's output bit for bit")
         yf = y.reshape(y.shape[0], -1).double().numpy()
         e = err.numpy()[:, None] * (1 + 1e-12) + 2.0**-1074
-        return yf - e, yf + e
+        # one more float64 step outwards: yf ± e is itself rounded
+        return np.nextafter(yf - e, -np.inf), np.nextafter(yf + e, np.inf)
 
     if rigorous:
         try:

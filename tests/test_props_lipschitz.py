@@ -110,3 +110,33 @@ def test_finite_p_layer_in_p_inf_model_is_found():
         check_lipschitz(m, 1.0, input_shape=(16,), budget=2048)
     assert info.value.result.ratio_lower > 1.3  # the sup is 16^(1/4) = 2
     assert math.isinf(layer.p) is False  # the search restored the layer's own p
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 7.5, 64.0])
+def test_error_bound_of_finite_p_layers_contains_float64(p):
+    torch.manual_seed(int(p))
+    layer = nets_models.LinfDistLinear(24, 5, bias=True, p=p)
+    with torch.no_grad():
+        layer.bias.uniform_(-3, 3)
+    x = torch.rand(64, 24)
+    y, err = forward_with_error(layer, x)
+    ref = layer.double()(x.double())
+    assert ((y.double() - ref).abs().amax(1) <= err).all()
+
+
+def test_search_is_deterministic_and_validates_budget():
+    m = _net(seed=4)
+    a, b = search_lipschitz(m, budget=256, seed=3), search_lipschitz(m, budget=256, seed=3)
+    assert a.ratio == b.ratio and np.array_equal(a.x, b.x) and np.array_equal(a.x_prime, b.x_prime)
+    with pytest.raises(ValueError, match="budget"):
+        search_lipschitz(m, budget=8)
+    with pytest.raises(ValueError, match="L must be"):
+        check_lipschitz(m, float("nan"), budget=64)
+
+
+def test_domain_is_respected():
+    m = _net(seed=5)
+    r = search_lipschitz(m, budget=256, domain=(0.25, 0.5))
+    for v in (r.x, r.x_prime):
+        assert (v >= 0.25).all() and (v <= 0.5).all()
+    assert r.domain == (0.25, 0.5)
