@@ -403,3 +403,35 @@ def test_cli_kernels_json(ext):
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout)
     assert info["cpu"] in ("cpu-avx2", "cpu-generic") and "-ffast-math" not in info["cflags"]
+
+
+def test_wide_and_narrow_builds_agree_with_oracle(ext):
+    """Finite p runs on the AVX-512 build where the CPU has it; both builds must match the oracle."""
+    wide = _build.load_wide_extension()
+    if wide is None:
+        pytest.skip(f"AVX-512 build not used here: {_build.wide_status()}")
+    gen = torch.Generator().manual_seed(10)
+    x = torch.randn(19, 53, generator=gen)
+    w = torch.randn(37, 53, generator=gen)
+    g = torch.randn(19, 37, generator=gen)
+    for p in (1.0, 8.0, 13.7, 1000.0):
+        ox, ow = oracle_grads(x, w, g, p)
+        for mod in (ext, wide):
+            y = mod.lp_forward(x, w, p)
+            assert_close(y, oracle(x.double(), w.double(), p), 1e-5, f"fwd p={p}")
+            gx, gw = mod.lp_backward(g, x, w, y, p, True, True)
+            assert_close(gx, ox, 1e-3 if p > 100 else 1e-4, f"gx p={p}")
+            assert_close(gw, ow, 1e-3 if p > 100 else 1e-4, f"gw p={p}")
+
+
+def test_wide_build_can_be_disabled(monkeypatch):
+    monkeypatch.setenv(_build.WIDE_ENV, "0")
+    saved = dict(_build._wide)
+    try:
+        _build._wide.update(done=False, module=None, reason="")
+        assert _build.load_wide_extension() is None
+        assert "disabled" in _build.wide_status()
+    finally:
+        _build._wide.clear()
+        _build._wide.update(saved)
+    assert "-mavx512f" in _build.cflags("avx512") and "-ffast-math" not in _build.cflags("avx512")

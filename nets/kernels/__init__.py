@@ -129,6 +129,7 @@ def kernel_info() -> dict:
         "cuda": active_backend("cuda"),
         "env_override": os.environ.get(ENV_VAR) or None,
         "cpu_variant": var,
+        "finite_p_build": _build.wide_status() if cpu.startswith("cpu-") else None,
         "cflags": _build.cflags(var),
         "cache_dir": str(_build.cache_root()),
         "torch_threads": torch.get_num_threads(),

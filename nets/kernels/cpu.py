@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._build import load_cpu_extension
+from ._build import load_cpu_extension, load_wide_extension
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
 
@@ -74,6 +74,8 @@ def cpu_lp_dist(x: Tensor, w: Tensor, p: float) -> Tensor | None:
         return None  # degenerate shapes: let the reference define them
     if not _all_finite(x, w):
         return None  # NaN/inf: the reference propagates them exactly as torch does
+    if not math.isinf(p):
+        ext = load_wide_extension() or ext  # finite p: the AVX-512 build where the CPU has it
     return _CpuLpDist.apply(x, w, float(p), ext)
 
 

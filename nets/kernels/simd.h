@@ -1,7 +1,7 @@
 // Portable SIMD helpers for the lp-distance kernels (GCC/Clang vector extensions).
 //
-// One source compiles to AVX2+FMA (-mavx2 -mfma) or to the baseline ISA (generic build): the
-// vector width is fixed at 32 bytes and the compiler lowers it to whatever the target has.
+// One source compiles to AVX2+FMA (-mavx2 -mfma), AVX-512 (64-byte vectors) or the baseline ISA
+// (generic build): the compiler lowers the fixed-width vectors to whatever the target has.
 // Nothing here changes the floating-point environment except FlushGuard (finite-p kernels only),
 // which saves MXCSR, sets FTZ/DAZ for the current thread and restores it on scope exit.
 #pragma once
@@ -16,7 +16,11 @@
 
 namespace lpk {
 
+#if defined(__AVX512F__) && defined(LPK_WIDE)
+constexpr int kVecBytes = 64;  // the avx512 build variant
+#else
 constexpr int kVecBytes = 32;
+#endif
 
 template <class T> struct VT;
 
