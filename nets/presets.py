@@ -122,9 +122,9 @@ PRESETS: dict[str, dict] = {
     # CPU presets.
     # digits: no augmentation (a 1-pixel crop of an 8×8 image cost ~10 points clean, ~20 certified,
     # measured: 60 epochs, clean 79.7 / cert 55.3 with crop vs 87.8 / 77.5 without at ε = 0.1).
-    "digits-small": dict(dataset="digits", arch="linf", depth=4, width=128, loss="hinge", mix=0.75,
-                         eps_test=0.1, eps_train=0.15, batch_size=32, lr=0.02, epochs=40,
-                         p_warm_epochs=2, anneal_epochs=30, ema_decay=0.99, weight_decay=0.0,
+    "digits-small": dict(dataset="digits", arch="linf", depth=4, width=256, loss="hinge", mix=0.75,
+                         eps_test=0.1, eps_train=0.2, batch_size=32, lr=0.02, epochs=50,
+                         p_warm_epochs=2, anneal_epochs=38, ema_decay=0.99, weight_decay=0.0,
                          augment=False, threads=1),
     "mnist-small": dict(dataset="mnist", arch="linf", depth=5, width=256, loss="hinge", mix=0.75,
                         eps_test=0.3, eps_train=0.45, batch_size=512, lr=0.02, epochs=45,
@@ -139,7 +139,7 @@ PRESET_HELP = {
     "fmnist-linf-mlp": "paper: Fashion-MNIST Net+MLP 4×5120 + 512 head, ε=0.1 (GPU)",
     "cifar10-linf-mlp": "paper: CIFAR-10 Net+MLP 5×5120 + 512 head, ε=8/255 (GPU)",
     "cifar10-conv-linf-mlp": "paper: CIFAR-10 conv ℓ∞-dist Net+MLP, ε=8/255 (GPU)",
-    "digits-small": "CPU, offline: 8×8 digits, pure 4×128, ε=0.1 (~1 min)",
+    "digits-small": "CPU, offline: 8×8 digits, pure 4×256, ε=0.1 (~1 min)",
     "mnist-small": "CPU: MNIST pure 5×256, ε=0.3, compressed schedule (tens of minutes)",
 }
 
