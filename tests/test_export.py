@@ -269,3 +269,44 @@ def test_hand_built_net_standalone_shift_and_biased_fold():
     attrs = {a.name: list(a.ints) for a in proto.graph.node[1].attribute}
     assert attrs == {"strides": [2, 1], "pads": [1, 0, 1, 0], "dilations": [1, 2]}
     _parity(model, proto, cfg.input_shape, 0)
+
+
+@SETTINGS
+@given(cfg=configs(), seed=st.integers(0, 2**20))
+def test_fast_path_is_bit_identical_to_function_bodies(cfg, seed):
+    pytest.importorskip("onnxruntime_extensions", reason="optional fast path: pip install onnxruntime-extensions")
+    from export.fast_ort import fast_session
+
+    model = _model(cfg, seed)
+    proto = build_onnx(model)
+    x = np.random.default_rng(seed).random((3, *cfg.input_shape), dtype=np.float32)
+    want = ort_session(proto).run(None, {"input": x})[0]
+    assert np.array_equal(fast_session(proto).run(None, {"input": x})[0], want)
+
+
+def test_fast_path_asymmetric_pads_missing_bias_and_tampered_body():
+    pytest.importorskip("onnxruntime_extensions", reason="optional fast path: pip install onnxruntime-extensions")
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    from export.fast_ort import fast_session
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((4, 2, 2, 3)).astype(np.float32)
+    node = h.make_node("LinfDistConv", ["input", "W"], ["logits"], domain="linf",
+                       strides=[2, 1], pads=[1, 0, 2, 1], dilations=[1, 2])
+    g = h.make_graph([node], "g", [h.make_tensor_value_info("input", T.FLOAT, ["N", 2, 7, 8])],
+                     [h.make_tensor_value_info("logits", T.FLOAT, [None] * 4)], [nh.from_array(w, "W")])
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 18), h.make_opsetid("linf", 1)],
+                     functions=linf_spec.make_linf_functions(18, ["LinfDistConv"]))
+    m.ir_version = 9
+    x = rng.random((2, 2, 7, 8), dtype=np.float32)
+    ref = linf_spec.linf_dist_conv_reference(x, w, None, (2, 1), (1, 0, 2, 1), (1, 2))
+    assert np.array_equal(ort_session(m).run(None, {"input": x})[0], ref)
+    assert np.array_equal(fast_session(m).run(None, {"input": x})[0], ref)
+    bad = onnx.ModelProto()
+    bad.CopyFrom(m)
+    bad.functions[0].node[0].op_type = "Identity"
+    with pytest.raises(ModelError, match="canonical"):
+        fast_session(bad)
