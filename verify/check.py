@@ -46,14 +46,19 @@ def _sha256_file(path) -> str:
     return h.hexdigest()
 
 
-def ort_predict(model_path, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    """argmax of onnxruntime's float32 logits (CPU provider), first index on ties."""
+def ort_session(model_path):
+    """A CPU onnxruntime session for the file (ModelError with one line if it cannot load)."""
     import onnxruntime as ort
 
     try:
-        sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types
         raise ModelError(f"onnxruntime cannot load {model_path}: {str(e).splitlines()[0]}") from None
+
+
+def ort_predict(model_path, x: np.ndarray, batch: int = 256, sess=None) -> np.ndarray:
+    """argmax of onnxruntime's float32 logits (CPU provider), first index on ties."""
+    sess = sess or ort_session(model_path)
     inp = sess.get_inputs()[0]
     fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
     step = fixed or batch
@@ -71,8 +76,9 @@ def ort_predict(model_path, x: np.ndarray, batch: int = 256) -> np.ndarray:
 class _Prover:
     """Direct, single-evaluation bounds for a batch of samples with per-sample ε."""
 
-    def __init__(self, model):
+    def __init__(self, model, model_path):
         self.model = model
+        self.sess = ort_session(model_path)
         self.lip = float(model.lipschitz())
         self.affine = model.last_affine()
         from verify.fastpath import ChainBound
@@ -154,7 +160,7 @@ def run_check(certs, model_path, data, *, data_dir=None, split: str = "test",
         else:
             good.append(r)
     bad += _coverage(records)
-    prover = _Prover(model)
+    prover = _Prover(model, model_path)
     for s in range(0, len(good), batch_size):
         bad += _check_batch(good[s:s + batch_size], x, model_path, prover)
     counts: dict[str, int] = {}
@@ -174,7 +180,7 @@ def _check_batch(recs, x, model_path, prover) -> list[str]:
     eps = np.array([r["eps"] for r in recs])
     rad = np.array([r["radius"] for r in recs])
     dom = [tuple(r.get("domain", (0.0, 1.0))) for r in recs]
-    pred = ort_predict(model_path, xb)
+    pred = ort_predict(model_path, xb, sess=prover.sess)
     out = []
     for d in sorted(set(dom)):
         sel = np.array([k for k in range(len(recs)) if dom[k] == d])
@@ -235,7 +241,7 @@ def _check_witness(r, x, dom, prover) -> list[str]:
         return [f"index {i}: witness lies outside the domain {list(dom)}"]
     if not _linf_within(w32, x, r["eps"]):
         return [f"index {i}: witness is farther than eps {r['eps']!r} from the input"]
-    p = ort_predict(prover.model.path, w32[None])[0]
+    p = ort_predict(None, w32[None], sess=prover.sess)[0]
     if p == r["label"]:
         return [f"index {i}: witness is classified as the label by onnxruntime"]
     return []
