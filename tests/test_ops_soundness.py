@@ -3,6 +3,7 @@ onnxruntime's transcendental kernels; fusion of standard-op ℓ∞-dist layers."
 
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 
 import numpy as np
@@ -52,7 +53,7 @@ def _exact(inits, x):
     return [-(max(abs(ti - wi) for ti, wi in zip(t, w)) + b) for w, b in zip(q(inits["W2"]), qv(inits["B2"]))]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=int(os.environ.get("LINF_EXACT_EXAMPLES", "25")), deadline=None)
 @given(st.integers(0, 10**6), st.sampled_from([1.0, 1e4, 1e7]), st.sampled_from([0.0, 1e-6, 0.05, 1.0]))
 def test_interval_contains_exact_rational_values(tmp_path_factory, seed, bias_scale, radius):
     model, inits = _tiny_net(seed, bias_scale)
@@ -248,3 +249,100 @@ def test_boxes_cover_onnxruntime_graph_fusions(tmp_path):
     lo, hi = m.interval(x, x)
     for y in _ort_levels(p, x):
         assert np.all(lo <= y) and np.all(y <= hi)
+
+
+def test_linfdist_extreme_values_exact_and_enclosed(tmp_path):
+    """Subnormals, huge magnitudes, ties and signed zeros: forward bit-identical to onnxruntime,
+    boxes enclose it and the exact (rational) value."""
+    rng = np.random.default_rng(12)
+    vals = np.array([0.0, -0.0, 1e-45, -1e-45, 1e-40, 1.5e-38, 1.0, -1.0, 3e38, -3e38, 1e30, 7.0], np.float32)
+    W = rng.choice(vals, size=(5, 4)).astype(np.float32)
+    B = rng.choice(vals, size=5).astype(np.float32)
+    nodes = [N("LinfDist", ["input", "W", "B"], ["logits"], domain="linf")]
+    p = save(make_model(nodes, {"W": W, "B": B}, [4], 5, linf_ops=["LinfDist"]), tmp_path)
+    m = load_model(p)
+    x = rng.choice(vals, size=(40, 4)).astype(np.float32)
+    with np.errstate(over="ignore"):
+        y = ort_run(p, x)
+    assert np.array_equal(m.forward(x), y)
+    lo, hi = m.interval(x, x)
+    assert np.all(lo <= y) and np.all(y <= hi)
+    for i in range(len(x)):
+        for j in range(5):
+            exact = max(abs(Fraction(float(a)) - Fraction(float(b))) for a, b in zip(x[i], W[j])) + Fraction(float(B[j]))
+            if np.isfinite(lo[i, j]):
+                assert Fraction(float(lo[i, j])) <= exact
+            if np.isfinite(hi[i, j]):
+                assert exact <= Fraction(float(hi[i, j]))
+
+
+def _layer(kind, rng, d, i):
+    """(nodes, inits, new width, float64 reference) of one random layer on [N, d] named by i."""
+    x, y = f"t{i}", f"t{i + 1}"
+    f = lambda *s: rng.normal(size=s).astype(np.float32)  # noqa: E731
+    c = f(d)
+    q = lambda a: np.asarray(a, np.float64)  # noqa: E731
+    if kind == "linf":
+        W, B = f(4, d), f(4)
+        return [N("LinfDist", [x, f"W{i}", f"B{i}"], [y], domain="linf")], {f"W{i}": W, f"B{i}": B}, 4, \
+            lambda v: np.abs(v[:, None, :] - q(W)[None]).max(-1) + q(B)
+    if kind == "gemm":
+        W, B = f(d, 3), f(3)
+        return [N("Gemm", [x, f"W{i}", f"B{i}"], [y])], {f"W{i}": W, f"B{i}": B}, 3, lambda v: v @ q(W) + q(B)
+    unary = {"relu": ("Relu", lambda v: np.maximum(v, 0)), "tanh": ("Tanh", np.tanh),
+             "sigmoid": ("Sigmoid", lambda v: 1 / (1 + np.exp(-v))), "neg": ("Neg", lambda v: -v),
+             "abs": ("Abs", np.abs)}
+    if kind in unary:
+        op, fn = unary[kind]
+        return [N(op, [x], [y])], {}, d, fn
+    if kind == "softmax":
+        return [N("Softmax", [x], [y], axis=-1)], {}, d, \
+            lambda v: np.exp(v - v.max(-1, keepdims=True)) / np.exp(v - v.max(-1, keepdims=True)).sum(-1, keepdims=True)
+    if kind == "divc":
+        c = (np.sign(c) * (np.abs(c) + 0.25)).astype(np.float32)
+    ops = {"addc": ("Add", lambda v: v + q(c)), "mulc": ("Mul", lambda v: v * q(c)),
+           "subc": ("Sub", lambda v: q(c) - v), "divc": ("Div", lambda v: v / q(c)),
+           "maxc": ("Max", lambda v: np.maximum(v, q(c)))}
+    op, fn = ops[kind]
+    ins = [f"c{i}", x] if kind == "subc" else [x, f"c{i}"]
+    return [N(op, ins, [y])], {f"c{i}": c}, d, fn
+
+
+@settings(max_examples=int(os.environ.get("LINF_CHAIN_EXAMPLES", "20")), deadline=None)
+@given(st.integers(0, 10**6),
+       st.lists(st.sampled_from(["linf", "gemm", "relu", "tanh", "sigmoid", "neg", "abs", "softmax", "addc",
+                                 "mulc", "subc", "divc", "maxc"]), min_size=1, max_size=5),
+       st.sampled_from([0.0, 1e-3, 0.1, 1.0]))
+def test_random_op_chains_are_sound(tmp_path_factory, seed, kinds, eps):
+    """Random chains of ops: ORT (float32) and the float64 reference at corner and interior points of
+    the box lie in the interval; the Lipschitz bound dominates observed ratios."""
+    rng = np.random.default_rng(seed)
+    d, nodes, inits, refs = 5, [N("Identity", ["input"], ["t0"])], {}, []
+    for i, kind in enumerate(kinds):
+        nd, ni, d, ref = _layer(kind, rng, d, i)
+        nodes += nd
+        inits.update(ni)
+        refs.append(ref)
+    nodes.append(N("Identity", [f"t{len(kinds)}"], ["logits"]))
+    p = save(make_model(nodes, inits, [5], d, linf_ops=["LinfDist"]), tmp_path_factory.mktemp("chain"))
+    m = load_model(p)
+
+    def ref64(v):
+        for r in refs:
+            v = r(v)
+        return v
+
+    x = rng.normal(size=(2, 5)).astype(np.float32)
+    lo, hi = (x - np.float32(eps)).astype(np.float32), (x + np.float32(eps)).astype(np.float32)
+    blo, bhi = m.interval(lo, hi)
+    pts = [np.where(rng.random(x.shape) < 0.5, lo, hi).astype(np.float32) for _ in range(6)]
+    pts += [np.clip((lo + rng.random(x.shape) * (hi - lo)).astype(np.float32), lo, hi) for _ in range(6)]
+    yo = ort_run(p, np.concatenate(pts)).reshape(len(pts), *blo.shape)
+    assert np.all(blo <= yo) and np.all(yo <= bhi)
+    for pt in pts:
+        y64 = ref64(pt.astype(np.float64))
+        assert np.all(blo <= y64) and np.all(y64 <= bhi)
+    L = m.lipschitz()
+    a, b = x.astype(np.float64), x.astype(np.float64) + rng.normal(size=x.shape) * 1e-3
+    ratio = np.abs(ref64(a) - ref64(b)).max() / np.abs(a - b).max()
+    assert ratio <= L * (1 + 1e-9) + 1e-12
