@@ -147,3 +147,30 @@ def test_lipschitz_check_shows_empirical_bound(files):
         pytest.skip(rep["empirical_note"])
     # the empirical ratio is a lower bound of the true constant, the static one an upper bound
     assert 0 < rep["empirical"]["ratio_lower"] <= rep["global"]
+
+
+def test_certify_named_dataset_digits_nchw(tmp_path):
+    """A pure NCHW net on the offline `digits` data set, --limit and --shard, then check."""
+    from certify_helpers import random_linf_net
+
+    rng = np.random.default_rng(4)
+    model = build_model([("flatten",)] + random_linf_net(rng, [64, 16, 10]), [1, 8, 8], tmp_path / "d.onnx")
+    outs = []
+    for shard in ("0/2", "1/2"):
+        out = tmp_path / f"c{shard[0]}.jsonl"
+        r = runner.invoke(app, ["certify", str(model), "--data", "digits", "--eps", "0.05", "--out", str(out),
+                                "--limit", "30", "--shard", shard, "--json"])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["n"] == 15
+        outs.append(out.read_text())
+    both = tmp_path / "both.jsonl"
+    both.write_text("".join(outs))
+    r = runner.invoke(app, ["check", str(both), "--model", str(model), "--data", "digits"])
+    assert r.exit_code == 0, r.output
+    (tmp_path / "half.jsonl").write_text(outs[0])  # one shard alone is also a complete claim
+    assert runner.invoke(app, ["check", str(tmp_path / "half.jsonl"), "--model", str(model),
+                               "--data", "digits"]).exit_code == 0
+    lines = outs[0].splitlines(keepends=True)
+    (tmp_path / "torn.jsonl").write_text("".join(lines[:-1]) + outs[1])  # a record missing
+    r = runner.invoke(app, ["check", str(tmp_path / "torn.jsonl"), "--model", str(model), "--data", "digits"])
+    assert r.exit_code == 1 and "no record" in r.stderr
