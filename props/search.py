@@ -120,7 +120,7 @@ class _Search:
         return np.where(use_dense[:, None], dense, sparse)
 
     def uniform(self, n: int) -> np.ndarray:
-        return (self.lo + self.width * self.rng.random((n, self.d))).astype(np.float32)
+        return self.clip(self.lo + self.width * self.rng.random((n, self.d)))
 
     # -- phases
     def random_phase(self, evals: int) -> None:
