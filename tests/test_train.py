@@ -169,6 +169,14 @@ def test_mlp_losses_train_and_bound(tmp_path, loss):
     assert 0.0 <= t["certified_accuracy"] <= t["clean_accuracy"] <= 1.0
 
 
+def test_conv_model_trains_with_ibp():
+    cfg = _tiny(arch="conv-linf-mlp", loss="ibp", conv_channels=(4, 4), conv_strides=(1, 2), depth=1,
+                width=16, hidden=8, epochs=1, p_warm_epochs=0.25, anneal_epochs=0.5)
+    res = run_training(cfg, None)
+    assert math.isfinite(res.history[0].loss)
+    assert res.metrics["test"]["certified_accuracy"] is not None
+
+
 def test_members_make_a_fusion_ensemble(tmp_path):
     res = run_training(_tiny(members=2, epochs=1, p_warm_epochs=0.25, anneal_epochs=0.5), tmp_path / "ens")
     assert isinstance(res.model, ConvexEnsemble) and len(res.model.members) == 2
