@@ -124,16 +124,18 @@ def _few_threads(target: Target, small: int = 5_000_000):
 
 
 def search_lipschitz(model, *, budget: int = DEFAULT_BUDGET, seed: int = 0, domain=(0.0, 1.0),
-                     input_shape=None) -> LipschitzSearchResult:
+                     input_shape=None, near=None) -> LipschitzSearchResult:
     """Largest ‖f(x) − f(x′)‖∞ / ‖x − x′‖∞ found on [lo, hi]^D within ~`budget` model evaluations.
 
     `model`: an ONNX path, a torch module (eval mode) or a callable on float32 arrays (then
-    `input_shape=` is required). Deterministic for a given seed. The returned pair is the one with
+    `input_shape=` is required). `near`: optional data points [N, *input_shape]; half of the search's
+    start points are drawn around them (the claim is still checked on the whole domain). Deterministic
+    for a given seed. The returned pair is the one with
     the best rigorous lower bound among the best float pairs (see the module docstring).
     """
     target = as_target(model, input_shape)
     with _few_threads(target):
-        pairs = search_pairs(target, budget=budget, seed=seed, domain=domain)
+        pairs = search_pairs(target, budget=budget, seed=seed, domain=domain, near=near)
     if not pairs:
         zero = np.full(target.input_shape, domain[0], np.float32)
         return LipschitzSearchResult(0.0, 0.0, zero, zero.copy(), 0, 0.0, 0.0, target.rigorous, "none",
@@ -188,7 +190,7 @@ def violation_message(result: LipschitzSearchResult, L: float, model_ref: str) -
 
 
 def check_lipschitz(model, L: float, *, domain=(0.0, 1.0), budget: int = DEFAULT_BUDGET, seed: int = 0,
-                    input_shape=None, save_dir=None) -> LipschitzSearchResult:
+                    input_shape=None, save_dir=None, near=None) -> LipschitzSearchResult:
     """Search for a violation of "model is L-Lipschitz in ℓ∞ on [lo, hi]^D"; raise if one is proven.
 
     Returns the search result when no pair has ratio_lower > L (which is evidence, not proof, of the
@@ -199,7 +201,8 @@ def check_lipschitz(model, L: float, *, domain=(0.0, 1.0), budget: int = DEFAULT
     L = float(L)
     if not (L >= 0 and math.isfinite(L)):
         raise ValueError(f"L must be a finite number >= 0, got {L}")
-    result = search_lipschitz(model, budget=budget, seed=seed, domain=domain, input_shape=input_shape)
+    result = search_lipschitz(model, budget=budget, seed=seed, domain=domain, input_shape=input_shape,
+                              near=near)
     if result.exceeds(L):
         result.counterexample_path = save_counterexample(result, L, save_dir)
         ref = repr(str(model)) if isinstance(model, (str, Path)) else "model"

@@ -5,7 +5,7 @@ Installed with the package, so a user's test only asks for the fixture:
     def test_model_is_1_lipschitz(assert_lipschitz):
         assert_lipschitz("model.onnx", 1.0)
 
-`assert_lipschitz(model, L, *, domain=(0, 1), budget=None, seed=None, input_shape=None)` runs
+`assert_lipschitz(model, L, *, domain=(0, 1), budget=None, seed=None, input_shape=None, near=None)` runs
 `props.lipschitz.check_lipschitz` and returns its result; a proven violation fails the test with the
 ratio, L, the pair and a replay line (`LipschitzViolation` is an AssertionError). Counterexamples are
 saved under the test's tmp dir unless `--lipschitz-save-dir` is given.
@@ -48,10 +48,10 @@ def assert_lipschitz(request, tmp_path):
     save_dir = config.getoption("--lipschitz-save-dir") or tmp_path
 
     def check(model, L: float, *, domain=(0.0, 1.0), budget: int | None = None, seed: int | None = None,
-              input_shape=None):
+              input_shape=None, near=None):
         return check_lipschitz(model, L, domain=domain,
                                budget=budget if budget is not None else _setting(config, "budget"),
                                seed=seed if seed is not None else _setting(config, "seed"),
-                               input_shape=input_shape, save_dir=save_dir)
+                               input_shape=input_shape, save_dir=save_dir, near=near)
 
     return check

@@ -53,8 +53,11 @@ def pair_ratios(f0: np.ndarray, f1: np.ndarray, x0: np.ndarray, x1: np.ndarray):
 
 
 class _Search:
-    def __init__(self, target: Target, budget: int, seed: int, domain, keep: int = 16):
+    def __init__(self, target: Target, budget: int, seed: int, domain, keep: int = 16, near=None):
         self.t = target
+        self.near = None if near is None else np.asarray(near, np.float32).reshape(len(near), -1)
+        if self.near is not None and (self.near.shape[1] != int(np.prod(target.input_shape)) or not len(near)):
+            raise ValueError(f"near must be an array [N, {', '.join(map(str, target.input_shape))}] with N >= 1")
         self.shape = target.input_shape
         self.d = int(np.prod(self.shape))
         self.lo, self.hi = float(domain[0]), float(domain[1])
@@ -120,7 +123,12 @@ class _Search:
         return np.where(use_dense[:, None], dense, sparse)
 
     def uniform(self, n: int) -> np.ndarray:
-        return self.clip(self.lo + self.width * self.rng.random((n, self.d)))
+        x = self.lo + self.width * self.rng.random((n, self.d))
+        if self.near is not None:  # half of the points: a data point plus noise of ±5% of the domain
+            k = n // 2
+            rows = self.near[self.rng.integers(0, len(self.near), k)]
+            x[:k] = rows + 0.05 * self.width * self.rng.uniform(-1, 1, (k, self.d))
+        return self.clip(x)
 
     # -- phases
     def random_phase(self, evals: int) -> None:
@@ -229,11 +237,13 @@ class _Search:
             self.offer(pts[i], pts[j], fs[i], fs[j], "refine")
 
 
-def search_pairs(target: Target, *, budget: int = 4096, seed: int = 0, domain=(0.0, 1.0)) -> list[Pair]:
-    """Best pairs (up to 16, best float ratio first) found within about `budget` model evaluations."""
+def search_pairs(target: Target, *, budget: int = 4096, seed: int = 0, domain=(0.0, 1.0),
+                 near=None) -> list[Pair]:
+    """Best pairs (up to 16, best score first) found within about `budget` model evaluations.
+    `near` (optional [N, *input_shape]): half of the start points are these data points plus noise."""
     if budget < 16:
         raise ValueError(f"budget must be at least 16 evaluations, got {budget}")
-    s = _Search(target, budget, seed, domain)
+    s = _Search(target, budget, seed, domain, near=near)
     s.random_phase(int(0.2 * budget))
     if target.surrogate is not None:
         s.gradient_phase(int(0.45 * budget))
