@@ -28,20 +28,26 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nets.kernels import active_backend  # noqa: E402
+from nets.kernels._build import wide_status  # noqa: E402
 from nets.kernels.cpu import cpu_lp_dist  # noqa: E402
 
 CEILING_G = 40.0  # nominal sub+abs+max AVX2 ceiling of 2 cores (FACTS.md)
 
 
-def timed(fn, reps: int) -> float:
-    """Median wall time of `reps` calls after one warm-up call."""
+def timed(fn, reps: int) -> tuple[float, float]:
+    """(median wall seconds, median process CPU seconds) of `reps` calls after one warm-up call.
+
+    CPU seconds sum over all threads: the work done, which contention from other processes on a
+    shared machine inflates far less than wall time."""
     fn()
-    ts = []
+    walls, cpus = [], []
     for _ in range(reps):
+        c = time.process_time()
         t = time.perf_counter()
         fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def fwd(op, x, w):
@@ -88,6 +94,16 @@ def reference_op(p):
     return lambda a, b: reference_lp_dist(a, b, p)
 
 
+def measure(op, x, w, g, reps: int, threads: int):
+    """timed() of op's forward (g None) or forward+backward under `threads` torch threads."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return timed(fwd(op, x, w) if g is None else fwd_bwd(op, x, w, g), reps)
+    finally:
+        torch.set_num_threads(old)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=3)
@@ -102,54 +118,56 @@ def main(argv=None) -> int:
         print(f"no CPU kernel: {backend}", file=sys.stderr)
         return 1
     B = 128 if args.quick else 512
+    nthreads = torch.get_num_threads()
     gen = torch.Generator().manual_seed(0)
     load0 = load()
     lines = [
-        f"Measured {_dt.date.today().isoformat()} on {machine()}; kernel backend `{backend}`.",
-        f"Load average at start: {load0} (shared machine: absolute numbers are contended, ratios are "
-        "side by side on the same inputs). Median of "
-        f"{args.reps} runs (cdist/reference fwd+bwd: {args.slow_reps}).",
+        f"Measured {_dt.date.today().isoformat()} on {machine()}; kernel backend `{backend}` "
+        f"(finite p on the `{wide_status()}` build). Load average at start: {load0}.",
         "",
-        "| case | B×D×N | kernel s | kernel G el/s | cdist s | × cdist | reference s | × reference | % of 40 G el/s |",
+        "Two measurements per case, side by side on the same inputs: (a) ONE torch thread, process CPU "
+        "time — the work ratio, robust to other users of this shared machine; (b) "
+        f"{nthreads} threads, wall time — what a user sees now, contention included. Medians of "
+        f"{args.reps} runs (cdist/reference backward cases: {args.slow_reps}).",
+        "",
+        "| case | B×D×N | kernel G el/s, 1 core (a) | × cdist (a) | × reference (a) | "
+        f"kernel s ({nthreads} thr, wall) | cdist s ({nthreads} thr, wall) | × cdist (b) | "
+        f"% of 2-core ceiling (b) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def row(case, shape, tk, tc, tr, n_el, ceiling):
-        gk = n_el / tk / 1e9
-        frac = f"{100 * gk / CEILING_G:.0f}%" if ceiling else "—"
-        ref = f"{tr:.3f}" if tr else "—"
-        xref = f"{tr / tk:.0f}×" if tr else "—"
-        lines.append(f"| {case} | {shape} | {tk:.4f} | {gk:.2f} | {tc:.3f} | {tc / tk:.1f}× | {ref} | {xref} | {frac} |")
+    def case(name, x, w, g, p, slow, ceiling):
+        B_, D_ = x.shape
+        n_el = B_ * w.shape[0] * D_
+        kern = lambda a, b: cpu_lp_dist(a, b, p)  # noqa: E731
+        cd = lambda a, b: torch.cdist(a, b, p=p)  # noqa: E731
+        reps_slow = args.slow_reps if slow else args.reps
+        k1 = measure(kern, x, w, g, args.reps, 1)[1]
+        c1 = measure(cd, x, w, g, reps_slow, 1)[1]
+        ref = None if args.no_reference else reference_op(p)
+        r1 = measure(ref, x, w, g, args.slow_reps, 1)[1] if ref else None
+        kw = measure(kern, x, w, g, args.reps, nthreads)[0]
+        cw = measure(cd, x, w, g, reps_slow, nthreads)[0]
+        frac = f"{100 * n_el / kw / 1e9 / CEILING_G:.0f}%" if ceiling else "—"
+        xref = f"{r1 / k1:.0f}×" if r1 else "—"
+        lines.append(f"| {name} | {B_}×{D_}×{w.shape[0]} | {n_el / k1 / 1e9:.2f} | {c1 / k1:.1f}× | {xref} | "
+                     f"{kw:.4f} | {cw:.3f} | {cw / kw:.1f}× | {frac} |")
         print(lines[-1], flush=True)
 
     for D, N in [(784, 1024), (1024, 1024)]:
         x = torch.rand(B, D, generator=gen)
         w = torch.rand(N, D, generator=gen)
-        n_el = B * N * D
-        tk = timed(fwd(lambda a, b: cpu_lp_dist(a, b, math.inf), x, w), args.reps)
-        tc = timed(fwd(lambda a, b: torch.cdist(a, b, p=math.inf), x, w), args.reps)
-        ref = None if args.no_reference else reference_op(math.inf)
-        tr = timed(fwd(ref, x, w), max(1, args.slow_reps)) if ref else None
-        row("fwd p=∞", f"{B}×{D}×{N}", tk, tc, tr, n_el, True)
-
+        case("fwd p=∞", x, w, None, math.inf, False, True)
     D, N = 784, 1024
     x = torch.rand(B, D, generator=gen)
     w = torch.rand(N, D, generator=gen)
     g = torch.randn(B, N, generator=gen)
     for p in (math.inf, 8.0, 13.7):
-        tk = timed(fwd_bwd(lambda a, b: cpu_lp_dist(a, b, p), x, w, g), args.reps)
-        tc = timed(fwd_bwd(lambda a, b: torch.cdist(a, b, p=p), x, w, g), args.slow_reps)
-        ref = None if args.no_reference else reference_op(p)
-        tr = timed(fwd_bwd(ref, x, w, g), args.slow_reps) if ref else None
         pname = "∞" if math.isinf(p) else f"{p:g}"
-        row(f"fwd+bwd p={pname}", f"{B}×{D}×{N}", tk, tc, tr, B * N * D, False)
+        case(f"fwd+bwd p={pname}", x, w, g, p, True, False)
     for p in (8.0, 13.7, 200.5):
-        tk = timed(fwd(lambda a, b: cpu_lp_dist(a, b, p), x, w), args.reps)
-        tc = timed(fwd(lambda a, b: torch.cdist(a, b, p=p), x, w), args.slow_reps)
-        pname = f"{p:g}"
-        row(f"fwd p={pname}", f"{B}×{D}×{N}", tk, tc, None, B * N * D, False)
-    lines.append("")
-    lines.append(f"Load average at end: {load()}.")
+        case(f"fwd p={p:g}", x, w, None, p, True, False)
+    lines += ["", f"Load average at end: {load()}."]
     table = "\n".join(lines)
     print()
     print(table)
