@@ -190,3 +190,20 @@ def test_error_bound_holds_against_float64_for_strategy_models(m, seed):
         m.float()
         gap = (y.double() - ref).abs().reshape(16, -1).amax(1)
         assert (gap <= err + 1e-12).all()
+
+
+@settings(SETTINGS, max_examples=4)
+@given(st.one_of(pst.lipschitz_violating_nets(kinds=("gemm", "weights")),
+                 pst.linf_dist_nets(), pst.ensembles(mode="fusion")))
+def test_two_witnesses_bracket_the_truth(tmp_path_factory, model):
+    """search lower bound ≤ exact Lipschitz constant ≤ verifier's static bound, on the exported file;
+    for planted models the static bound is at least the proven planted constant."""
+    path = _export(model, tmp_path_factory.mktemp("bracket") / "m.onnx")
+    static = _static(path)
+    r = search_lipschitz(path, budget=BUDGET)
+    assert r.rigorous and r.ratio_lower <= static
+    planted = getattr(model, "planted_lipschitz", None)
+    if planted is not None:
+        assert static >= planted * (1 - 1e-6) and static > 1.0
+    else:
+        assert static <= 1.0 + 1e-6

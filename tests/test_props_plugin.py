@@ -79,3 +79,27 @@ def test_bad_setting_is_a_usage_error():
     assert _setting(Config(), "seed") == 7
     with pytest.raises(pytest.UsageError, match="lipschitz_budget must be an integer"):
         _setting(Config(), "budget")
+
+
+def test_docs_error_rule_snippet_makes_a_custom_layer_rigorous():
+    from torch import nn
+
+    from props.lipschitz import LipschitzViolation, check_lipschitz
+
+    text = (ROOT / "docs" / "PROPS.md").read_text(encoding="utf-8")
+    snippet = re.search(r"```python\n(from props.floaterr import register_error_rule.*?)```", text, re.S).group(1)
+
+    class MyScale(nn.Module):
+        def __init__(self, s):
+            super().__init__()
+            self.s = s
+
+        def forward(self, x):
+            return self.s * x
+
+    exec(snippet, {"MyScale": MyScale})  # noqa: S102 - our own documentation
+    model = nn.Sequential(nn.Flatten(), MyScale(1.5)).eval()
+    with pytest.raises(LipschitzViolation) as info:
+        check_lipschitz(model, 1.0, input_shape=(3,), budget=128)
+    assert info.value.result.rigorous and "HEURISTIC" not in str(info.value)
+    assert check_lipschitz(model, 1.5, input_shape=(3,), budget=128).rigorous
