@@ -87,9 +87,14 @@ class Certifier:
         if math.isnan(self.lip):
             self.lip = math.inf
         self.affine = model.last_affine()
+        self.pair = pair_lipschitz_of(model, self.affine)
         from verify.fastpath import ChainBound
 
         self.chain = ChainBound.build(model)  # one-forward sound margins for 1-Lipschitz chains
+
+    def lipv(self, y: np.ndarray):
+        """Per-sample L with the margin 2L-Lipschitz: min(L, the last-affine pair bound)."""
+        return self.lip if self.pair is None else np.minimum(self.lip, self.pair[y])
 
     # ---- one proof for a batch of boxes ----
     def ibp_margin(self, x: np.ndarray, y: np.ndarray, eps) -> np.ndarray:
@@ -136,11 +141,11 @@ class Certifier:
             m0 = margins.down64(m_hat - margins.up64(2 * e))
             m_ort = margins.down64(m_hat - margins.up64(2 * e_ball))
             pred = np.argmax(z, axis=1)
-            lm = margins.lipschitz_margin(m_ort, self.lip, eps)
+            lm = margins.lipschitz_margin(m_ort, self.lipv(y), eps)
         else:
             m0 = self.ibp_margin(x, y, 0.0)
-            pred, lm = None, margins.lipschitz_margin(m0, self.lip, eps)
-        return m0, margins.lipschitz_radius(m0, self.lip, self.cfg.width), lm, pred
+            pred, lm = None, margins.lipschitz_margin(m0, self.lipv(y), eps)
+        return m0, margins.lipschitz_radius(m0, self.lipv(y), self.cfg.width), lm, pred
 
     def bisect(self, x, y, lo_eps, hi_eps, steps) -> np.ndarray:
         """Largest ε′ proven while bisecting [lo_eps, hi_eps] (lo proven or 0, hi failed).
@@ -207,7 +212,7 @@ class Certifier:
         rest = np.nonzero(~cert & (pred == y))[0]
         if len(rest):
             m_eps = self.ibp_margin(x[rest], y[rest], eps)
-            radius[rest] = np.maximum(radius[rest], margins.extended_radius(eps, m_eps, self.lip, cap))
+            radius[rest] = np.maximum(radius[rest], margins.extended_radius(eps, m_eps, self.lipv(y[rest]), cap))
             for k, i in enumerate(rest):
                 if m_eps[k] > 0 or not mlow[i] >= m_eps[k]:
                     mlow[i], method[i] = m_eps[k], "ibp"
@@ -220,7 +225,7 @@ class Certifier:
         eps, cap, n = self.cfg.eps, self.cfg.width, len(y)
         m_eps = self.ibp_margin(x, y, eps)
         cert = m_eps > 0
-        radius = np.where(cert, margins.extended_radius(eps, m_eps, self.lip, cap), 0.0)
+        radius = np.where(cert, margins.extended_radius(eps, m_eps, self.lipv(y), cap), 0.0)
         mlow, method = m_eps.copy(), ["ibp"] * n
         if auto:
             rest = np.nonzero(~cert)[0]
@@ -251,6 +256,21 @@ class Certifier:
         if len(down) and eps > 0:
             got = self.bisect(x[down], y[down], np.zeros(len(down)), np.full(len(down), eps), steps)
             radius[down] = np.maximum(radius[down], got)
+
+
+def pair_lipschitz_of(model, affine) -> np.ndarray | None:
+    """[K] half-Lipschitz bounds of the margins through the last affine layer (see
+    margins.pair_lipschitz), from the core's cumulative bound of the layer's input; None if none."""
+    if affine is None:
+        return None
+    cum = {model.input_name: 1.0}
+    for op, row in zip(model.graph.nodes, model.node_lipschitz()):
+        for o in op.outputs:
+            cum[o] = float(row.cumulative)
+    l_h = cum.get(affine.input_name)
+    if l_h is None or math.isnan(l_h):
+        return None
+    return margins.pair_lipschitz(affine.weight, l_h)
 
 
 def check_inputs(x: np.ndarray, y: np.ndarray, model, domain, indices=None) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 
 from verify import margins
 from verify.certificates import read_records
-from verify.certify import _propagate_chunked
+from verify.certify import _propagate_chunked, pair_lipschitz_of
 from verify.errors import CertificateError, ModelError
 
 __all__ = ["run_check", "ort_predict"]
@@ -81,9 +81,13 @@ class _Prover:
         self.sess = ort_session(model_path)
         self.lip = float(model.lipschitz())
         self.affine = model.last_affine()
+        self.pair = pair_lipschitz_of(model, self.affine)
         from verify.fastpath import ChainBound
 
         self.chain = ChainBound.build(model)
+
+    def lipv(self, y):
+        return self.lip if self.pair is None else np.minimum(self.lip, self.pair[y])
 
     def m0(self, x, y, domain) -> np.ndarray:
         """Lower bound of the exact margin at x: the better of the degenerate-box interval and,
@@ -193,9 +197,9 @@ def _check_claims(recs, xb, yb, eps, rad, pred, dom, prover, x_all) -> list[str]
     m_eps = prover.ibp(xb, yb, eps, dom)
     m0 = prover.m0(xb, yb, dom)
     m_r = prover.ibp(xb, yb, np.minimum(rad, cap), dom)
-    lip_m = margins.lipschitz_margin(m0, prover.lip, eps)
-    r_ok = ((m_r > 0) | (rad <= margins.lipschitz_radius(m0, prover.lip, cap))
-            | (rad <= margins.extended_radius(eps, m_eps, prover.lip, cap)) | (rad == 0))
+    lip_m = margins.lipschitz_margin(m0, prover.lipv(yb), eps)
+    r_ok = ((m_r > 0) | (rad <= margins.lipschitz_radius(m0, prover.lipv(yb), cap))
+            | (rad <= margins.extended_radius(eps, m_eps, prover.lipv(yb), cap)) | (rad == 0))
     out = []
     for k, r in enumerate(recs):
         i, st, meth = r["index"], r["status"], r["method"]

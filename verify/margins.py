@@ -31,6 +31,7 @@ __all__ = [
     "lipschitz_radius",
     "extended_radius",
     "lipschitz_margin",
+    "pair_lipschitz",
 ]
 
 
@@ -118,18 +119,25 @@ def merged_margin(
     return np.where(bad, np.nan, out)
 
 
-def lipschitz_radius(m0: np.ndarray, lip: float, cap: float) -> np.ndarray:
-    """Lower bound of m0/(2L), clipped to [0, cap] (0 where m0 ≤ 0 or unknown; cap where L = 0)."""
+def _lip(lip, shape) -> tuple[np.ndarray, np.ndarray]:
+    lv = np.broadcast_to(np.asarray(lip, dtype=np.float64), shape)
+    return lv, (lv >= 0) & np.isfinite(lv)
+
+
+def lipschitz_radius(m0: np.ndarray, lip, cap: float) -> np.ndarray:
+    """Lower bound of m0/(2L), clipped to [0, cap] (0 where m0 ≤ 0 or unknown; cap where L = 0).
+
+    ``lip``: L such that the margin is 2L-Lipschitz (scalar or per sample; inf = unknown)."""
     m0 = np.asarray(m0, dtype=np.float64)
-    if not (lip >= 0 and math.isfinite(lip)):
-        return np.zeros_like(m0)
+    lv, ok = _lip(lip, m0.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
-        r = _down64(m0 / (2.0 * lip)) if lip > 0 else np.where(m0 > 0, np.inf, 0.0)
-    r = np.where(m0 > 0, r, 0.0)
+        r = _down64(m0 / (2.0 * lv))
+    r = np.where(lv == 0, np.where(m0 > 0, np.inf, 0.0), r)
+    r = np.where(ok & (m0 > 0), r, 0.0)
     return np.minimum(np.maximum(np.nan_to_num(r, nan=0.0, posinf=cap), 0.0), cap)
 
 
-def extended_radius(eps, m_eps: np.ndarray, lip: float, cap: float) -> np.ndarray:
+def extended_radius(eps, m_eps: np.ndarray, lip, cap: float) -> np.ndarray:
     """Lower bound of ε + m_ε/(2L) where the box at ε is proven (m_ε > 0), else 0; clipped to cap.
 
     Why: any x' in the domain with ‖x' − x‖ = ε + t projects (coordinate clip towards x) to a point
@@ -142,10 +150,28 @@ def extended_radius(eps, m_eps: np.ndarray, lip: float, cap: float) -> np.ndarra
     return np.minimum(r, cap)
 
 
-def lipschitz_margin(m0: np.ndarray, lip: float, eps) -> np.ndarray:
-    """Lower bound of m0 − 2Lε: the margin over the whole ε-ball by the Lipschitz argument."""
+def lipschitz_margin(m0: np.ndarray, lip, eps) -> np.ndarray:
+    """Lower bound of m0 − 2Lε: the margin over the whole ε-ball by the Lipschitz argument
+    (NaN where L is unknown)."""
     m0 = np.asarray(m0, dtype=np.float64)
-    if not (lip >= 0 and math.isfinite(lip)):
-        return np.full_like(m0, np.nan)
-    drop = _up64(2.0 * lip * np.asarray(eps, dtype=np.float64))
-    return _down64(m0 - drop)
+    lv, ok = _lip(lip, m0.shape)
+    with np.errstate(invalid="ignore"):
+        drop = _up64(2.0 * lv * np.asarray(eps, dtype=np.float64))
+        return np.where(ok, _down64(m0 - drop), np.nan)
+
+
+def pair_lipschitz(w: np.ndarray, l_h: float) -> np.ndarray:
+    """[K] upward-rounded half-Lipschitz constants of the margins through a last affine layer:
+    margin_y(x) = min_j (w_y − w_j)·h(x) + c is (max_j ‖w_y − w_j‖₁ · L_h)-Lipschitz when h is
+    L_h-Lipschitz; returned halved (the convention of the functions above: margin is 2L-Lipschitz).
+
+    ‖w_y − w_j‖₁ is summed in float64 (each difference of float32 has relative error ≤ u64, the sum
+    ≤ γ_D) and inflated by (1 + (D + 4)·2^-52) before one step up."""
+    w64 = np.asarray(w, dtype=np.float32).astype(np.float64)
+    k, d = w64.shape
+    if k < 2 or not math.isfinite(l_h):
+        return np.full(k, np.inf if not math.isfinite(l_h) else 0.0)
+    n1 = np.stack([np.abs(w64[y] - w64).sum(-1) for y in range(k)])  # [K, K]
+    n1 = _up64(n1 * (1.0 + (d + 4) * 2.0**-52))
+    np.fill_diagonal(n1, 0.0)
+    return _up64(_up64(n1.max(axis=1) * l_h) / 2.0)
