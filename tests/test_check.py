@@ -154,3 +154,12 @@ def test_pure_chain_lipschitz_certificates_pass_check(tmp_path):
     recs[k]["radius"] = recs[k]["radius"] * 3
     with pytest.raises(CertificateError, match="radius"):
         run_check(_write(tmp_path, recs), path, tmp_path / "d.npz")
+
+
+@pytest.mark.parametrize("method", ["lipschitz", "ibp"])
+def test_every_method_passes_check_on_head_net(setup, tmp_path, method):
+    d, path, _ = setup
+    out = tmp_path / f"{method}.jsonl"
+    s = run_certify(path, d / "d.npz", eps=0.02, out=out, method=method, bisect_steps=5)
+    assert s["certified"] > 0
+    assert run_check(out, path, d / "d.npz")["ok"]
