@@ -30,6 +30,17 @@ class Graph:
     nodes: list[Op]
     constants: dict[str, np.ndarray] = field(default_factory=dict)
 
+    # DESIGN.md calls ``m.graph`` "the topologically sorted list of bound op instances":
+    # iterating / indexing / len() act on ``nodes``.
+    def __iter__(self):
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __getitem__(self, i):
+        return self.nodes[i]
+
     def producer(self, tensor: str) -> Op | None:
         """The node that outputs ``tensor`` (None for the graph input or a constant)."""
         for op in self.nodes:
