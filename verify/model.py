@@ -4,6 +4,17 @@ Pipeline: safe read (verify/loader.py) -> NodeSpecs in topological order -> bind
 registry op (ONE ModelError naming every unsupported node) -> fold constant subgraphs whose ops are
 bit-identical to onnxruntime -> fuse standard-op ℓ∞-dist layers into linf::LinfDist
 (verify/fuse.py) -> dry run on zeros, checking every tensor's shape against ONNX shape inference.
+
+What ``interval``/``propagate`` guarantee (each op's proof is in its file):
+1. real semantics: for every real input in the box, the exact real value of the function defined by
+   the stored float32 weights lies in the returned box (directed rounding, proven error bounds);
+2. float32 semantics: for every float32 input in the box, the float32 output of onnxruntime's CPU
+   execution provider lies in it too, at any graph optimization level (MatMul+Add, Conv+BN/Mul/Add
+   folding are covered, verify/fuse.py), under two stated assumptions: dot products are evaluated
+   in float32 in some order (error <= γ_n), and MLAS tanh/sigmoid/exp are within 2^-16 relative +
+   2^-20 absolute (measured in tests/test_ops_soundness.py). The ℓ∞-dist ops need no assumption:
+   their float32 result is the correctly rounded exact value (FACTS.md). FTZ/DAZ voids both, so it
+   is checked before every bound (verify.rounding.require_ieee_subnormals).
 """
 
 from __future__ import annotations
