@@ -169,7 +169,7 @@ def plant_onnx_input_scaling(src, dst, s: float) -> None:
     onnx.save(m, str(dst))
 
 
-def l1_layer_onnx(dst, weights: np.ndarray, opset: int = 17) -> None:
+def l1_layer_onnx(dst, weights: np.ndarray, opset: int = 17, batch="N") -> None:
     """An ONNX model of the p = 1 distance layer f_k(x) = ‖x − w_k‖₁ in standard ops (Unsqueeze, Sub,
     Abs, MatMul with ones), input [N, 1, 1, D]: D-Lipschitz in ℓ∞ (the ℓp layer's D^{1/p} at p = 1)."""
     import onnx
@@ -186,8 +186,8 @@ def l1_layer_onnx(dst, weights: np.ndarray, opset: int = 17) -> None:
              helper.make_node("MatMul", ["absd", "ones"], ["sum"]),
              helper.make_node("Flatten", ["sum"], ["logits"], axis=1)]
     graph = helper.make_graph(nodes, "l1_layer",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 1, d])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", k])], inits)
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 1, 1, d])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, k])], inits)
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(m, full_check=True)
     onnx.save(m, str(dst))

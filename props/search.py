@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from props.targets import Target
+from verify.errors import ModelError
 
 P_SMOOTH = (math.inf, 8.0, 32.0)
 
@@ -245,8 +246,14 @@ def search_pairs(target: Target, *, budget: int = 4096, seed: int = 0, domain=(0
         raise ValueError(f"budget must be at least 16 evaluations, got {budget}")
     s = _Search(target, budget, seed, domain, near=near)
     s.random_phase(int(0.2 * budget))
-    if target.surrogate is not None:
-        s.gradient_phase(int(0.45 * budget))
+    grads_ok = target.surrogate is not None
+    if grads_ok:
+        try:
+            s.gradient_phase(int(0.45 * budget))
+        except (RuntimeError, ModelError) as e:  # the surrogate cannot run this input: go gradient-free
+            target.notes.append(f"gradient phase skipped: {str(e).splitlines()[0]}")
+            grads_ok = False
+    if grads_ok:
         s.local_phase(int(0.15 * budget))
     else:
         s.local_phase(int(0.6 * budget))

@@ -171,11 +171,21 @@ def _onnx_target(path: Path, input_shape) -> Target:
     except Exception as e:  # onnxruntime raises its own exception types
         raise ModelError(f"{path.name}: onnxruntime cannot load it: {str(e).splitlines()[0]}") from None
     in_name = sess.get_inputs()[0].name
+    n0 = sess.get_inputs()[0].shape[0] if sess.get_inputs()[0].shape else None
+    fixed = n0 if isinstance(n0, int) and n0 > 0 else None  # a fixed batch size: pad every chunk to it
+    chunk = fixed or 1024
+
+    def run(xb: np.ndarray) -> np.ndarray:
+        k = len(xb)
+        if fixed and k < fixed:
+            xb = np.concatenate([xb, np.repeat(xb[-1:], fixed - k, axis=0)])
+        try:
+            return sess.run(None, {in_name: np.ascontiguousarray(xb, dtype=np.float32)})[0][:k]
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ModelError(f"{path.name}: onnxruntime failed: {str(e).splitlines()[0]}") from None
 
     def evaluate(x: np.ndarray) -> np.ndarray:
-        outs = [sess.run(None, {in_name: np.ascontiguousarray(x[i:i + 1024], dtype=np.float32)})[0]
-                for i in range(0, len(x), 1024)]
-        return _flat(np.concatenate(outs))
+        return _flat(np.concatenate([run(x[i:i + chunk]) for i in range(0, len(x), chunk)]))
 
     notes: list[str] = []
     enclose, rigorous = _heuristic_enclose(evaluate), False
@@ -197,6 +207,10 @@ def _onnx_target(path: Path, input_shape) -> Target:
     try:
         from verify.attack.torch_graph import TorchGraph
         tg = TorchGraph(graph)
+        if fixed is not None:
+            raise ModelError(f"fixed batch size {fixed}")
+        with torch.no_grad():
+            tg(torch.zeros((2,) + shape))  # probe: some graphs only run at their export batch size
 
         @contextlib.contextmanager
         def surrogate(p: float):
@@ -206,7 +220,8 @@ def _onnx_target(path: Path, input_shape) -> Target:
                 yield lambda xt: tg(xt).reshape(xt.shape[0], -1)
             finally:
                 tg.p_grad = old
-    except (ImportError, ModelError) as e:
+    except (ImportError, ModelError, RuntimeError) as e:
+        surrogate = None
         notes.append(f"no differentiable evaluation ({e}): gradient-free search")
     n_params = sum(int(np.asarray(v).size) for v in graph.constants.values())
     # onnxruntime is fast and the torch evaluation of the graph with an ℓp backward is slow

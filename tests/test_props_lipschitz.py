@@ -140,3 +140,14 @@ def test_domain_is_respected():
     for v in (r.x, r.x_prime):
         assert (v >= 0.25).all() and (v <= 0.5).all()
     assert r.domain == (0.25, 0.5)
+
+
+@pytest.mark.parametrize("batch", ["N", 1, 3])
+def test_onnx_with_fixed_batch_size(tmp_path, batch):
+    from props._planted import l1_layer_onnx
+
+    path = tmp_path / "l1.onnx"
+    l1_layer_onnx(path, np.full((2, 3), 0.5, np.float32), batch=batch)
+    r = search_lipschitz(path, budget=256)
+    assert r.rigorous and 2.9 < r.ratio_lower <= 3.0 + 1e-6  # ‖x − w‖₁ on 3 inputs: exactly 3
+    assert check_lipschitz(path, 3.0, budget=256).ratio_lower <= 3.0
