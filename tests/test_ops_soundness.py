@@ -346,3 +346,78 @@ def test_random_op_chains_are_sound(tmp_path_factory, seed, kinds, eps):
     a, b = x.astype(np.float64), x.astype(np.float64) + rng.normal(size=x.shape) * 1e-3
     ratio = np.abs(ref64(a) - ref64(b)).max() / np.abs(a - b).max()
     assert ratio <= L * (1 + 1e-9) + 1e-12
+
+
+def _frac(a):
+    return np.vectorize(lambda v: Fraction(float(v)), otypes=[object])(np.asarray(a))
+
+
+def _pad_obj(x, pads, value):
+    n, c, hh, ww = x.shape
+    out = np.full((n, c, hh + pads[0] + pads[2], ww + pads[1] + pads[3]), value, dtype=object)
+    out[:, :, pads[0]:pads[0] + hh, pads[1]:pads[1] + ww] = x
+    return out
+
+
+def _windows(x, k):
+    n, c, hh, ww = x.shape
+    for i in range(hh - k + 1):
+        for j in range(ww - k + 1):
+            yield i, j, x[:, :, i:i + k, j:j + k]
+
+
+def _exact_conv_net(x, p):
+    """Exact rational evaluation of _conv_net's graph (object arrays of Fractions)."""
+    xp = _pad_obj(x, [1, 0, 0, 1], Fraction(0))
+    W, B = _frac(p["Wl"]), _frac(p["Bl"])
+    h1 = np.empty((x.shape[0], 2, 4, 4), dtype=object)
+    for i, j, win in _windows(xp, 2):
+        for m in range(2):
+            h1[:, m, i, j] = [max(abs(v) for v in (win[n] - W[m]).reshape(-1)) + B[m] for n in range(len(x))]
+    h2 = np.empty((x.shape[0], 2, 3, 3), dtype=object)
+    for i, j, win in _windows(h1, 2):
+        h2[:, :, i, j] = [[max(win[n, c].reshape(-1)) for c in range(2)] for n in range(len(x))]
+    Wc, bc = _frac(p["Wc"]), _frac(p["bc"])
+    h3 = np.empty((x.shape[0], 2, 2, 2), dtype=object)
+    for i, j, win in _windows(h2, 2):
+        for m in range(2):
+            h3[:, m, i, j] = [sum((win[n] * Wc[m]).reshape(-1)) + bc[m] for n in range(len(x))]
+    ones = _pad_obj(np.full((1, 1, 2, 2), Fraction(1), dtype=object), [1, 1, 0, 0], Fraction(0))
+    h4p = _pad_obj(h3, [1, 1, 0, 0], Fraction(0))
+    h4 = np.empty((x.shape[0], 2, 2, 2), dtype=object)
+    for (i, j, win), (_, _, cnt) in zip(_windows(h4p, 2), _windows(ones, 2)):
+        h4[:, :, i, j] = [[sum(win[n, c].reshape(-1)) / sum(cnt[0, 0].reshape(-1)) for c in range(2)]
+                          for n in range(len(x))]
+    return h4.reshape(len(x), -1)
+
+
+def _conv_net(rng):
+    p = {"Wl": rng.normal(size=(2, 1, 2, 2)).astype(np.float32), "Bl": rng.normal(size=2).astype(np.float32),
+         "Wc": rng.normal(size=(2, 2, 2, 2)).astype(np.float32), "bc": (rng.normal(size=2) * 100).astype(np.float32)}
+    nodes = [
+        N("LinfDistConv", ["input", "Wl", "Bl"], ["a"], domain="linf", pads=[1, 0, 0, 1]),
+        N("MaxPool", ["a"], ["b"], kernel_shape=[2, 2]),
+        N("Conv", ["b", "Wc", "bc"], ["c"]),
+        N("AveragePool", ["c"], ["d"], kernel_shape=[2, 2], pads=[1, 1, 0, 0]),
+        N("Flatten", ["d"], ["logits"]),
+    ]
+    return make_model(nodes, p, [1, 4, 4], 8, linf_ops=["LinfDistConv"]), p
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(0, 10**6), st.sampled_from([0.0, 1e-4, 0.1]))
+def test_conv_net_interval_contains_exact_rational_values(tmp_path_factory, seed, eps):
+    rng = np.random.default_rng(seed)
+    model, params = _conv_net(rng)
+    p = save(model, tmp_path_factory.mktemp("conv"))
+    m = load_model(p)
+    x = rng.random((1, 1, 4, 4), dtype=np.float32)
+    lo, hi = (x - np.float32(eps)).astype(np.float32), (x + np.float32(eps)).astype(np.float32)
+    blo, bhi = m.interval(lo, hi)
+    for _ in range(3):
+        t = np.vectorize(lambda v: Fraction(int(v), 997), otypes=[object])(rng.integers(0, 998, x.shape))
+        xq = _frac(lo) + t * (_frac(hi) - _frac(lo))
+        y = _exact_conv_net(xq, params)
+        assert all(Fraction(float(a)) <= v <= Fraction(float(b)) for a, b, v in zip(blo.reshape(-1), bhi.reshape(-1), y.reshape(-1)))
+    yo = ort_run(p, np.where(rng.random(x.shape) < 0.5, lo, hi).astype(np.float32))
+    assert np.all(blo <= yo) and np.all(yo <= bhi)
