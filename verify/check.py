@@ -89,14 +89,19 @@ class _Prover:
     def lipv(self, y):
         return self.lip if self.pair is None else np.minimum(self.lip, self.pair[y])
 
-    def m0(self, x, y, domain) -> np.ndarray:
-        """Lower bound of the exact margin at x: the better of the degenerate-box interval and,
-        for 1-Lipschitz chains, the float32 forward minus its proven error."""
+    def m0(self, x, y, eps, domain) -> tuple[np.ndarray, np.ndarray]:
+        """(m0, Lipschitz ball margin). m0: lower bound of the exact margin at x, the better of the
+        degenerate-box interval and, for 1-Lipschitz chains, the float32 forward minus its proven
+        error. Ball margin: as the certifier defines it (for chains it also subtracts
+        onnxruntime's float32 error e′ on the ball, docs/SOUNDNESS.md)."""
         m = self.ibp(x, y, np.zeros(len(y)), domain)
+        ball = margins.lipschitz_margin(m, self.lipv(y), eps)
         if self.chain is not None:
-            z, e, _ = self.chain.forward_with_error(x)
-            m = np.fmax(m, margins.down64(margins.box_margin(z, z, y) - margins.up64(2 * e)))
-        return m
+            z, e, e_ball = self.chain.forward_with_error(x, eps)
+            m_hat = margins.box_margin(z, z, y)
+            m = np.fmax(m, margins.down64(m_hat - margins.up64(2 * e)))
+            ball = margins.lipschitz_margin(margins.down64(m_hat - margins.up64(2 * e_ball)), self.lipv(y), eps)
+        return m, ball
 
     def ibp(self, x, y, eps, domain) -> np.ndarray:
         lo, hi = margins.input_box(x, eps, domain)
@@ -195,9 +200,8 @@ def _check_batch(recs, x, model_path, prover) -> list[str]:
 def _check_claims(recs, xb, yb, eps, rad, pred, dom, prover, x_all) -> list[str]:
     cap = dom[1] - dom[0]
     m_eps = prover.ibp(xb, yb, eps, dom)
-    m0 = prover.m0(xb, yb, dom)
+    m0, lip_m = prover.m0(xb, yb, eps, dom)
     m_r = prover.ibp(xb, yb, np.minimum(rad, cap), dom)
-    lip_m = margins.lipschitz_margin(m0, prover.lipv(yb), eps)
     r_ok = ((m_r > 0) | (rad <= margins.lipschitz_radius(m0, prover.lipv(yb), cap))
             | (rad <= margins.extended_radius(eps, m_eps, prover.lipv(yb), cap)) | (rad == 0))
     out = []
