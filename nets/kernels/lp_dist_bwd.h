@@ -151,21 +151,15 @@ void lp_backward(const T* g, const T* x, const T* w, const T* y, T* gx, T* gw, T
       T* gxp = gx ? (chunks == 1 ? gx : gx_parts + ch * B * D) : nullptr;
       for (int64_t b = 0; b < B; b += 2) {
         const int mb = static_cast<int>(std::min<int64_t>(2, B - b));
-        for (int64_t n = n0; n < n1; n += 2) {
-          const int nb = static_cast<int>(std::min<int64_t>(2, n1 - n));
-          const T* xp = x + b * D;
-          const T* wp = w + n * D;
+        for (int64_t n = n0; n < n1; n += kPN) {
+          const int nb = static_cast<int>(std::min<int64_t>(kPN, n1 - n));
           const int64_t o = b * N + n;
           T* gxo = gxp ? gxp + b * D : nullptr;
           T* gwo = gw ? gw + n * D : nullptr;
-          if (mb == 2 && nb == 2)
-            lpgrad_micro<T, 2, 2>(xp, wp, D, c.data() + o, iy.data() + o, N, gxo, gwo, pw);
-          else if (mb == 2)
-            lpgrad_micro<T, 2, 1>(xp, wp, D, c.data() + o, iy.data() + o, N, gxo, gwo, pw);
-          else if (nb == 2)
-            lpgrad_micro<T, 1, 2>(xp, wp, D, c.data() + o, iy.data() + o, N, gxo, gwo, pw);
-          else
-            lpgrad_micro<T, 1, 1>(xp, wp, D, c.data() + o, iy.data() + o, N, gxo, gwo, pw);
+          dispatch_pair(mb, nb, [&](auto MBc, auto NBc) {
+            lpgrad_micro<T, decltype(MBc)::value, decltype(NBc)::value>(
+                x + b * D, w + n * D, D, c.data() + o, iy.data() + o, N, gxo, gwo, pw);
+          });
         }
       }
     }

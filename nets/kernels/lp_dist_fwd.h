@@ -2,7 +2,7 @@
 //
 // Blocking: tasks are (32 x-rows) x (192 w-rows) tiles (disjoint outputs, run in parallel);
 // inside a task D is cut in blocks of 512 and a register micro-kernel computes MB x NB outputs
-// (4 x 3 for p = inf, 2 x 2 for finite p) with W-lane vectors. Tails of D are zero-padded
+// (4 x 3 for p = inf, 2 x kPN for finite p) with W-lane vectors. Tails of D are zero-padded
 // vector loads (a padded lane contributes |0 - 0| = 0, neutral for max and for the p-sum).
 // No B x N x D intermediate exists: memory is O(B·N) besides the inputs.
 //
@@ -11,6 +11,7 @@
 #pragma once
 
 #include <algorithm>
+#include <type_traits>
 
 #include "parallel.h"
 #include "simd.h"
@@ -20,6 +21,24 @@ namespace lpk {
 constexpr int64_t kTileB = 32;
 constexpr int64_t kTileN = 192;
 constexpr int64_t kTileD = 512;
+// Finite-p micro-tile: 2 x-rows x kPN w-rows (4 with 64-byte vectors: 32 registers, more ILP).
+constexpr int kPN = kVecBytes == 64 ? 4 : 2;
+
+// Calls f(integral_constant<mb>, integral_constant<nb>) for runtime mb in {1, 2}, nb in [1, kPN].
+template <class F>
+inline void dispatch_pair(int mb, int nb, const F& f) {
+  using std::integral_constant;
+  auto with_nb = [&](auto MBc) {
+    switch (nb) {
+      case 1: f(MBc, integral_constant<int, 1>{}); break;
+      case 2: f(MBc, integral_constant<int, 2>{}); break;
+      case 3: if constexpr (kPN >= 3) f(MBc, integral_constant<int, 3>{}); break;
+      default: if constexpr (kPN >= 4) f(MBc, integral_constant<int, 4>{}); break;
+    }
+  };
+  if (mb == 2) with_nb(integral_constant<int, 2>{});
+  else with_nb(integral_constant<int, 1>{});
+}
 
 // y[i, j] = max(y[i, j], max_{d in [d0, d1)} |x[i, d] - w[j, d]|)
 template <class T, int MB, int NB>
@@ -138,19 +157,13 @@ void lp_forward_from_inf(const T* x, const T* w, T* y, T* s, T* inv, int64_t B, 
       const int64_t d1 = std::min(D, d0 + kTileD);
       for (int64_t b = b0; b < b1; b += 2) {
         const int mb = static_cast<int>(std::min<int64_t>(2, b1 - b));
-        for (int64_t n = n0; n < n1; n += 2) {
-          const int nb = static_cast<int>(std::min<int64_t>(2, n1 - n));
-          const T* xp = x + b * D;
-          const T* wp = w + n * D;
+        for (int64_t n = n0; n < n1; n += kPN) {
+          const int nb = static_cast<int>(std::min<int64_t>(kPN, n1 - n));
           const int64_t o = b * N + n;
-          if (mb == 2 && nb == 2)
-            lpsum_micro<T, 2, 2>(xp, D, wp, D, d0, d1, inv + o, s + o, N, pw);
-          else if (mb == 2)
-            lpsum_micro<T, 2, 1>(xp, D, wp, D, d0, d1, inv + o, s + o, N, pw);
-          else if (nb == 2)
-            lpsum_micro<T, 1, 2>(xp, D, wp, D, d0, d1, inv + o, s + o, N, pw);
-          else
-            lpsum_micro<T, 1, 1>(xp, D, wp, D, d0, d1, inv + o, s + o, N, pw);
+          dispatch_pair(mb, nb, [&](auto MBc, auto NBc) {
+            lpsum_micro<T, decltype(MBc)::value, decltype(NBc)::value>(
+                x + b * D, D, w + n * D, D, d0, d1, inv + o, s + o, N, pw);
+          });
         }
       }
     }

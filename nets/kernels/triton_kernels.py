@@ -67,7 +67,7 @@ def _argmax_kernel(X, W, Y, AM, B, N, D, BB: tl.constexpr, BN: tl.constexpr, BD:
     mb = rb < B
     mn = rn < N
     yt = tl.load(Y + rb[:, None] * N + rn[None, :], mask=mb[:, None] & mn[None, :], other=-1.0)
-    best = tl.full((BB, BN), D, dtype=tl.int64)
+    best = tl.zeros((BB, BN), dtype=tl.int64) + D  # D = 'no hit yet'
     for d0 in range(0, D, BD):
         rd = d0 + tl.arange(0, BD)
         md = rd < D
