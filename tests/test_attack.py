@@ -140,6 +140,18 @@ def test_surrogate_gradient_matches_lp_autograd():
     torch.testing.assert_close(g1, g2)
 
 
+def test_exact_subgradient_matches_amax_autograd():
+    from verify.attack.linf_torch import linf_dist
+
+    torch.manual_seed(0)
+    x = torch.rand(5, 9, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(4, 9, dtype=torch.float64)
+    gy = torch.randn(5, 4, dtype=torch.float64)
+    (g1,) = torch.autograd.grad((linf_dist(x, w) * gy).sum(), x)
+    (g2,) = torch.autograd.grad(((x[:, None] - w[None]).abs().amax(-1) * gy).sum(), x)
+    torch.testing.assert_close(g1, g2)
+
+
 def test_attack_falsifies_undefended_mlp_and_witnesses_replay(mlp, digits):
     _, _, x, y = digits
     x, y = x[:150], y[:150]

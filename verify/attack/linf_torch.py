@@ -35,32 +35,50 @@ def exact_linf_dist(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return torch.cat(outs)
 
 
+def _dist_and_argmax(x: torch.Tensor, w: torch.Tensor):
+    """(y, idx): y exact as in :func:`exact_linf_dist`, idx[b, m] = first maximal coordinate."""
+    step = _row_chunk(w.shape[0], w.shape[1])
+    ys, idxs = [], []
+    for xc in torch.split(x, step):
+        v, i = (xc[:, None, :] - w[None]).abs().max(-1)
+        ys.append(v)
+        idxs.append(i)
+    return torch.cat(ys), torch.cat(idxs)
+
+
 class _LinfDistFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, p_grad):
-        ctx.save_for_backward(x, w)
         ctx.p_grad = p_grad
         with torch.no_grad():
+            if math.isinf(p_grad):
+                y, idx = _dist_and_argmax(x, w)
+                ctx.save_for_backward(x, w, idx)
+                return y
+            ctx.save_for_backward(x, w)
             return exact_linf_dist(x, w)
 
     @staticmethod
     def backward(ctx, g):
-        x, w = ctx.saved_tensors
         p = ctx.p_grad
+        if math.isinf(p):
+            # subgradient at the argmax: d y[b,m] / d x[b, idx] = sign(x[b, idx] − w[m, idx])
+            x, w, idx = ctx.saved_tensors
+            xs = torch.gather(x, 1, idx)                       # [B, M]
+            ws = w[torch.arange(w.shape[0])[None, :], idx]      # ws[b, m] = w[m, idx[b, m]]
+            coef = g * torch.sign(xs - ws)
+            return torch.zeros_like(x).scatter_add_(1, idx, coef), None, None
+        x, w = ctx.saved_tensors
         step = _row_chunk(w.shape[0], w.shape[1])
         grads = []
         for xc, gc in zip(torch.split(x, step), torch.split(g, step)):
             d = xc[:, None, :] - w[None]  # [b, m, D]
             a = d.abs()
-            if math.isinf(p):
-                idx = a.argmax(-1, keepdim=True)
-                wgt = torch.zeros_like(a).scatter_(-1, idx, 1.0)
-            else:
-                m = a.amax(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
-                r = a / m
-                rp1 = torch.exp((p - 1.0) * torch.log(r.clamp_min(1e-30)))
-                s = (rp1 * r).sum(-1, keepdim=True)
-                wgt = rp1 * s.pow(1.0 / p - 1.0)
+            m = a.amax(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
+            r = a / m
+            rp1 = torch.exp((p - 1.0) * torch.log(r.clamp_min(1e-30)))
+            s = (rp1 * r).sum(-1, keepdim=True)
+            wgt = rp1 * s.pow(1.0 / p - 1.0)
             grads.append(torch.einsum("bm,bmd->bd", gc, wgt * torch.sign(d)))
         return torch.cat(grads), None, None
 
