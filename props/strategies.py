@@ -24,7 +24,7 @@ from torch import nn
 
 __all__ = [
     "convex_weights", "linf_dist_layers", "linf_dist_conv_layers", "mean_shifts", "linf_dist_nets",
-    "linf_dist_mlp_nets", "ensembles", "input_boxes", "input_pairs", "lipschitz_violating_nets",
+    "linf_dist_mlp_nets", "conv_linf_dist_mlp_nets", "ensembles", "input_boxes", "input_pairs", "lipschitz_violating_nets",
 ]
 
 WEIGHT_BITS = 12  # convex weights are multiples of 2^-12: exact in float32, summing exactly to 1
@@ -150,6 +150,20 @@ def linf_dist_mlp_nets(draw, *, input_shape=st.just((1, 3, 3)), depth=st.integer
     """ℓ∞-dist Net+MLP (arch "linf-mlp"): Lipschitz ≤ ‖W1‖∞·‖W2‖∞ of the head (tanh is 1-Lipschitz)."""
     return _build("linf-mlp", draw(_s(input_shape)), draw(_s(depth)), draw(_s(width)), draw(_s(num_classes)),
                   True, True, draw(_s(seed)), hidden=draw(_s(hidden)))
+
+
+@st.composite
+def conv_linf_dist_mlp_nets(draw, *, input_shape=st.just((1, 4, 4)),
+                            conv_channels=st.lists(st.integers(1, 3), min_size=1, max_size=2),
+                            stride=st.integers(1, 2), depth=st.integers(0, 1), width=st.integers(1, 6),
+                            hidden=st.integers(1, 6), num_classes=st.integers(2, 3), seed=st.integers(0, 2**16)):
+    """Conv ℓ∞-dist Net+MLP (arch "conv-linf-mlp", kernel 3, padding 1): the conv + dist trunk is
+    1-Lipschitz, so the net is ‖W1‖∞·‖W2‖∞-Lipschitz (tanh is 1-Lipschitz)."""
+    channels = tuple(draw(_s(conv_channels)))
+    strides = tuple(draw(_s(stride)) for _ in channels)
+    return _build("conv-linf-mlp", draw(_s(input_shape)), draw(_s(depth)), draw(_s(width)),
+                  draw(_s(num_classes)), True, True, draw(_s(seed)), hidden=draw(_s(hidden)),
+                  conv_channels=channels, conv_strides=strides, conv_kernel=3)
 
 
 @st.composite
