@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from verify import margins
+from verify import margins, rounding
 from verify.errors import DataError, LinfVerifyError, ModelError
 
 __all__ = ["METHODS", "CertifyConfig", "BatchResult", "Certifier", "certify_batch"]
@@ -164,6 +164,7 @@ class Certifier:
         """Certify one batch: x float32 [B, ...] inside the domain, y int64 [B]."""
         y = np.asarray(y, dtype=np.int64)
         check_inputs(x, y, self.model, self.cfg.domain)
+        rounding.require_ieee_subnormals()  # the proofs assume gradual underflow (no FTZ/DAZ)
         if self.cfg.method == "lipschitz":
             return self._run_lipschitz(x, y)
         return self._run_ibp(x, y, auto=self.cfg.method == "auto")
