@@ -233,3 +233,13 @@ def test_nan_bounds_give_unknown(head, monkeypatch):
     monkeypatch.setattr(c, "ibp_margin", lambda xb, yb, eps: np.full(len(yb), np.nan))
     res = c.run(x[:4], y[:4])
     assert res.status == ["unknown"] * 4 and (res.radius == 0).all()
+
+
+def test_refuses_to_certify_under_ftz(head, monkeypatch):
+    from verify import rounding
+    from verify.errors import ModelError
+
+    _, path, x, y = head
+    monkeypatch.setattr(rounding, "flushes_denormals", lambda: True)
+    with pytest.raises(ModelError, match="subnormal"):
+        certify_batch(load_model(path), x[:2], y[:2], CertifyConfig(0.01, "lipschitz"))
