@@ -215,3 +215,20 @@ def test_two_witnesses_bracket_the_truth(tmp_path_factory, model):
         assert static >= planted * (1 - 1e-6) and static > 1.0
     else:
         assert static <= 1.0 + 1e-6
+
+
+@settings(SETTINGS, max_examples=3)
+@given(pst.linf_dist_nets(input_shape=(1, 2, 3)), st.data())
+def test_interval_width_of_1_lipschitz_net_is_at_most_box_width(tmp_path_factory, model, data):
+    """A consequence of 1-Lipschitzness the verifier's IBP keeps for pure ℓ∞-dist nets: every output
+    interval is at most as wide as the input box (plus outward rounding)."""
+    from verify.model import load_model
+
+    path = _export(model, tmp_path_factory.mktemp("boxes") / "m.onnx")
+    vm = load_model(path)
+    lo, hi = data.draw(pst.input_boxes(shape=(1, 2, 3), max_radius=0.2))
+    lo_out, hi_out = vm.interval(lo[None], hi[None])
+    width_in = float(np.max(hi.astype(np.float64) - lo))
+    assert (hi_out.astype(np.float64) - lo_out <= width_in + 1e-4).all()
+    y = model(torch.from_numpy(lo[None])).detach().numpy()
+    assert (lo_out <= y).all() and (y <= hi_out).all()
