@@ -188,7 +188,9 @@ def train_member(cfg: TrainConfig, splits: DataSplits, *, seed: int, member: int
     it = 0
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
-        tot_loss = tot_correct = tot_n = 0.0
+        tot_loss = torch.zeros((), dtype=torch.float64, device=device)  # on device: no sync per step
+        tot_correct = torch.zeros((), dtype=torch.float64, device=device)
+        tot_n = 0
         p = eps = lr = float("nan")
         for xb, yb in iterate_batches(splits.train_x, splits.train_y, per_rank_batch, epoch=epoch,
                                       seed=seed, aug=aug, rank=dist.rank, world=dist.world):
@@ -200,8 +202,6 @@ def train_member(cfg: TrainConfig, splits: DataSplits, *, seed: int, member: int
                 g["lr"] = lr
             logits, lower = obj(xb, yb, eps)
             loss = _loss(cfg, logits, lower, yb, eps, it, ph)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"non-finite loss at epoch {epoch}, iteration {it} (p={p})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -209,12 +209,14 @@ def train_member(cfg: TrainConfig, splits: DataSplits, *, seed: int, member: int
                 losses.apply_decoupled_weight_decay_(model, p, lr * cfg.weight_decay, lr * head_wd)
             ema.update_parameters(model)
             n = len(yb)
-            tot_loss += float(loss.detach()) * n
-            tot_correct += float((logits.detach().argmax(1) == yb).sum())
+            tot_loss += loss.detach().double() * n
+            tot_correct += (logits.detach().argmax(1) == yb).sum().double()
             tot_n += n
             it += 1
-        mean_loss, acc = _all_reduce_mean([tot_loss / max(tot_n, 1), tot_correct / max(tot_n, 1)],
-                                          dist, device)
+        mean_loss, acc = _all_reduce_mean([float(tot_loss) / max(tot_n, 1),
+                                           float(tot_correct) / max(tot_n, 1)], dist, device)
+        if not math.isfinite(mean_loss):
+            raise TrainingDiverged(f"non-finite loss in epoch {epoch + 1} (p up to {p:g}, lr {lr:g})")
         ev = {"clean_accuracy": float("nan"), "certified_accuracy": None}
         if dist.is_main and eval_xy is not None:
             ev = evaluate(ema.module, eval_xy[0], eval_xy[1], cfg.eps_test, cfg.eval_batch_size)

@@ -236,3 +236,13 @@ def test_cli_demo_runs_offline(tmp_path, monkeypatch):
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["checkpoint"] and 0.0 <= summary["clean_accuracy"] <= 1.0
     load_checkpoint(tmp_path / "d" / "checkpoint")
+
+
+def test_nonfinite_loss_raises_user_error(monkeypatch):
+    import nets.train as T
+    from nets.presets import TrainingDiverged
+
+    orig = T._loss
+    monkeypatch.setattr(T, "_loss", lambda *a: orig(*a) * float("nan"))
+    with pytest.raises(TrainingDiverged, match="non-finite loss"):
+        run_training(_tiny(epochs=1, p_warm_epochs=0.25, anneal_epochs=0.5), None)
