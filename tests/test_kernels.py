@@ -435,3 +435,19 @@ def test_wide_build_can_be_disabled(monkeypatch):
         _build._wide.clear()
         _build._wide.update(saved)
     assert "-mavx512f" in _build.cflags("avx512") and "-ffast-math" not in _build.cflags("avx512")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_block_hint_argmax_matches_full_scan(ext, dtype):
+    """The forward's per-pair 'first block holding the max' hint never changes the argmax (D spans blocks)."""
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randint(0, 4, (9, 700), generator=gen).to(dtype) / 3
+    w = torch.randint(0, 4, (11, 700), generator=gen).to(dtype) / 3
+    x[0] = 0.5  # rows whose max sits late or ties everywhere
+    w[0, :650] = 0.5
+    y, blk = ext.linf_forward_blk(x, w)
+    assert torch.equal(y, ext.linf_forward(x, w))
+    assert torch.equal(ext.linf_argmax(x, w, y, blk), ext.linf_argmax(x, w, y))
+    a = (x[:, None] - w[None]).abs()
+    first = torch.stack([torch.nonzero(a[b, n] == y[b, n])[0, 0] for b in range(9) for n in range(11)])
+    assert torch.equal(ext.linf_argmax(x, w, y, blk).flatten(), first)

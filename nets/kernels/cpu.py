@@ -40,8 +40,14 @@ class _CpuLpDist(torch.autograd.Function):
     def forward(ctx, x: Tensor, w: Tensor, p: float, ext) -> Tensor:
         x = x.contiguous()
         w = w.contiguous()
-        y = ext.linf_forward(x, w) if math.isinf(p) else ext.lp_forward(x, w, float(p))
-        ctx.save_for_backward(x, w, y)
+        blk = None
+        if not math.isinf(p):
+            y = ext.lp_forward(x, w, float(p))
+        elif x.requires_grad or w.requires_grad:
+            y, blk = ext.linf_forward_blk(x, w)  # + where each max is: a shorter argmax scan later
+        else:
+            y = ext.linf_forward(x, w)
+        ctx.save_for_backward(x, w, y, blk)
         ctx.p = p
         ctx.ext = ext
         return y
@@ -49,14 +55,14 @@ class _CpuLpDist(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g: Tensor):
-        x, w, y = ctx.saved_tensors
+        x, w, y, blk = ctx.saved_tensors
         need_gx, need_gw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_gx or need_gw):
             return None, None, None, None
         ext = ctx.ext
         g = g.contiguous().to(x.dtype)
         if math.isinf(ctx.p):
-            am = ext.linf_argmax(x, w, y)
+            am = ext.linf_argmax(x, w, y, blk)
             gx, gw = ext.linf_backward(g, x, w, am, need_gx, need_gw)
         else:
             gx, gw = ext.lp_backward(g, x, w, y, float(ctx.p), need_gx, need_gw)

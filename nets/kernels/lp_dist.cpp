@@ -42,6 +42,19 @@ torch::Tensor linf_forward(torch::Tensor x, torch::Tensor w) {
   return y;
 }
 
+// y and the first D block (int32) holding each pair's maximal coordinate (for the backward).
+std::vector<torch::Tensor> linf_forward_blk(torch::Tensor x, torch::Tensor w) {
+  check_pair(x, w);
+  const int64_t B = x.size(0), N = w.size(0), D = x.size(1);
+  auto y = torch::zeros({B, N}, x.options());
+  auto blk = torch::zeros({B, N}, x.options().dtype(torch::kInt));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "linf_forward_blk", [&] {
+    lpk::linf_forward<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+                                B, N, D, blk.data_ptr<int32_t>());
+  });
+  return {y, blk};
+}
+
 torch::Tensor lp_forward(torch::Tensor x, torch::Tensor w, double p) {
   check_pair(x, w);
   TORCH_CHECK(std::isfinite(p) && p >= 1.0, "finite p >= 1 expected");
@@ -68,14 +81,20 @@ torch::Tensor lp_forward(torch::Tensor x, torch::Tensor w, double p) {
   return y;
 }
 
-torch::Tensor linf_argmax(torch::Tensor x, torch::Tensor w, torch::Tensor y) {
+torch::Tensor linf_argmax(torch::Tensor x, torch::Tensor w, torch::Tensor y,
+                          c10::optional<torch::Tensor> blk) {
   check_pair(x, w);
   const int64_t B = x.size(0), N = w.size(0), D = x.size(1);
   check_bn(y, x, B, N);
+  const bool has_blk = blk.has_value() && blk->defined();
+  if (has_blk)
+    TORCH_CHECK(blk->scalar_type() == torch::kInt && blk->is_contiguous() && blk->size(0) == B &&
+                    blk->size(1) == N, "blk must be a contiguous int32 [B, N] tensor");
   auto am = torch::empty({B, N}, x.options().dtype(torch::kLong));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "linf_argmax", [&] {
     lpk::linf_argmax<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
-                               am.data_ptr<int64_t>(), B, N, D);
+                               am.data_ptr<int64_t>(), B, N, D,
+                               has_blk ? blk->data_ptr<int32_t>() : nullptr);
   });
   return am;
 }
@@ -142,7 +161,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "linfverify CPU lp-distance kernels";
   m.def("linf_forward", &linf_forward, "y[b,n] = max_d |x[b,d] - w[n,d]|");
   m.def("lp_forward", &lp_forward, "y[b,n] = ||x[b] - w[n]||_p, finite p >= 1");
-  m.def("linf_argmax", &linf_argmax, "first d with |x[b,d] - w[n,d]| == y[b,n] (-1 if none)");
+  m.def("linf_forward_blk", &linf_forward_blk, "linf_forward plus the first D block of each max");
+  m.def("linf_argmax", &linf_argmax, "first d with |x[b,d] - w[n,d]| == y[b,n] (-1 if none)",
+        py::arg("x"), py::arg("w"), py::arg("y"), py::arg("blk") = py::none());
   m.def("linf_backward", &linf_backward, "p = inf gradients from the argmax");
   m.def("lp_backward", &lp_backward, "finite-p gradients");
   m.def("has_openmp", &has_openmp, "compiled with OpenMP");

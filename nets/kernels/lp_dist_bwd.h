@@ -29,7 +29,12 @@ inline int64_t first_hit(const T* xr, const T* wr, int64_t D, T target) {
       for (int64_t d = c0; d < c1; d += W) acc = vmax<T>(acc, vabs<T>(vload(xr + d) - vload(wr + d)));
       if (hmax<T>(acc) != target) continue;
     }
-    for (int64_t d = c0; d < c1; ++d)
+    int64_t d = c0;
+    for (; d + W <= c1; d += W) {  // find the vector holding the hit, then the lane
+      const V a = vabs<T>(vload(xr + d) - vload(wr + d));
+      if (!all_below<T, 1>(&a, target)) break;  // some lane >= target, i.e. == target
+    }
+    for (; d < c1; ++d)
       if (std::abs(xr[d] - wr[d]) == target) return d;
   }
   return -1;
@@ -37,11 +42,26 @@ inline int64_t first_hit(const T* xr, const T* wr, int64_t D, T target) {
 
 // am[b, n] = first d with |x[b, d] - w[n, d]| == y[b, n], or -1 (NaN inputs). Tiled like the
 // forward so a tile of w rows stays in L2 while the x rows sweep over it.
+// With blk (from linf_forward) the scan starts at the recorded block: the first maximal coordinate
+// lies in it, and no earlier coordinate attains the max; without a hit there it rescans from 0.
 template <class T>
-void linf_argmax(const T* x, const T* w, const T* y, int64_t* am, int64_t B, int64_t N, int64_t D) {
+void linf_argmax(const T* x, const T* w, const T* y, int64_t* am, int64_t B, int64_t N, int64_t D,
+                 const int32_t* blk = nullptr) {
   for_each_tile(B, N, [&](int64_t b0, int64_t b1, int64_t n0, int64_t n1) {
     for (int64_t b = b0; b < b1; ++b)
-      for (int64_t n = n0; n < n1; ++n) am[b * N + n] = first_hit(x + b * D, w + n * D, D, y[b * N + n]);
+      for (int64_t n = n0; n < n1; ++n) {
+        const int64_t k = b * N + n;
+        const T* xr = x + b * D;
+        const T* wr = w + n * D;
+        int64_t hit = -1;
+        if (blk) {
+          const int64_t s0 = std::min<int64_t>(D, int64_t(blk[k]) * kTileD);
+          const int64_t s1 = std::min<int64_t>(D, s0 + kTileD);
+          const int64_t h = first_hit(xr + s0, wr + s0, s1 - s0, y[k]);
+          if (h >= 0) hit = s0 + h;
+        }
+        am[k] = hit >= 0 ? hit : first_hit(xr, wr, D, y[k]);
+      }
   });
 }
 

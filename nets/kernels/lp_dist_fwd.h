@@ -20,7 +20,7 @@ namespace lpk {
 
 constexpr int64_t kTileB = 32;
 constexpr int64_t kTileN = 192;
-constexpr int64_t kTileD = 512;
+constexpr int64_t kTileD = 256;
 // Finite-p micro-tile: 2 x-rows x kPN w-rows (4 with 64-byte vectors: 32 registers, more ILP).
 constexpr int kPN = kVecBytes == 64 ? 4 : 2;
 
@@ -41,9 +41,11 @@ inline void dispatch_pair(int mb, int nb, const F& f) {
 }
 
 // y[i, j] = max(y[i, j], max_{d in [d0, d1)} |x[i, d] - w[j, d]|)
+// blk (optional): blk[i, j] = bidx whenever this D block strictly raises y[i, j], so after all
+// blocks it holds the FIRST block that contains a maximal coordinate.
 template <class T, int MB, int NB>
 void linf_micro(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t d0, int64_t d1,
-                T* y, int64_t ldy) {
+                T* y, int64_t ldy, int32_t* blk, int32_t bidx) {
   using V = Vec<T>;
   constexpr int W = VT<T>::W;
   V acc[MB][NB];
@@ -71,7 +73,10 @@ void linf_micro(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t d0, in
     for (int j = 0; j < NB; ++j) {
       const T v = hmax<T>(acc[i][j]);
       T& out = y[i * ldy + j];
-      out = v > out ? v : out;
+      if (v > out) {
+        out = v;
+        if (blk) blk[i * ldy + j] = bidx;
+      }
     }
 }
 
@@ -106,7 +111,8 @@ void lpsum_micro(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t d0, i
 }
 
 template <class T>
-using LinfMicroFn = void (*)(const T*, int64_t, const T*, int64_t, int64_t, int64_t, T*, int64_t);
+using LinfMicroFn = void (*)(const T*, int64_t, const T*, int64_t, int64_t, int64_t, T*, int64_t,
+                             int32_t*, int32_t);
 
 template <class T>
 LinfMicroFn<T> linf_micro_for(int mb, int nb) {
@@ -128,9 +134,11 @@ void for_each_tile(int64_t B, int64_t N, const F& body) {
   });
 }
 
-// y must be zero-filled, [B, N] row-major; x [B, D], w [N, D] row-major.
+// y must be zero-filled, [B, N] row-major; x [B, D], w [N, D] row-major. blk (optional, zero-filled
+// int32 [B, N]) receives the first kTileD-block of D holding each pair's maximal coordinate.
 template <class T>
-void linf_forward(const T* x, const T* w, T* y, int64_t B, int64_t N, int64_t D) {
+void linf_forward(const T* x, const T* w, T* y, int64_t B, int64_t N, int64_t D,
+                  int32_t* blk = nullptr) {
   for_each_tile(B, N, [&](int64_t b0, int64_t b1, int64_t n0, int64_t n1) {
     for (int64_t d0 = 0; d0 < D; d0 += kTileD) {
       const int64_t d1 = std::min(D, d0 + kTileD);
@@ -138,7 +146,8 @@ void linf_forward(const T* x, const T* w, T* y, int64_t B, int64_t N, int64_t D)
         const int mb = static_cast<int>(std::min<int64_t>(4, b1 - b));
         for (int64_t n = n0; n < n1; n += 3) {
           const int nb = static_cast<int>(std::min<int64_t>(3, n1 - n));
-          linf_micro_for<T>(mb, nb)(x + b * D, D, w + n * D, D, d0, d1, y + b * N + n, N);
+          linf_micro_for<T>(mb, nb)(x + b * D, D, w + n * D, D, d0, d1, y + b * N + n, N,
+                                    blk ? blk + b * N + n : nullptr, static_cast<int32_t>(d0 / kTileD));
         }
       }
     }
