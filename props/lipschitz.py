@@ -141,7 +141,7 @@ def search_lipschitz(model, *, budget: int = DEFAULT_BUDGET, seed: int = 0, doma
         return LipschitzSearchResult(0.0, 0.0, zero, zero.copy(), 0, 0.0, 0.0, target.rigorous, "none",
                                      budget, target.description, (float(domain[0]), float(domain[1])),
                                      list(target.notes))
-    results = [_result(target, p, budget, domain) for p in pairs[:_JUDGED]]
+    results = [_result(target, p, target.evaluations + 2 * _JUDGED, domain) for p in pairs[:_JUDGED]]
     return max(results, key=lambda r: (r.ratio_lower, r.ratio))
 
 

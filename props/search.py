@@ -258,4 +258,5 @@ def search_pairs(target: Target, *, budget: int = 4096, seed: int = 0, domain=(0
     else:
         s.local_phase(int(0.6 * budget))
     s.refine_phase(max(0, s.left()))
+    target.evaluations = s.used  # what the search actually spent (for the result)
     return s.best

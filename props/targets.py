@@ -44,6 +44,7 @@ class Target:
     notes: list[str] = field(default_factory=list)
     n_params: int = 0  # number of weights (decides threading in the search)
     grad_cost: float = 3.0  # one surrogate forward+backward, in single-input exact evaluations
+    evaluations: int = 0  # set by the last search on this target
 
 
 def _heuristic_enclose(evaluate):

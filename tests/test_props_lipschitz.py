@@ -151,3 +151,8 @@ def test_onnx_with_fixed_batch_size(tmp_path, batch):
     r = search_lipschitz(path, budget=256)
     assert r.rigorous and 2.9 < r.ratio_lower <= 3.0 + 1e-6  # ‖x − w‖₁ on 3 inputs: exactly 3
     assert check_lipschitz(path, 3.0, budget=256).ratio_lower <= 3.0
+
+
+def test_budget_is_respected_roughly():
+    r = search_lipschitz(_net(seed=6), budget=1000)
+    assert 500 <= r.evaluations <= 1000 * 1.2
