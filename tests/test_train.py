@@ -246,3 +246,18 @@ def test_nonfinite_loss_raises_user_error(monkeypatch):
     monkeypatch.setattr(T, "_loss", lambda *a: orig(*a) * float("nan"))
     with pytest.raises(TrainingDiverged, match="non-finite loss"):
         run_training(_tiny(epochs=1, p_warm_epochs=0.25, anneal_epochs=0.5), None)
+
+
+@pytest.mark.data
+def test_mnist_small_path_on_real_data(tmp_path):
+    from verify.datasets import default_data_dir
+
+    root = default_data_dir()
+    if root is None or not (root / "mnist").is_dir():
+        pytest.skip("../shared/data/mnist is absent (real MNIST not available here)")
+    cfg = apply_overrides(get_preset("mnist-small"), data_dir=str(root), train_limit=1024,
+                          test_limit=256, epochs=2, width=32, depth=3, batch_size=256, threads=1)
+    res = run_training(cfg, tmp_path / "m")
+    assert res.metrics["test"]["n"] == 256
+    model, meta = load_checkpoint(tmp_path / "m")
+    assert meta["dataset"] == "mnist" and model.config.input_shape == (1, 28, 28)
