@@ -32,7 +32,7 @@ import numpy as np
 from props.floaterr import NoErrorBound
 from props.search import Pair, search_pairs
 from props.targets import Target, as_target
-from verify.errors import DataError
+from verify.errors import DataError, ModelError
 
 DEFAULT_BUDGET = 4096
 _JUDGED = 8
@@ -86,7 +86,7 @@ def judge_pair(target: Target, x: np.ndarray, x_prime: np.ndarray) -> tuple[floa
     rigorous = target.rigorous
     try:
         lo, hi = target.enclose(xs)
-    except NoErrorBound:
+    except (NoErrorBound, ModelError):  # no rigorous enclosure here: say so, use the heuristic
         from props.targets import _heuristic_enclose
         lo, hi = _heuristic_enclose(target.evaluate)(xs)
         rigorous = False
