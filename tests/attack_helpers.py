@@ -74,7 +74,16 @@ def linf_net_onnx(path, weights, bias, input_shape, metadata=None):
 
 
 def train_relu_mlp(x, y, hidden=(64,), epochs=30, lr=1e-2, seed=0, batch=64):
-    """Plain (undefended) ReLU MLP, Adam; returns [(W, b), ...] as numpy float32."""
+    """Plain (undefended) ReLU MLP, Adam; returns [(W, b), ...] as numpy float32 (1 torch thread)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(x, y, hidden, epochs, lr, seed, batch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(x, y, hidden, epochs, lr, seed, batch):
     torch.manual_seed(seed)
     d = int(np.prod(x.shape[1:]))
     sizes = [d, *hidden, int(y.max()) + 1]
