@@ -45,6 +45,15 @@ def build_model(layers, in_shape, path, *, metadata=None) -> Path:
         if kind == "linf":
             nodes.append(h.make_node("LinfDist", ins, [out], name=f"n{i}", domain="linf"))
             used = True
+        elif kind == "linf_std":  # the same layer written with standard ops (third-party style)
+            ax1, ax2 = f"ax1_{i}", f"ax2_{i}"
+            inits += [nh.from_array(np.array([1], np.int64), ax1), nh.from_array(np.array([2], np.int64), ax2)]
+            nodes += [h.make_node("Unsqueeze", [x, ax1], [f"u{i}"]),
+                      h.make_node("Sub", [f"u{i}", ins[1]], [f"s{i}"]),
+                      h.make_node("Abs", [f"s{i}"], [f"a{i}"]),
+                      h.make_node("ReduceMax", [f"a{i}", ax2], [f"r{i}" if len(ins) > 2 else out], keepdims=0)]
+            if len(ins) > 2:
+                nodes.append(h.make_node("Add", [f"r{i}", ins[2]], [out]))
         elif kind == "gemm":
             nodes.append(h.make_node("Gemm", ins, [out], name=f"n{i}", transB=1))
         elif kind == "add":
@@ -73,7 +82,7 @@ def build_model(layers, in_shape, path, *, metadata=None) -> Path:
 
 def _out_dim(layers) -> int:
     for layer in reversed(layers):
-        if layer[0] in ("linf", "gemm"):
+        if layer[0] in ("linf", "linf_std", "gemm"):
             return int(np.asarray(layer[1]).shape[0])
     raise ValueError("no layer with weights")
 

@@ -243,3 +243,25 @@ def test_refuses_to_certify_under_ftz(head, monkeypatch):
     monkeypatch.setattr(rounding, "flushes_denormals", lambda: True)
     with pytest.raises(ModelError, match="subnormal"):
         certify_batch(load_model(path), x[:2], y[:2], CertifyConfig(0.01, "lipschitz"))
+
+
+def test_standard_op_linf_layers_certify_exactly_like_linfdist(tmp_path):
+    """Issue 5: a third-party ℓ∞-dist net written with Unsqueeze/Sub/Abs/ReduceMax/Add certifies
+    exactly as well as the same net written with linf::LinfDist (same records but the model hash)."""
+    rng = np.random.default_rng(21)
+    layers = [("linf", rng.random((10, 6)).astype(np.float32), None),
+              ("linf", (rng.random((8, 10)) * 0.5).astype(np.float32), rng.normal(0, 0.1, 8).astype(np.float32)),
+              ("linf", (rng.random((4, 8)) * 0.5).astype(np.float32), None), ("neg",)]
+    ours = build_model(layers, [6], tmp_path / "ours.onnx")
+    std = build_model([("linf_std", *lay[1:]) if lay[0] == "linf" else lay for lay in layers], [6],
+                      tmp_path / "std.onnx")
+    x = rng.random((40, 6)).astype(np.float32)
+    y = np.argmax(ort_logits(ours, x), axis=1)
+    assert (ort_logits(std, x) == ort_logits(ours, x)).all()
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    recs = []
+    for m in (ours, std):
+        run_certify(m, tmp_path / "d.npz", eps=0.01, out=tmp_path / f"{m.stem}.jsonl")
+        recs.append([{k: v for k, v in r.items() if k != "model_sha256"} for r in read_records(tmp_path / f"{m.stem}.jsonl")])
+    assert recs[0] == recs[1]
+    assert any(r["status"] == "certified" for r in recs[0])

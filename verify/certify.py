@@ -118,7 +118,7 @@ class Certifier:
         if self.affine is None:
             zlo, zhi = self.model.interval(lo, hi)
             return margins.box_margin(zlo, zhi, y)
-        boxes = _propagate_chunked(self.model, lo, hi)
+        boxes = propagate_boxes(self.model, lo, hi)
         zlo, zhi = boxes[self.model.output_name]
         plain = margins.box_margin(zlo, zhi, y)
         hlo, hhi = boxes[self.affine.input_name]
@@ -297,7 +297,7 @@ def check_inputs(x: np.ndarray, y: np.ndarray, model, domain, indices=None) -> N
                         f"[{domain[0]}, {domain[1]}] (set --domain LO HI)")
 
 
-def _propagate_chunked(model, lo, hi) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def propagate_boxes(model, lo, hi) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """model.propagate for any N (pads to a fixed batch size when the model has one)."""
     bs = getattr(model, "batch_size", None)
     if not bs:

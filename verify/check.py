@@ -30,7 +30,7 @@ import numpy as np
 
 from verify import margins
 from verify.certificates import read_records
-from verify.certify import _propagate_chunked, pair_lipschitz_of
+from verify.certify import propagate_boxes, pair_lipschitz_of
 from verify.errors import CertificateError, ModelError
 
 __all__ = ["run_check", "ort_predict"]
@@ -109,7 +109,7 @@ class _Prover:
             zlo, zhi = self.model.interval(lo, hi)
             m = margins.box_margin(zlo, zhi, y)
             if self.affine is not None:
-                boxes = _propagate_chunked(self.model, lo, hi)
+                boxes = propagate_boxes(self.model, lo, hi)
                 hlo, hhi = boxes[self.affine.input_name]
                 m = np.fmax(m, margins.merged_margin(self.affine.weight, self.affine.bias, hlo, hhi, y))
             return m
