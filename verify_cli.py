@@ -190,8 +190,7 @@ def lipschitz(
         return
     from rich.console import Console
 
-    emp = rep.get("empirical", {}).get("ratio")
-    Console().print(lipschitz_table(rep, emp))
+    Console().print(lipschitz_table(rep, rep.get("empirical")))
     if note:
         typer.echo(note, err=True)
 
