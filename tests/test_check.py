@@ -129,6 +129,14 @@ def test_falsified_with_valid_witness_passes(setup, tmp_path):
     else:
         pytest.skip("no witness found for this random model")
     run_check(_write(tmp_path, recs), path, d / "d.npz")
+    import hashlib
+
+    good = np.asarray(recs[k]["witness"], np.float32)
+    recs[k]["witness_sha256"] = hashlib.sha256(good.tobytes()).hexdigest()
+    run_check(_write(tmp_path, recs, "sha.jsonl"), path, d / "d.npz")
+    recs[k]["witness_sha256"] = "0" * 64
+    with pytest.raises(CertificateError, match="witness_sha256"):
+        run_check(_write(tmp_path, recs, "badsha.jsonl"), path, d / "d.npz")
     recs[k]["witness"] = (np.asarray(recs[k]["witness"]) * 0 + x[recs[k]["index"]]).tolist()
     with pytest.raises(CertificateError, match="witness"):
         run_check(_write(tmp_path, recs, "bad.jsonl"), path, d / "d.npz")

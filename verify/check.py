@@ -245,6 +245,9 @@ def _check_witness(r, x, dom, prover) -> list[str]:
     if not np.isfinite(wa).all() or not np.array_equal(w32.astype(np.float64), wa):
         return [f"index {i}: witness values are not finite float32 numbers"]
     w32 = w32.reshape(x.shape)
+    ws = r.get("witness_sha256")
+    if ws is not None and ws != hashlib.sha256(np.ascontiguousarray(w32).tobytes()).hexdigest():
+        return [f"index {i}: witness_sha256 does not match the witness"]
     if (w32 < dom[0]).any() or (w32 > dom[1]).any():
         return [f"index {i}: witness lies outside the domain {list(dom)}"]
     if not _linf_within(w32, x, r["eps"]):
