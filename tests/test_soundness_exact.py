@@ -230,3 +230,19 @@ def test_chain_uses_onnxruntime_values_and_falls_back(tmp_path):
     chain._sess = None
     b = chain.forward_with_error(x, 0.1)
     assert all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+def test_chain_interval_equals_core_interval(tmp_path):
+    """verify/fastibp.py computes the ℓ∞-dist bounds in onnxruntime: bit-identical to the core."""
+    from verify.fastpath import ChainBound
+
+    rng = np.random.default_rng(8)
+    layers = [("flatten",)] + random_linf_net(rng, [16, 12, 9, 5])
+    model = load_model(build_model(layers, [1, 4, 4], tmp_path / "m.onnx"))
+    chain = ChainBound.build(model)
+    x = rng.random((30, 1, 4, 4)).astype(np.float32)
+    for eps in (0.0, 1e-4, 0.05, 0.4):
+        lo, hi = margins.input_box(x, eps, (0.0, 1.0))
+        a, b = model.interval(lo, hi), chain.interval(lo, hi)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert any(k is not None for k in chain._kernels.values())

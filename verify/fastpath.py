@@ -113,6 +113,46 @@ class ChainBound:
         return vals[self.model.graph.output_name], e, np.maximum(e2, e)
 
 
+    def interval(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sound logit box for the input box [lo, hi], the same float32 values as the core's
+        ``VerifiedModel.interval``: ℓ∞-dist layers through onnxruntime (verify/fastibp.py, each
+        probe-checked bit-identical to the core's kernel), every other node through the core op's
+        own ``interval``. The caller checks FTZ/DAZ (rounding.require_ieee_subnormals)."""
+        from verify.ops.base import Box
+
+        g = self.model.graph
+        vals = {g.input_name: Box(np.asarray(lo, np.float32), np.asarray(hi, np.float32))}
+        for op in g.nodes:
+            args = [None if i == "" else Box.point(g.constants[i]) if i in g.constants else vals[i]
+                    for i in op.inputs]
+            fast = self._box_kernel(op)
+            if fast is not None:
+                out = fast.interval(args[0], args[2] if len(args) > 2 else None)
+            else:
+                out = op.interval(*args)
+            vals[op.outputs[0]] = out
+        b = vals[g.output_name]
+        return b.lo, b.hi
+
+    def _box_kernel(self, op):
+        if not hasattr(self, "_kernels"):
+            self._kernels = {}
+        if op.name not in self._kernels:
+            k = None
+            if op.domain == "linf" and op.op_type == "LinfDist" and 1 in op.consts:
+                from verify.fastibp import OrtLinfBox
+
+                k = OrtLinfBox.build(op.consts[1], _threads())
+            self._kernels[op.name] = k
+        return self._kernels[op.name]
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _ort_values_session(model, names):
     """An onnxruntime session of the model file exposing ``names`` as extra outputs, or None
     (fixed batch size, external data, unknown tensor names, or onnxruntime refuses)."""
@@ -134,9 +174,7 @@ def _ort_values_session(model, names):
                 proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(n))
         so = ort.SessionOptions()
         so.log_severity_level = 3
-        import torch
-
-        so.intra_op_num_threads = torch.get_num_threads()  # follow the process' thread setting
+        so.intra_op_num_threads = _threads()  # follow the process' thread setting
         return ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
     except Exception:  # any failure only disables this speed-up
         return None
