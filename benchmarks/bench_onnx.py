@@ -2,12 +2,13 @@
 
     python benchmarks/bench_onnx.py                       # MNIST-sized pure net 5×512, batch 256
     python benchmarks/bench_onnx.py --checkpoint DIR      # a trained checkpoint instead
-    python benchmarks/bench_onnx.py --conv --json out.json
+    python benchmarks/bench_onnx.py --conv --batch 1 256 2048 --json out.json
 
 Every engine runs in the same process on the same inputs with the same thread count; each figure is
 the best of `--repeats` timed runs after one warm-up (the machine is shared: best-of is the least
 noisy estimator). "G el/s" counts N·M·D pair-elements of the ℓ∞-dist layers only. The parity column
-is the max |ORT − torch| over the batch (pure nets are expected to be bit-identical).
+is the max |ORT − torch| over the batch (pure nets are expected to be bit-identical). "ORT+pyop" is
+the optional fast path export.fast_ort (needs onnxruntime-extensions; n/a without it).
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def dist_elements(model: torch.nn.Module, input_shape, n: int) -> int:
     return total
 
 
-def bench_model(name: str, model, input_shape, batch: int, threads: int, repeats: int) -> dict:
+def bench_model(name: str, model, input_shape, batch: int, threads: int, repeats: int,
+                reference: bool = True) -> dict:
     """ORT (function bodies) vs torch backends on one model; returns a result row."""
     model.eval()
     torch.set_num_threads(threads)
@@ -71,7 +73,18 @@ def bench_model(name: str, model, input_shape, batch: int, threads: int, repeats
     els = dist_elements(model, input_shape, batch)
     row = {"model": name, "batch": batch, "threads": threads, "dist_G_elements": els / 1e9,
            "ort_samples_per_s": batch / t_ort, "ort_G_el_per_s": els / t_ort / 1e9}
-    for backend in ("reference", "auto"):
+    try:
+        from export.fast_ort import fast_session
+
+        fast = fast_session(build_onnx(model, input_shape=input_shape), threads=threads)
+        y_fast = fast.run(None, {"input": x})[0]
+        t_fast = best_time(lambda: fast.run(None, {"input": x}), repeats)
+        row["fast_samples_per_s"] = batch / t_fast
+        row["fast_bit_identical"] = bool(np.array_equal(y_fast, y_ort))
+    except Exception as e:  # optional: onnxruntime-extensions missing (ModelError) or failing
+        row["fast_samples_per_s"] = None
+        row["fast_error"] = str(e).splitlines()[0]
+    for backend in ("reference", "auto") if reference else ("auto",):
         set_backend(model, backend)
         with torch.no_grad():
             y_t = model(xt).numpy()
@@ -86,6 +99,10 @@ def bench_model(name: str, model, input_shape, batch: int, threads: int, repeats
     except (ImportError, AttributeError):
         row["torch_auto_backend"] = "reference (no nets.kernels.active_backend)"
     return row
+
+
+def _fmt(v, spec: str) -> str:
+    return "skipped" if v is None else spec.format(v)
 
 
 def models(args) -> list[tuple[str, torch.nn.Module, tuple[int, int, int]]]:
@@ -114,27 +131,34 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--checkpoint", help="checkpoint directory to benchmark instead of a random net")
     ap.add_argument("--depth", type=int, default=5)
     ap.add_argument("--width", type=int, default=512)
-    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--batch", type=int, nargs="+", default=[256], help="one or more batch sizes")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-reference", dest="reference", action="store_false",
+                    help="skip the (slow) pure-torch reference op")
     ap.add_argument("--conv", action="store_true", help="also benchmark a small CIFAR conv model")
     ap.add_argument("--json", type=Path, help="write the result rows as JSON")
     args = ap.parse_args(argv)
-    rows = [bench_model(n, m, s, args.batch, args.threads, args.repeats) for n, m, s in models(args)]
+    rows = [bench_model(n, m, s, b, args.threads, args.repeats, args.reference)
+            for n, m, s in models(args) for b in args.batch]
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"onnxruntime (linf function bodies) vs torch, batch {args.batch}, {args.threads} thread(s)")
-    for col in ("model", "ORT samples/s", "ORT G el/s", "torch ref samples/s", "torch auto samples/s",
+    t = Table(title=f"onnxruntime (linf function bodies) vs torch, {args.threads} thread(s), samples/s")
+    for col in ("model", "batch", "ORT", "ORT G el/s", "ORT+pyop", "torch ref", "torch auto",
                 "ORT/torch ref", "ORT/torch auto", "max|ORT−torch|"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r["model"], f"{r['ort_samples_per_s']:.0f}", f"{r['ort_G_el_per_s']:.2f}",
-                  f"{r['torch_reference_samples_per_s']:.0f}", f"{r['torch_auto_samples_per_s']:.0f}",
-                  f"{r['ort_over_torch_reference']:.2f}×", f"{r['ort_over_torch_auto']:.2f}×",
+        fast = "n/a" if r["fast_samples_per_s"] is None else (
+            f"{r['fast_samples_per_s']:.0f}" + ("" if r.get("fast_bit_identical") else " (differs!)"))
+        t.add_row(r["model"], str(r["batch"]), f"{r['ort_samples_per_s']:.0f}", f"{r['ort_G_el_per_s']:.2f}",
+                  fast, _fmt(r.get("torch_reference_samples_per_s"), "{:.0f}"),
+                  f"{r['torch_auto_samples_per_s']:.0f}", _fmt(r.get("ort_over_torch_reference"), "{:.2f}×"),
+                  f"{r['ort_over_torch_auto']:.2f}×",
                   f"{r['max_abs_diff_auto']:.2g}")
     Console(width=160).print(t)
-    Console().print(f"torch 'auto' backend: {rows[0]['torch_auto_backend']}")
+    Console().print(f"torch 'auto' backend: {rows[0]['torch_auto_backend']}; ORT+pyop = export.fast_ort "
+                    f"(onnxruntime-extensions Python ops on nets' kernel): {rows[0].get('fast_error', 'available')}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return rows
