@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 import onnxruntime as ort
 from onnx import TensorProto as T
 from onnx import helper as h
@@ -260,3 +261,15 @@ def mixed_head_net(rng):
     return [("linf", rng.random((10, 6)).astype(np.float32), None),
             ("linf", (rng.random((8, 10)) * 0.5).astype(np.float32), np.full(8, -0.6, np.float32)),
             ("gemm", rng.normal(0, 3, (4, 8)).astype(np.float32), rng.normal(0, 0.1, 4).astype(np.float32))]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tests with one torch thread (restored afterwards): on this shared 2-core
+    machine torch's thread pool spins under load and makes small kernels 50× slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 
 from certify_helpers import build_model, exact_margin, ort_logits, random_linf_net
+from certify_helpers import one_torch_thread  # noqa: F401  (module fixture, used through pytestmark)
 from verify.certificates import read_records
 from verify.certify import CertifyConfig, certify_batch
 from verify.certify_run import parse_shard, run_certify, select_indices
 from verify.errors import DataError, LinfVerifyError
 from verify.model import load_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

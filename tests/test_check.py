@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 
 from certify_helpers import build_model, mixed_head_net, ort_logits, random_linf_net
+from certify_helpers import one_torch_thread  # noqa: F401  (module fixture, used through pytestmark)
 from verify.certify_run import run_certify
 from verify.check import run_check
 from verify.errors import CertificateError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

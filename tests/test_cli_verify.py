@@ -9,9 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from certify_helpers import build_model, mixed_head_net, ort_logits
+from certify_helpers import one_torch_thread  # noqa: F401  (module fixture, used through pytestmark)
 from verify_cli import app
 
 runner = CliRunner()
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

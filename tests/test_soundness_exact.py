@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from certify_helpers import (
+    one_torch_thread,  # noqa: F401  (module fixture, used through pytestmark)
     build_model, exact_logits, exact_margin, exact_margin_pwl, exact_pwl_logits, exact_range,
     exact_robust_radius, ort_logits, random_linf_net,
 )
@@ -30,6 +31,8 @@ from verify.model import load_model
 
 DOMAIN = (-1.0, 2.0)
 METHODS = ("lipschitz", "ibp", "auto")
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _family(rng, kind):
