@@ -293,6 +293,7 @@ def attack(
     domain: Annotated[tuple[float, float], typer.Option(help="input domain LO HI")] = (0.0, 1.0),
     split: Annotated[str, typer.Option(help="data split for named data sets")] = "test",
     certs: Annotated[Optional[Path], typer.Option(help="certificate file of this model: run the soundness alarm against it")] = None,
+    skip_certified: Annotated[bool, typer.Option(help="do not attack samples --certs proves robust at ≥ eps (faster; the alarm then covers the rest)")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON summary object on stdout")] = False,
 ):
     """Falsify with APGD (CE, DLR, targeted; smoothed gradients for ℓ∞-dist layers); every witness is replayed in onnxruntime."""
@@ -304,7 +305,7 @@ def attack(
     cfg = AttackConfig(steps=steps, restarts=restarts, n_target_classes=targets, surrogate=surrogate,
                        batch_size=batch_size, seed=seed)
     summary = run_attack(model, data, eps=eps, out=out, cfg=cfg, domain=domain, limit=limit,
-                         data_dir=data_dir, split=split, certs=certs)
+                         data_dir=data_dir, split=split, certs=certs, skip_certified=skip_certified)
     if json_out:
         typer.echo(json.dumps(summary))
         return

@@ -72,6 +72,13 @@ def test_honest_certifier_never_conflicts_on_linf_net(tmp_path):
         assert r.exit_code == 0, r.output
         s = json.loads(r.stdout)
         assert "alarm_pairs_checked" in s
+        n_cert = sum(json.loads(line)["status"] == "certified" for line in certs.read_text().splitlines())
+        r = runner.invoke(app, ["attack", str(model), "--data", str(data), "--eps", eps, "--out", str(wits),
+                                "--steps", "30", "--certs", str(certs), "--skip-certified", "--json"])
+        assert r.exit_code == 0, r.output
+        s2 = json.loads(r.stdout)
+        assert s2["skipped_certified"] == n_cert
+        assert s2["robust_accuracy"] >= n_cert / s2["n"]  # skipped certified samples stay robust
 
 
 def _rec(status, eps=0.1, radius=0.0, dist=None, sha="a" * 64):

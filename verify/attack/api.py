@@ -46,12 +46,25 @@ def alarm_against(cert_path: str | os.PathLike, witness_records: list[dict], wit
     return check_consistency(certs, cert_path, witness_records, witness_path, inputs)
 
 
+def _proven_mask(cert_path, x: np.ndarray, eps: float) -> np.ndarray:
+    """Samples whose certificate proves the closed ε-ball (status certified at eps' ≥ ε)."""
+    from verify.certificates import input_sha256, read_records
+
+    proven = {c["input_sha256"] for c in read_records(cert_path)
+              if c["status"] == "certified" and c["eps"] >= eps}
+    return np.array([input_sha256(xi) in proven for xi in x], dtype=bool)
+
+
 def run_attack(model_path: str | os.PathLike, data: str | os.PathLike, *, eps: float,
                out: str | os.PathLike, cfg: AttackConfig | None = None,
                domain: tuple[float, float] = (0.0, 1.0), limit: int | None = None,
                data_dir: str | os.PathLike | None = None, split: str = "test",
-               certs: str | os.PathLike | None = None) -> dict:
-    """Attack the first ``limit`` samples of ``data`` at ε; write witnesses to ``out``; summary dict."""
+               certs: str | os.PathLike | None = None, skip_certified: bool = False) -> dict:
+    """Attack the first ``limit`` samples of ``data`` at ε; write witnesses to ``out``; summary dict.
+
+    ``skip_certified`` (needs ``certs``): do not attack samples the certificate file proves robust at
+    a radius ≥ ε (a sound proof says no witness exists); the alarm then only covers the others.
+    """
     from verify.datasets import load_arrays
     from verify.model import load_model
 
@@ -65,10 +78,17 @@ def run_attack(model_path: str | os.PathLike, data: str | os.PathLike, *, eps: f
     x, y = load_arrays(data, split, data_dir)
     n = len(x) if limit is None else min(limit, len(x))
     x, y = x[:n], y[:n]
-    res = attack_arrays(model_path, x, y, eps, cfg, domain)
+    skip = None
+    if skip_certified:
+        if certs is None:
+            raise LinfVerifyError("--skip-certified needs --certs")
+        skip = _proven_mask(certs, x, eps)
+    res = attack_arrays(model_path, x, y, eps, cfg, domain, skip=skip)
     records = res.records(x)
     write_jsonl_atomic(out, records)
     summary = res.summary() | {"out": str(out)}
+    if skip is not None:
+        summary["skipped_certified"] = int(skip.sum())
     if certs is not None:
         summary["alarm_pairs_checked"] = alarm_against(certs, records, out, x, res.model_sha256)
     return summary
