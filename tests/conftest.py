@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from nets.models import ModelConfig
+
+# The test machines have 2 cores that other processes share: one intra-op thread is faster for the
+# small tensors tests use (two threads measured 10-700x slower under load) and makes timings of the
+# whole suite predictable. Tests that exercise threading set it themselves.
+torch.set_num_threads(1)
 
 TINY = {
     "linf": dict(arch="linf", input_shape=(1, 8, 8), depth=3, width=16, num_classes=10),
