@@ -451,3 +451,21 @@ def test_block_hint_argmax_matches_full_scan(ext, dtype):
     a = (x[:, None] - w[None]).abs()
     first = torch.stack([torch.nonzero(a[b, n] == y[b, n])[0, 0] for b in range(9) for n in range(11)])
     assert torch.equal(ext.linf_argmax(x, w, y, blk).flatten(), first)
+
+
+@pytest.mark.slow
+def test_generic_build_is_correct(tmp_path):
+    """The portable build (no -mavx2, what a non-AVX2 CPU gets) compiles and matches the oracle."""
+    code = ("import math, torch; from nets.kernels import _build, cpu; "
+            "assert _build.variant() == 'generic'; m = _build.load_cpu_extension(); "
+            "assert m is not None, _build.build_status(); "
+            "assert _build.load_wide_extension() is None; "
+            "g = torch.Generator().manual_seed(0); x = torch.randn(7, 45, generator=g); "
+            "w = torch.randn(5, 45, generator=g); "
+            "err = [((cpu.cpu_lp_dist(x, w, p).double() - torch.cdist(x.double(), w.double(), p=p)).abs().max().item()) "
+            "for p in (1.0, 2.0, 8.0, 13.7, math.inf)]; print(max(err))")
+    env = dict(os.environ, LINFVERIFY_CACHE_DIR=str(tmp_path), LINFVERIFY_CPU_VARIANT="generic",
+               PYTHONPATH=str(Path(__file__).parents[1]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.strip()) < 1e-5

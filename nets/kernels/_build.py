@@ -65,8 +65,13 @@ def cpu_has_avx512() -> bool:
     return {"avx512f", "avx512dq", "avx512vl", "avx512bw"} <= flags
 
 
+VARIANT_ENV = "LINFVERIFY_CPU_VARIANT"
+
+
 def variant() -> str:
-    """"avx2" on x86-64 CPUs with AVX2+FMA, else "generic"."""
+    """"avx2" on x86-64 CPUs with AVX2+FMA, else "generic" (LINFVERIFY_CPU_VARIANT=generic forces it)."""
+    if os.environ.get(VARIANT_ENV, "").strip().lower() == "generic":
+        return "generic"
     if platform.machine().lower() in ("x86_64", "amd64") and cpu_has_avx2():
         return "avx2"
     return "generic"
