@@ -9,6 +9,12 @@ Public API (the contract with `nets.ops`):
   "reference (<why>)". Calling it for the CPU triggers the one-time build (~45 s, cached on disk).
 - `linf_forward_nograd(x, w) -> Tensor`: max_d |x_b − w_n| without autograd, on the fast kernel when
   available, else a chunked pure-torch loop; both give the correctly rounded exact value.
+- `kernel_info() -> dict`: what runs where (also `python verify_cli.py kernels [--json]`).
+
+Environment: `LINFVERIFY_KERNELS=reference` (no fast path anywhere), `LINFVERIFY_CACHE_DIR` (build
+cache, default `~/.cache/linfverify/kernels`), `LINFVERIFY_WIDE=0` (no AVX-512 build for finite p),
+`LINFVERIFY_CPU_VARIANT=generic` (portable build without -mavx2). Inputs with NaN/inf, float16/bf16,
+empty dimensions or mixed dtypes get None (the reference handles them).
 """
 
 from __future__ import annotations

@@ -37,13 +37,13 @@ class _CpuLpDist(torch.autograd.Function):
     """y = ‖x_b − w_n‖_p on the C++ kernels; saves x, w, y (no B×N×D tensor, ever)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, w: Tensor, p: float, ext) -> Tensor:
+    def forward(ctx, x: Tensor, w: Tensor, p: float, ext, want_grad: bool) -> Tensor:
         x = x.contiguous()
         w = w.contiguous()
         blk = None
         if not math.isinf(p):
             y = ext.lp_forward(x, w, float(p))
-        elif x.requires_grad or w.requires_grad:
+        elif want_grad:
             y, blk = ext.linf_forward_blk(x, w)  # + where each max is: a shorter argmax scan later
         else:
             y = ext.linf_forward(x, w)
@@ -58,7 +58,7 @@ class _CpuLpDist(torch.autograd.Function):
         x, w, y, blk = ctx.saved_tensors
         need_gx, need_gw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_gx or need_gw):
-            return None, None, None, None
+            return None, None, None, None, None
         ext = ctx.ext
         g = g.contiguous().to(x.dtype)
         if math.isinf(ctx.p):
@@ -66,7 +66,7 @@ class _CpuLpDist(torch.autograd.Function):
             gx, gw = ext.linf_backward(g, x, w, am, need_gx, need_gw)
         else:
             gx, gw = ext.lp_backward(g, x, w, y, float(ctx.p), need_gx, need_gw)
-        return (gx if need_gx else None), (gw if need_gw else None), None, None
+        return (gx if need_gx else None), (gw if need_gw else None), None, None, None
 
 
 def cpu_lp_dist(x: Tensor, w: Tensor, p: float) -> Tensor | None:
@@ -82,7 +82,8 @@ def cpu_lp_dist(x: Tensor, w: Tensor, p: float) -> Tensor | None:
         return None  # NaN/inf: the reference propagates them exactly as torch does
     if not math.isinf(p):
         ext = load_wide_extension() or ext  # finite p: the AVX-512 build where the CPU has it
-    return _CpuLpDist.apply(x, w, float(p), ext)
+    want_grad = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
+    return _CpuLpDist.apply(x, w, float(p), ext, want_grad)
 
 
 def _all_finite(x: Tensor, w: Tensor) -> bool:
