@@ -30,7 +30,9 @@ class AttackConfig:
     steps: iterations per run; restarts: random restarts per run; losses: untargeted losses run in
     order ("ce", "dlr", "margin"); n_target_classes: targeted runs (targeted DLR) on the top-k
     non-label classes; surrogate: "auto" (smoothed gradient for models with ℓ∞-dist layers),
-    "on" or "off"; surrogate_p: ℓp exponent of the smoothed gradient; rho: APGD halving threshold;
+    "on" or "off"; surrogate_p: ℓp exponent of the smoothed gradient (an integer is fastest);
+    exact_repeats: with the surrogate, also rerun every run with the exact subgradient (slower,
+    rarely stronger); rho: APGD halving threshold;
     batch_size: samples per batch; seed: RNG seed (runs are deterministic given it);
     num_threads: torch threads while attacking (1 is fastest on a small shared CPU; 0 = unchanged).
     """
@@ -41,6 +43,7 @@ class AttackConfig:
     n_target_classes: int = 3
     surrogate: str = "auto"
     surrogate_p: float = 16.0
+    exact_repeats: bool = False  # with the surrogate: also repeat every run with the exact gradient
     rho: float = 0.75
     batch_size: int = 256
     seed: int = 0

@@ -84,15 +84,23 @@ def schedule(cfg: AttackConfig, has_linf: bool, num_classes: int) -> list[tuple[
     """The ordered runs: (loss, target rank or None, gradient p). Each run is repeated per restart.
 
     Untargeted runs of ``cfg.losses`` first, then targeted DLR (targeted margin when fewer than 4
-    classes) on the top ``n_target_classes`` other classes. With the surrogate active, every run
-    is done with the smoothed gradient (p = surrogate_p) and again with the exact subgradient.
+    classes) on the top ``n_target_classes`` other classes, all with the exact gradient. With the
+    surrogate active (ℓ∞-dist layers), one cheap exact-gradient run of the first loss screens the
+    easy samples, then every run uses the smoothed gradient (p = surrogate_p); with
+    ``cfg.exact_repeats`` every run is also repeated with the exact gradient.
     """
     use_sur = cfg.surrogate == "on" or (cfg.surrogate == "auto" and has_linf)
-    ps = [cfg.surrogate_p, math.inf] if use_sur else [math.inf]
     runs = [(loss, None) for loss in cfg.losses]
     tloss = "dlr" if num_classes >= 4 else "margin"
     runs += [(tloss, r) for r in range(min(cfg.n_target_classes, num_classes - 1))]
-    return [(loss, t, p) for (loss, t) in runs for p in ps]
+    if not use_sur:
+        return [(loss, t, math.inf) for (loss, t) in runs]
+    out = [(runs[0][0], runs[0][1], math.inf)] if runs else []
+    for loss, t in runs:
+        out.append((loss, t, cfg.surrogate_p))
+        if cfg.exact_repeats and (loss, t) != runs[0]:
+            out.append((loss, t, math.inf))
+    return out
 
 
 def _validate_inputs(x, y, eps, shape):
