@@ -215,7 +215,8 @@ def train(
     anneal_epochs: Annotated[Optional[float], typer.Option(help="epochs of p annealing 8 → 1000")] = None,
     weight_decay: Annotated[Optional[float], typer.Option(help="ℓp weight decay of dist layers")] = None,
     ema_decay: Annotated[Optional[float], typer.Option(help="EMA decay (0.99 or 0.999)")] = None,
-    members: Annotated[Optional[int], typer.Option(help="train K independent members, save a fusion ensemble")] = None,
+    members: Annotated[Optional[int], typer.Option(help="train K members (seeds seed..seed+K-1), save a fusion ensemble")] = None,
+    joint: Annotated[bool, typer.Option("--joint", help="with --members: train the members jointly (loss on the fused output)")] = False,
     holdout: Annotated[Optional[int], typer.Option(help="withhold the last N training samples for per-epoch evaluation")] = None,
     eval_limit: Annotated[Optional[int], typer.Option(help="per-epoch evaluation on the first N samples only")] = None,
     train_limit: Annotated[Optional[int], typer.Option(help="train on the first N samples only")] = None,
@@ -234,7 +235,7 @@ def train(
     opts = dict(epochs=epochs, seed=seed, device=device, width=width, depth=depth, hidden=hidden,
                 batch_size=batch_size, lr=lr, eps_train=eps_train, eps_test=eps_test,
                 p_warm_epochs=p_warm_epochs, anneal_epochs=anneal_epochs, weight_decay=weight_decay,
-                ema_decay=ema_decay, members=members, holdout=holdout, eval_limit=eval_limit,
+                ema_decay=ema_decay, members=members, joint=joint or None, holdout=holdout, eval_limit=eval_limit,
                 train_limit=train_limit, test_limit=test_limit, backend=backend, threads=threads,
                 data_dir=None if data_dir is None else str(data_dir))
     if out is None:

@@ -81,7 +81,9 @@ class TrainConfig:
     backend: str = "auto"              # distance op: auto | reference | cpu | cuda
     threads: int | None = None         # CPU threads for torch (None: torch's default); small nets
                                        # run fastest on 1 thread, especially on a busy machine
-    members: int = 1                   # >1: train an ensemble of independent members (fusion)
+    members: int = 1                   # >1: train an ensemble of members (seeds seed, seed+1, ...)
+    joint: bool = False                # members > 1: train them jointly as one fusion ensemble
+                                       # (loss on the fused logits/bounds) instead of independently
     eval_batch_size: int = 1000
     notes: dict = field(default_factory=dict)
 

@@ -1,6 +1,7 @@
 """The training loop of ℓ∞-dist nets (one loop for every model kind), EMA, DDP, ensembles.
 
-`run_training(cfg, out)` trains `cfg.members` independent members (seeds seed, seed+1, ...), each
+`run_training(cfg, out)` trains `cfg.members` members (seeds seed, seed+1, ...; independently, or
+jointly as one fusion ensemble with `cfg.joint`), each
 with Adam(β = (0.9, 0.99), eps 1e-10), the schedules of nets.schedules updated every iteration, and
 an EMA of parameters AND buffers (`torch.optim.swa_utils.AveragedModel`, use_buffers=True). The EMA
 copy is what is evaluated each epoch (p = ∞, eval mode), returned and saved (nets.checkpoint).
@@ -30,7 +31,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from nets import losses, schedules
 from nets.data import AUGMENT, DataSplits, iterate_batches, load_splits, num_batches
-from nets.evaluate import evaluate
+from nets.ensemble import ConvexEnsemble
+from nets.evaluate import evaluate, margin_lower_bounds
 from nets.models import ModelConfig, build_model, set_backend, set_p
 from nets.presets import ConfigError, TrainConfig, TrainingDiverged, validate
 
@@ -132,6 +134,10 @@ class _Objective(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor, eps: float):
         m = self.model
+        if isinstance(m, ConvexEnsemble):  # joint training: fused logits and fused bounds
+            if not self.needs_bounds:
+                return m(x), None
+            return margin_lower_bounds(m, x, y, eps)
         if m.head is None:
             return m(x), None
         feats = m.trunk(x)
@@ -165,12 +171,20 @@ def train_member(cfg: TrainConfig, splits: DataSplits, *, seed: int, member: int
                  log: Callable[[EpochLog], None] | None = None,
                  eval_xy: tuple[Tensor, Tensor] | None = None) -> tuple[nn.Module, list[EpochLog]]:
     """Train one model from `seed`; returns (EMA model in eval mode at p = ∞, per-epoch log)."""
-    torch.manual_seed(seed)  # same on every rank: identical init
-    model = build_model(model_config_for(cfg, splits.input_shape)).to(device)
+    mcfg = model_config_for(cfg, splits.input_shape)
+    if cfg.joint and cfg.members > 1:
+        parts = []
+        for k in range(cfg.members):
+            torch.manual_seed(seed + k)  # same on every rank: identical init
+            parts.append(build_model(mcfg))
+        model: nn.Module = ConvexEnsemble(parts, mode="fusion").to(device)
+    else:
+        torch.manual_seed(seed)  # same on every rank: identical init
+        model = build_model(mcfg).to(device)
     set_backend(model, cfg.backend)
     model.train()
     ema = make_ema(model, cfg.ema_decay)
-    needs_bounds = cfg.loss in ("ibp", "mixture") and model.head is not None
+    needs_bounds = cfg.loss in ("ibp", "mixture") and cfg.arch != "linf"
     obj: nn.Module = _Objective(model, needs_bounds)
     if dist.enabled:
         obj = nn.parallel.DistributedDataParallel(
@@ -266,16 +280,14 @@ def run_training(cfg: TrainConfig, out: str | os.PathLike | None = None, *,
     eval_on, eval_xy = _eval_slice(cfg, splits)
     t0 = time.perf_counter()
     members, history = [], []
-    for k in range(cfg.members):
+    for k in range(1 if cfg.joint else cfg.members):
         m, h = train_member(cfg, splits, seed=cfg.seed + k, member=k, device=device, dist=dist,
                             log=log, eval_xy=eval_xy)
         members.append(m)
         history.extend(h)
     train_seconds = time.perf_counter() - t0
     model = members[0]
-    if cfg.members > 1:
-        from nets.ensemble import ConvexEnsemble
-
+    if cfg.members > 1 and not cfg.joint:
         model = ConvexEnsemble(members, mode="fusion").eval()
     test = evaluate(model, splits.test_x, splits.test_y, cfg.eps_test, cfg.eval_batch_size)
     metrics = {

@@ -238,6 +238,20 @@ def test_cli_demo_runs_offline(tmp_path, monkeypatch):
     load_checkpoint(tmp_path / "d" / "checkpoint")
 
 
+@pytest.mark.parametrize("arch,loss", [("linf", "hinge"), ("linf-mlp", "ibp")])
+def test_joint_ensemble_training(tmp_path, arch, loss):
+    cfg = _tiny(members=2, joint=True, arch=arch, loss=loss, hidden=8, epochs=1, p_warm_epochs=0.25,
+                anneal_epochs=0.5)
+    res = run_training(cfg, tmp_path / "j")
+    assert isinstance(res.model, ConvexEnsemble) and len(res.model.members) == 2
+    m0, m1 = res.model.members
+    assert not torch.equal(m0.trunk[1].weight, m1.trunk[1].weight)
+    assert len(res.history) == 1  # one joint run, not one per member
+    loaded, _ = load_checkpoint(tmp_path / "j")
+    x = torch.rand(5, 1, 8, 8)
+    torch.testing.assert_close(loaded(x), res.model.cpu()(x))
+
+
 def test_nonfinite_loss_raises_user_error(monkeypatch):
     import nets.train as T
     from nets.presets import TrainingDiverged
