@@ -275,3 +275,26 @@ def test_mnist_small_path_on_real_data(tmp_path):
     assert res.metrics["test"]["n"] == 256
     model, meta = load_checkpoint(tmp_path / "m")
     assert meta["dataset"] == "mnist" and model.config.input_shape == (1, 28, 28)
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_ranks(tmp_path):
+    """DDP on CPU (gloo): two ranks, disjoint shards, one report, one loadable checkpoint."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29637", str(repo / "verify_cli.py"), "train", "--preset", "digits-small",
+           "--epochs", "1", "--width", "16", "--depth", "3", "--train-limit", "256",
+           "--test-limit", "64", "--out", str(out), "--json"]
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    reports = [line for line in r.stdout.splitlines() if line.startswith("{")]
+    assert len(reports) == 1  # rank 0 only
+    assert json.loads(reports[0])["n"] == 64
+    load_checkpoint(out)
