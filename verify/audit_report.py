@@ -77,7 +77,7 @@ def plot_curve(s: dict, path: Path) -> None:
 
     eps = [p["eps"] for p in s["curve"]]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(eps, [100 * p["robust_accuracy"] for p in s["curve"]], "o-", label="PGD robust (upper bound)")
+    ax.plot(eps, [100 * p["robust_accuracy"] for p in s["curve"]], "o--", ms=9, mfc="none", label="PGD robust (upper bound)")
     ax.plot(eps, [100 * p["certified_accuracy"] for p in s["curve"]], "s-", label="certified (sound)")
     ax.axhline(100 * s["clean_accuracy"], color="gray", ls="--", lw=1, label="clean")
     ax.axvline(s["eps"], color="k", ls=":", lw=1)
