@@ -221,3 +221,62 @@ def test_mnist_relu_mlp_eps_03_falsifies_99_percent(tmp_path):
     s = res.summary()
     assert s["falsified"] >= 0.99 * correct, s
     assert _independent_replay(path, x, y, res.records(x), 0.3) == s["falsified"]
+
+
+def _std_op_linf_onnx(path, w, b):
+    """A third-party ℓ∞-dist layer in standard ops: ReduceMax(Abs(Sub(Unsqueeze(x), W))) + b, Neg."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper
+
+    nodes = [
+        h.make_node("Flatten", ["input"], ["f"], axis=1),
+        h.make_node("Unsqueeze", ["f", "ax1"], ["u"]),
+        h.make_node("Sub", ["u", "W"], ["d"]),
+        h.make_node("Abs", ["d"], ["a"]),
+        h.make_node("ReduceMax", ["a", "ax2"], ["r"], keepdims=0),
+        h.make_node("Add", ["r", "B"], ["y"]),
+        h.make_node("Neg", ["y"], ["logits"]),
+    ]
+    inits = [numpy_helper.from_array(np.asarray(w, np.float32), "W"), numpy_helper.from_array(np.asarray(b, np.float32), "B"),
+             numpy_helper.from_array(np.array([1], np.int64), "ax1"), numpy_helper.from_array(np.array([2], np.int64), "ax2")]
+    g = h.make_graph(nodes, "std", [h.make_tensor_value_info("input", T.FLOAT, ["N", 1, 8, 8])],
+                     [h.make_tensor_value_info("logits", T.FLOAT, ["N", w.shape[0]])], inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 18)])
+    m.ir_version = 9
+    onnx.save(m, str(path))
+    return path
+
+
+def test_standard_op_linf_layer_gets_surrogate_and_exact_forward(tmp_path, digits):
+    rng = np.random.default_rng(3)
+    path = _std_op_linf_onnx(tmp_path / "std.onnx", rng.random((10, 64)).astype(np.float32),
+                             rng.normal(size=10).astype(np.float32) * 0.1)
+    g = TorchGraph.from_onnx(path)
+    assert g.has_linf_layers  # ReduceMax over Abs is recognised
+    x = digits[2][:16]
+    assert np.array_equal(g.predict_logits(x), _ort_logits(path, x))
+    xt = torch.from_numpy(x).requires_grad_(True)
+    nz = []
+    for p in (math.inf, 8.0):
+        g.p_grad = p
+        (gr,) = torch.autograd.grad(g(xt)[:, 0].sum(), xt)
+        nz.append(int((gr != 0).sum()))
+    assert nz[1] > nz[0]
+
+
+def test_exported_conv_net_parity(tmp_path, digits):
+    from export import export_model
+    from nets.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(arch="conv-linf-mlp", input_shape=(1, 8, 8), depth=1, width=16, hidden=8,
+                                  conv_channels=(4, 6), conv_strides=(1, 2))).eval()
+    path = tmp_path / "conv.onnx"
+    export_model(net, path, dataset="digits")
+    g = TorchGraph.from_onnx(path)
+    x = digits[2][:16]
+    np.testing.assert_allclose(g.predict_logits(x), _ort_logits(path, x), rtol=1e-5, atol=1e-5)
+    res = attack_arrays(path, x, digits[3][:16], 0.1, AttackConfig(steps=10, n_target_classes=1))
+    assert len(res.records(x)) == 16
