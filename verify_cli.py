@@ -264,14 +264,16 @@ def demo(
     seed: Annotated[Optional[int], typer.Option(help="random seed")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON summary object on stdout")] = False,
 ):
-    """The offline main job: train a small ℓ∞-dist net on scikit-learn's digits and evaluate it."""
+    """The offline main job on scikit-learn's digits: train, export, certify, attack, check, summarise."""
     import json
 
     from rich.console import Console
 
-    from nets.demo import run_demo
+    from export.pipeline import PIPELINE_STEPS
+    from nets.demo import DEMO_STEPS, run_demo
 
-    state = run_demo(out, Console(stderr=json_out), epochs=epochs, seed=seed)
+    state = run_demo(out, Console(stderr=json_out), steps=DEMO_STEPS + PIPELINE_STEPS,
+                     epochs=epochs, seed=seed)
     if json_out:
         typer.echo(json.dumps(state.summary))
 

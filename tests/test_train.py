@@ -226,18 +226,6 @@ def test_cli_train_errors_are_one_line(tmp_path):
     assert r.exit_code == 2 and "mnist train files not found" in r.output
 
 
-def test_cli_demo_runs_offline(tmp_path, monkeypatch):
-    import verify.datasets as vd
-
-    monkeypatch.setattr(vd, "default_data_dir", lambda: None)  # no ../shared
-    runner, app = _cli()
-    r = runner.invoke(app, ["demo", "--out", str(tmp_path / "d"), "--epochs", "1", "--json"])
-    assert r.exit_code == 0, r.output
-    summary = json.loads(r.stdout.strip().splitlines()[-1])
-    assert summary["checkpoint"] and 0.0 <= summary["clean_accuracy"] <= 1.0
-    load_checkpoint(tmp_path / "d" / "checkpoint")
-
-
 @pytest.mark.parametrize("arch,loss", [("linf", "hinge"), ("linf-mlp", "ibp")])
 def test_joint_ensemble_training(tmp_path, arch, loss):
     cfg = _tiny(members=2, joint=True, arch=arch, loss=loss, hidden=8, epochs=1, p_warm_epochs=0.25,
