@@ -109,3 +109,24 @@ def test_other_inputs_or_models_do_not_match():
     assert not find_conflicts([cert], [_rec("falsified", dist=0.01, sha="c" * 64)])
     other_model = dict(_rec("falsified", dist=0.01), model_sha256="d" * 64)
     assert not find_conflicts([cert], [other_model])
+
+
+@pytest.mark.slow
+def test_trained_linf_net_never_certified_and_falsified(tmp_path):
+    """Must-show 3 on a trained ℓ∞-dist net (digits-small, ~2 min): certify and attack every test
+    sample at two ε; the alarm must stay clear and certified ≤ robust ≤ clean."""
+    runner = CliRunner()
+    ckpt, model = tmp_path / "ckpt", tmp_path / "m.onnx"
+    r = runner.invoke(app, ["train", "--preset", "digits-small", "--epochs", "20", "--out", str(ckpt)])
+    assert r.exit_code == 0, r.output
+    assert runner.invoke(app, ["export", str(ckpt), "--out", str(model)]).exit_code == 0
+    for eps in ("0.05", "0.1"):
+        certs, wits = tmp_path / f"c{eps}.jsonl", tmp_path / f"w{eps}.jsonl"
+        r = runner.invoke(app, ["certify", str(model), "--data", "digits", "--eps", eps, "--out", str(certs), "--json"])
+        assert r.exit_code == 0, r.output
+        cert_acc = json.loads(r.stdout)["certified_accuracy"]
+        r = runner.invoke(app, ["attack", str(model), "--data", "digits", "--eps", eps, "--out", str(wits),
+                                "--certs", str(certs), "--json"])
+        assert r.exit_code == 0, r.output  # exit 3 would be the soundness alarm
+        s = json.loads(r.stdout)
+        assert cert_acc <= s["robust_accuracy"] <= s["clean_accuracy"]

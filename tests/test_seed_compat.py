@@ -128,6 +128,7 @@ class _Evil:
         return (print, ("pickle code ran",))
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_refuses_pickled_objects(tmp_path):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
