@@ -90,3 +90,20 @@ def test_audit_alarm_with_planted_lying_certifier(mlp, tmp_path, monkeypatch):
 ])
 def test_lipschitz_verdict(claim, proven, start):
     assert lipschitz_verdict(claim, proven).startswith(start)
+
+
+def test_audit_our_checkpoint_folder(tmp_path):
+    from nets.checkpoint import save_checkpoint
+    from nets.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(arch="linf", input_shape=(1, 8, 8), depth=2, width=16)).eval()
+    ckpt = save_checkpoint(tmp_path / "ckpt", net, {"dataset": "digits", "eps_train": 0.15})
+    out = tmp_path / "rep"
+    r = CliRunner().invoke(app, ["audit", str(ckpt), "--data", "digits", "--eps", "0.1", "--out", str(out),
+                                 "--limit", "30", "--steps", "10", "--grid", "0.1", "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["source"]["kind"] == "linfverify-checkpoint" and (out / "model.onnx").is_file()
+    assert s["claims"]["claimed_lipschitz"] == 1.0 and s["lipschitz"]["verdict"].startswith("confirmed")
+    assert s["certified_accuracy"] <= s["robust_accuracy"] <= s["clean_accuracy"]
