@@ -374,6 +374,10 @@ def audit(
         eps_grid = None if grid is None else [float(v) for v in grid.split(",") if v.strip()]
     except ValueError:
         raise LinfVerifyError(f"--grid must be comma-separated numbers, got {grid!r}") from None
+    if not eps > 0 or any(not e > 0 for e in eps_grid or []):
+        raise LinfVerifyError("--eps and every --grid value must be > 0")
+    if out.exists() and not out.is_dir():
+        raise LinfVerifyError(f"--out {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     onnx_path, source = model, {"kind": "onnx", "path": str(model)}
     if model.is_dir():  # our checkpoint folder: export it first

@@ -107,3 +107,12 @@ def test_audit_our_checkpoint_folder(tmp_path):
     assert s["source"]["kind"] == "linfverify-checkpoint" and (out / "model.onnx").is_file()
     assert s["claims"]["claimed_lipschitz"] == 1.0 and s["lipschitz"]["verdict"].startswith("confirmed")
     assert s["certified_accuracy"] <= s["robust_accuracy"] <= s["clean_accuracy"]
+
+
+@pytest.mark.parametrize("args,needle", [(["--eps", "0"], "> 0"), (["--eps", "0.1", "--grid", "a,b"], "grid"),
+                                         (["--eps", "0.1", "--grid", "0.1,-1"], "> 0")])
+def test_audit_bad_options_one_line_no_output(mlp, tmp_path, args, needle):
+    out = tmp_path / "rep"
+    r = CliRunner().invoke(app, ["audit", str(mlp), "--data", "digits", "--out", str(out), *args])
+    assert r.exit_code == 2 and needle in r.output and "Traceback" not in r.output
+    assert not out.exists()
