@@ -22,7 +22,8 @@ Run-time conventions handled (none of them is stored in the file):
   weights m + s·w (first layer), s·w (later layers), s·running_mean, s·bias; the head's first
   Linear absorbs 1/s. So +MLP logits equal the seed's and pure-net logits are s/c × the seed's
   (c = v2 ``scalar`` > 0): the same classifier, margins and radii in input units;
-- v1 NormDist weights are [out, in, 1, 1] (1×1 conv form): flattened.
+- v1 NormDist weights are [out, in, 1, 1] (1×1 conv form): flattened;
+- a v2 ``MeanShift(affine=True)`` bias (``….mean_shift.bias``) folds into the running mean.
 Loading uses ``torch.load(weights_only=True)`` only: no pickle code ever runs.
 """
 
@@ -172,7 +173,11 @@ def convert_state_dict(sd: dict[str, torch.Tensor], dataset: str, *, normalize: 
         for layer, w in zip(layers, conv_ws):
             layer.weight.copy_(w.to(torch.float32))
         for mod, key in zip(shifts, lay.shifts):
-            mod.running_mean.copy_((s * _get(sd, key)).to(torch.float32))
+            mean = _get(sd, key)
+            affine = key[: -len("running_mean")] + "bias"  # v2 MeanShift(affine=True): x − (mean − bias)
+            if affine in sd:
+                mean = mean - _get(sd, affine)
+            mod.running_mean.copy_((s * mean).to(torch.float32))
         if lay.kind == "pure":
             layers[-1].bias.copy_((s * _get(sd, lay.dist[-1] + ".bias")).to(torch.float32))
         else:

@@ -48,6 +48,18 @@ def _fake(version: str, kind: str, depth: int = 3, seed: int = 0) -> dict[str, t
     return sd
 
 
+def test_v2_affine_mean_shift_bias_folds(tmp_path):
+    sd = _fake("v2", "mlp")
+    sd["fc_dist.0.mean_shift.bias"] = torch.randn(W)
+    path = tmp_path / "a.pth"
+    torch.save(sd, path)
+    model, _ = convert_seed_checkpoint(path, "mnist")
+    x = torch.rand(8, 1, 28, 28)
+    with torch.no_grad():
+        ours = model(x).double()
+    torch.testing.assert_close(ours, _seed_forward(sd, "v2", "mlp", x), rtol=1e-5, atol=1e-5)
+
+
 def _seed_forward(sd, version, kind, x, dataset="mnist"):
     """Direct re-implementation of the seed models' eval forward (float64)."""
     mean, std = SEED_NORMALIZATION[dataset]
@@ -57,7 +69,9 @@ def _seed_forward(sd, version, kind, x, dataset="mnist"):
         w = sd[prefix + ".weight"].double().reshape(sd[prefix + ".weight"].shape[0], -1)
         h = (h[:, None, :] - w[None]).abs().amax(-1)
         if i < len(lay.shifts):
-            h = h - sd[lay.shifts[i]].double()
+            mean = sd[lay.shifts[i]].double()
+            affine = lay.shifts[i][: -len("running_mean")] + "bias"
+            h = h - (mean - sd[affine].double() if affine in sd else mean)
         if prefix + ".bias" in sd:
             h = h + sd[prefix + ".bias"].double()
     if kind == "pure":
