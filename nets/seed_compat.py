@@ -173,11 +173,11 @@ def convert_state_dict(sd: dict[str, torch.Tensor], dataset: str, *, normalize: 
         for layer, w in zip(layers, conv_ws):
             layer.weight.copy_(w.to(torch.float32))
         for mod, key in zip(shifts, lay.shifts):
-            mean = _get(sd, key)
+            shift = _get(sd, key)
             affine = key[: -len("running_mean")] + "bias"  # v2 MeanShift(affine=True): x − (mean − bias)
             if affine in sd:
-                mean = mean - _get(sd, affine)
-            mod.running_mean.copy_((s * mean).to(torch.float32))
+                shift = shift - _get(sd, affine)
+            mod.running_mean.copy_((s * shift).to(torch.float32))
         if lay.kind == "pure":
             layers[-1].bias.copy_((s * _get(sd, lay.dist[-1] + ".bias")).to(torch.float32))
         else:
