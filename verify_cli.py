@@ -6,7 +6,6 @@ One thin function per command; the work lives in nets/, export/, verify/ and pro
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -42,7 +41,25 @@ def user_errors(fn):
     return wrapper
 
 
-# ---- commands: each section is owned by one module; keep them thin ----
+def show(summary: dict, json_out: bool, table=None, title: str = "") -> None:
+    """Print SUMMARY as one JSON object on stdout (--json) or as a rich table (TABLE(summary))."""
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(summary))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    if table is None:
+        t = Table(title=title, show_header=False)
+        for k, v in summary.items():
+            t.add_row(k, f"{v:.4f}" if isinstance(v, float) else " ".join(map(str, v)) if isinstance(v, list) else str(v))
+        table = lambda _: t  # noqa: E731
+    Console().print(table(summary))
+
+
+# ---- commands: thin functions over library calls ----
 
 
 @app.command()
@@ -56,8 +73,6 @@ def export(
     json_out: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
 ):
     """Export a trained checkpoint to one self-contained ONNX file (linf ops + standard-op bodies)."""
-    import json
-
     from export import export_checkpoint, read_metadata
 
     m = export_checkpoint(checkpoint, out, opset=opset, check=check)
@@ -66,16 +81,7 @@ def export(
     summary = {"out": str(out), "bytes": out.stat().st_size, "opset": opset, "nodes": len(m.graph.node),
                "linf_nodes": linf_nodes, "checked": check, **{k: meta.get(k) for k in
                ("architecture", "dataset", "eps_train", "claimed_lipschitz")}}
-    if json_out:
-        typer.echo(json.dumps(summary))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"exported {out}", show_header=False)
-    for k, v in summary.items():
-        table.add_row(k, str(v))
-    Console().print(table)
+    show(summary, json_out, title=f"exported {out}")
 
 
 @app.command()
@@ -96,8 +102,6 @@ def certify(
     bisect_steps: Annotated[int, typer.Option(help="IBP bisection steps for the radius")] = 10,
 ):
     """Soundly certify every selected sample at --eps; writes one certificate per sample (resumable)."""
-    import json
-
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -122,12 +126,9 @@ def certify(
     finally:
         if task is not None:
             bar.stop()
-    if json_out:
-        typer.echo(json.dumps(summary))
-        return
     from verify.report import certify_table
 
-    Console().print(certify_table(summary))
+    show(summary, json_out, certify_table)
 
 
 @app.command()
@@ -141,19 +142,10 @@ def check(
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON summary object on stdout")] = False,
 ):
     """Re-verify a certificate file from the model and data (non-zero exit on any mismatch)."""
-    import json
-
     from verify.check import run_check
-
-    rep = run_check(certs, model, data, data_dir=data_dir, split=split)
-    if json_out:
-        typer.echo(json.dumps(rep))
-        return
-    from rich.console import Console
-
     from verify.report import check_table
 
-    Console().print(check_table(rep))
+    show(run_check(certs, model, data, data_dir=data_dir, split=split), json_out, check_table)
 
 
 @app.command()
@@ -300,8 +292,6 @@ def attack(
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON summary object on stdout")] = False,
 ):
     """Falsify with APGD (CE, DLR, targeted; smoothed gradients for ℓ∞-dist layers); every witness is replayed in onnxruntime."""
-    import json
-
     from verify.attack.api import run_attack
     from verify.attack.pgd import AttackConfig
 
@@ -309,19 +299,9 @@ def attack(
                        batch_size=batch_size, seed=seed)
     summary = run_attack(model, data, eps=eps, out=out, cfg=cfg, domain=domain, limit=limit,
                          data_dir=data_dir, split=split, certs=certs, skip_certified=skip_certified)
-    if json_out:
-        typer.echo(json.dumps(summary))
-        return
-    from rich.console import Console
-    from rich.table import Table
+    from verify.report import attack_table
 
-    table = Table(title=f"attack {model.name} at ε = {eps}", show_header=False)
-    for k in ("n", "clean_accuracy", "robust_accuracy", "falsified", "misclassified", "unknown", "seconds", "out"):
-        v = summary[k]
-        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
-    if "alarm_pairs_checked" in summary:
-        table.add_row("soundness alarm", f"clear ({summary['alarm_pairs_checked']} falsified samples had certificates)")
-    Console().print(table)
+    show(summary, json_out, attack_table)
 
 
 @app.command()
@@ -330,21 +310,9 @@ def kernels(
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
 ):
     """Which distance-kernel path is active (C++ AVX2/generic, Triton, or the pure-torch reference, with why)."""
-    import json
-
     from nets.kernels import kernel_info
 
-    info = kernel_info()
-    if json_out:
-        typer.echo(json.dumps(info))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="distance kernels", show_header=False)
-    for k, v in info.items():
-        table.add_row(k, " ".join(v) if isinstance(v, list) else str(v))
-    Console().print(table)
+    show(kernel_info(), json_out, title="distance kernels")
 
 
 @app.command()
@@ -379,25 +347,9 @@ def audit(
     if out.exists() and not out.is_dir():
         raise LinfVerifyError(f"--out {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    onnx_path, source = model, {"kind": "onnx", "path": str(model)}
-    if model.is_dir():  # our checkpoint folder: export it first
-        from export import export_checkpoint
+    from export.pipeline import resolve_to_onnx
 
-        onnx_path = out / "model.onnx"
-        export_checkpoint(model, onnx_path)
-        source = {"kind": "linfverify-checkpoint", "path": str(model)}
-    elif model.suffix.lower() != ".onnx":  # a seed-paper checkpoint: convert, export
-        from export import export_model
-        from nets.seed_compat import convert_seed_checkpoint
-        from verify.datasets import canonical_name
-
-        ds = canonical_name(seed_dataset or data)
-        if ds is None:
-            raise LinfVerifyError("a seed checkpoint needs --seed-dataset (mnist, fashion-mnist, cifar10)")
-        net, notes = convert_seed_checkpoint(model, ds)
-        onnx_path = out / "model.onnx"
-        export_model(net, onnx_path, dataset=ds, metadata={"seed_conversion": notes})
-        source = {"kind": "seed-checkpoint", "path": str(model), **notes}
+    onnx_path, source = resolve_to_onnx(model, out, dataset=seed_dataset or data)
     cfg = AttackConfig(steps=steps, restarts=restarts)
     summary = run_audit(onnx_path, data, eps=eps, out_dir=out, eps_grid=eps_grid, limit=limit, cfg=cfg,
                         data_dir=data_dir, domain=domain, source=source)

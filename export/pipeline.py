@@ -9,6 +9,7 @@ verifier steps only ever receive the ONNX file's path, exactly as a third party'
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from rich.table import Table
 
@@ -79,3 +80,30 @@ PIPELINE_STEPS: list[tuple[str, Callable]] = [
     ("check", step_check),
     ("summary", step_summary),
 ]
+
+
+def resolve_to_onnx(model: Path, out_dir: Path, *, dataset: str | None) -> tuple[Path, dict]:
+    """The ONNX file to audit for MODEL, and where it came from.
+
+    MODEL may be an ONNX file (used as is), our checkpoint folder (exported into OUT_DIR), or a
+    checkpoint of the seed papers' code (loaded with weights_only=True, converted, exported).
+    """
+    from verify.errors import LinfVerifyError
+
+    if model.is_dir():
+        onnx_path = out_dir / "model.onnx"
+        export_checkpoint(model, onnx_path)
+        return onnx_path, {"kind": "linfverify-checkpoint", "path": str(model)}
+    if model.suffix.lower() == ".onnx":
+        return model, {"kind": "onnx", "path": str(model)}
+    from export.onnx_export import export_model
+    from nets.seed_compat import convert_seed_checkpoint
+    from verify.datasets import canonical_name
+
+    ds = canonical_name(dataset) if dataset else None
+    if ds is None:
+        raise LinfVerifyError("a seed checkpoint needs --seed-dataset (mnist, fashion-mnist, cifar10)")
+    net, notes = convert_seed_checkpoint(model, ds)
+    onnx_path = out_dir / "model.onnx"
+    export_model(net, onnx_path, dataset=ds, metadata={"seed_conversion": notes})
+    return onnx_path, {"kind": "seed-checkpoint", "path": str(model), **notes}

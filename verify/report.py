@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["ONE_SLACK", "lipschitz_report", "lipschitz_table", "certify_table", "check_table"]
+__all__ = ["ONE_SLACK", "lipschitz_report", "lipschitz_table", "certify_table", "check_table", "attack_table"]
 
 ONE_SLACK = 1e-9  # upward-rounded products of 1.0 land a few ulps above 1
 
@@ -103,4 +103,17 @@ def check_table(rep: dict[str, Any]):
     for k, v in sorted(rep["counts"].items()):
         t.add_row(f"  {k}", str(v))
     t.add_row("model sha256", rep["model_sha256"][:16] + "…")
+    return t
+
+
+def attack_table(summary: dict):
+    """The `attack` summary: accuracies, counts, witness file and the soundness alarm's verdict."""
+    from rich.table import Table
+
+    t = Table(title=f"attack at ε = {summary['eps']}" if "eps" in summary else "attack", show_header=False)
+    for k in ("n", "clean_accuracy", "robust_accuracy", "falsified", "misclassified", "unknown", "seconds", "out"):
+        v = summary.get(k)
+        t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    if "alarm_pairs_checked" in summary:
+        t.add_row("soundness alarm", f"clear ({summary['alarm_pairs_checked']} falsified samples had certificates)")
     return t
