@@ -34,3 +34,14 @@ def tiny_config():
 def tiny_cfg(request) -> ModelConfig:
     """Parametrised over every architecture: a tiny ModelConfig."""
     return _tiny(request.param)
+
+
+@pytest.fixture(scope="module")
+def ext():
+    """The compiled C++ kernel module; skips (with the build's reason) where it cannot be built."""
+    from nets.kernels import _build
+
+    mod = _build.load_cpu_extension()
+    if mod is None:
+        pytest.skip(f"C++ kernels unavailable here: {_build.build_status()[1]}")
+    return mod

@@ -15,84 +15,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import given
 
 from nets import kernels
-from nets.kernels import _build, tile_math
+from nets.kernels import _build
 from nets.kernels.cpu import cpu_lp_dist
-
-P_VALUES = [1.0, 2.0, 8.0, 13.7, 1000.0, math.inf]
-DTYPES = [torch.float32, torch.float64]
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-# ------------------------------------------------------------------ oracle (float64, brute force)
-
-
-def oracle(x: torch.Tensor, w: torch.Tensor, p: float) -> torch.Tensor:
-    """‖x_b − w_n‖_p in float64 (max-normalised for finite p), differentiable in x and w."""
-    d = (x[:, None, :] - w[None, :, :]).abs()
-    m = d.amax(-1)
-    if math.isinf(p):
-        return m
-    m = m.detach().clamp_min(1e-300)[..., None]
-    return m[..., 0] * (d / m).pow(p).sum(-1).pow(1.0 / p)
-
-
-def oracle_grads(x, w, g, p):
-    """(∂x, ∂w) in float64. p = ∞: ±g at the FIRST maximal coordinate per pair, from x, w as given."""
-    if math.isinf(p):
-        diff = x[:, None, :] - w[None, :, :]  # in the inputs' dtype, like the kernels
-        a = diff.abs()
-        top = a == a.amax(-1, keepdim=True)
-        D = x.shape[1]
-        first = (top.to(torch.int64) * (D - torch.arange(D))).argmax(-1)  # lowest index among ties
-        s = torch.sign(diff.gather(-1, first[..., None]))[..., 0].double() * g.double()
-        gx = torch.zeros(x.shape, dtype=torch.float64).scatter_add_(1, first, s)
-        gw = torch.zeros(w.shape, dtype=torch.float64).scatter_add_(1, first.t(), -s.t())
-        return gx, gw
-    xd = x.double().requires_grad_(True)
-    wd = w.double().requires_grad_(True)
-    gx, gw = torch.autograd.grad(oracle(xd, wd, p), (xd, wd), g.double())
-    return gx, gw
-
-
-def tol(dtype, p):
-    if dtype == torch.float64:
-        return 1e-10
-    return 2e-4 if (math.isfinite(p) and p > 100) else 2e-5
-
-
-def assert_close(got, want, rel, what):
-    got = got.double()
-    scale = max(1.0, want.abs().max().item())
-    err = (got - want).abs().max().item()
-    assert err <= rel * scale, f"{what}: max error {err:.3g} > {rel:.1g}·{scale:.3g}"
-
-
-@pytest.fixture(scope="module")
-def ext():
-    mod = _build.load_cpu_extension()
-    if mod is None:
-        pytest.skip(f"C++ kernels unavailable here: {_build.build_status()[1]}")
-    return mod
-
-
-@st.composite
-def problems(draw, max_b=9, max_n=9, max_d=41):
-    B = draw(st.integers(1, max_b))
-    N = draw(st.integers(1, max_n))
-    D = draw(st.integers(1, max_d))
-    dtype = draw(st.sampled_from(DTYPES))
-    p = draw(st.sampled_from(P_VALUES))
-    seed = draw(st.integers(0, 2**31 - 1))
-    gen = torch.Generator().manual_seed(seed)
-    scale = draw(st.sampled_from([1e-3, 1.0, 50.0]))
-    x = (torch.randn(B, D, generator=gen, dtype=torch.float64) * scale).to(dtype)
-    w = (torch.randn(N, D, generator=gen, dtype=torch.float64) * scale).to(dtype)
-    g = torch.randn(B, N, generator=gen, dtype=torch.float64).to(dtype)
-    return x, w, g, p
+from kernel_oracle import (DTYPES, P_VALUES, SETTINGS, assert_close, oracle, oracle_grads,
+                           problems, tol)
 
 
 # ------------------------------------------------------------------ C++ kernels
@@ -222,156 +151,6 @@ def test_large_shape_has_no_bxnxd_intermediate(ext):
         assert y[b, n].item() == (x[b] - w[n]).abs().max().item()
 
 
-# ------------------------------------------------------------------ dispatch and fallbacks
-
-
-def test_active_backend_and_env_override(ext, monkeypatch):
-    assert kernels.active_backend("cpu") in ("cpu-avx2", "cpu-generic")
-    x = torch.rand(3, 4)
-    assert kernels.fast_lp_dist(x, x, 2.0) is not None
-    assert kernels.fast_lp_dist(x, x, 2.0, backend="reference") is None
-    assert kernels.fast_lp_dist(x, x, 2.0, backend="cuda") is None  # CPU tensors
-    assert kernels.fast_lp_dist(x, x, 0.5) is None  # invalid p: the reference raises
-    assert kernels.fast_lp_dist(x.half(), x.half(), 2.0) is None
-    monkeypatch.setenv(kernels.ENV_VAR, "reference")
-    assert kernels.active_backend("cpu").startswith("reference")
-    assert kernels.fast_lp_dist(x, x, 2.0) is None
-    assert kernels.active_backend("cuda").startswith("reference")
-
-
-def test_linf_forward_nograd_fast_and_fallback_agree(monkeypatch):
-    gen = torch.Generator().manual_seed(7)
-    x = torch.randn(37, 29, generator=gen, requires_grad=True)
-    w = torch.randn(41, 29, generator=gen)
-    y = kernels.linf_forward_nograd(x, w)
-    assert not y.requires_grad
-    monkeypatch.setenv(kernels.ENV_VAR, "reference")
-    y_ref = kernels.linf_forward_nograd(x, w)
-    assert torch.equal(y, y_ref)
-    assert torch.equal(y_ref, (x.detach()[:, None] - w[None]).abs().amax(-1))
-    with pytest.raises(ValueError):
-        kernels.linf_forward_nograd(x, w[:, :3])
-
-
-def test_missing_compiler_reports_reference(monkeypatch):
-    monkeypatch.setenv("CXX", "no-such-compiler-linfverify")
-    assert "no C++ compiler" in (_build._why_no_compiler() or "")
-    saved = dict(_build._state)
-    try:
-        _build._state.update(done=False, module=None, variant=None, reason="")
-        assert _build.load_cpu_extension() is None
-        assert kernels.active_backend("cpu").startswith("reference (no C++ compiler")
-        assert cpu_lp_dist(torch.rand(2, 3), torch.rand(2, 3), 2.0) is None
-    finally:
-        _build._state.clear()
-        _build._state.update(saved)
-
-
-def test_cache_dir_and_hash(monkeypatch, tmp_path):
-    monkeypatch.setenv("LINFVERIFY_CACHE_DIR", str(tmp_path))
-    assert _build.cache_root() == tmp_path
-    h = _build.source_hash("avx2")
-    assert h == _build.source_hash("avx2") and h != _build.source_hash("generic")
-    assert "-ffast-math" not in _build.cflags("avx2") and "-fopenmp" in _build.cflags("generic")
-    assert "-mavx2" in _build.cflags("avx2") and "-mavx2" not in _build.cflags("generic")
-
-
-# ------------------------------------------------------------------ Triton tile math on the CPU
-
-
-@settings(max_examples=15, deadline=None)
-@given(problems(max_b=11, max_n=11, max_d=23), st.sampled_from([(4, 3, 5), (2, 5, 8), (32, 32, 8)]))
-def test_triton_tile_math_matches_oracle(prob, blocks):
-    x, w, g, p = prob
-    y = tile_math.tile_forward(x, w, p, blocks)
-    if math.isinf(p):
-        assert torch.equal(y, (x[:, None] - w[None]).abs().amax(-1))
-        am = tile_math.tile_argmax(x, w, y, blocks)
-    else:
-        assert_close(y, oracle(x.double(), w.double(), p), tol(x.dtype, p) * 5, "tile forward")
-        am = None
-    bx = (blocks[0], blocks[1], blocks[2])
-    gx = tile_math.tile_grad_x(g, x, w, y, p, am, bx)
-    gw = tile_math.tile_grad_w(g, x, w, y, p, am, bx)
-    ox, ow = oracle_grads(x, w, g, p)
-    assert_close(gx, ox, tol(x.dtype, p) * 50, "tile grad x")
-    assert_close(gw, ow, tol(x.dtype, p) * 50, "tile grad w")
-
-
-def test_tile_grid_covers_every_cell():
-    for rows, cols, br, bc in [(1, 1, 32, 32), (33, 64, 32, 32), (100, 7, 16, 8), (0, 5, 4, 4)]:
-        gr, gc = tile_math.grid(rows, cols, br, bc)
-        assert (gr - 1) * br < max(rows, 1) <= gr * br or rows == 0
-        assert gc * bc >= cols and (gc - 1) * bc < cols
-    with pytest.raises(ValueError):
-        tile_math.grid(3, 3, 0, 1)
-
-
-def test_triton_dispatch_logic_on_cpu():
-    from nets.kernels import triton_lp
-
-    assert triton_lp.triton_supported("cpu", torch.float32, (2, 3), (4, 3)) is not None
-    assert "float32 only" in triton_lp.triton_supported("cuda", torch.float64, (2, 3), (4, 3))
-    assert triton_lp.triton_supported("cuda", torch.float32, (2, 3), (4, 5)) is not None
-    assert triton_lp.triton_supported("cuda", torch.float32, (0, 3), (4, 3)) is not None
-    assert triton_lp.triton_supported("cuda", torch.float32, (2, 3), (4, 3)) is None
-    if not torch.cuda.is_available():
-        ok, reason = triton_lp.triton_status()
-        assert not ok and "CUDA" in reason
-        assert triton_lp.triton_lp_dist(torch.rand(2, 3), torch.rand(4, 3), 2.0) is None
-
-
-# ------------------------------------------------------------------ CUDA (skipped without a GPU)
-
-
-def _triton_ready() -> str | None:
-    if not torch.cuda.is_available():
-        return "no CUDA device in this environment"
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return "triton is not installed"
-    return None
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(_triton_ready() is not None, reason=f"CUDA path: {_triton_ready()}")
-@pytest.mark.parametrize("p", P_VALUES)
-def test_triton_matches_oracle(p):
-    gen = torch.Generator().manual_seed(8)
-    x = torch.randn(67, 91, generator=gen)
-    w = torch.randn(45, 91, generator=gen)
-    g = torch.randn(67, 45, generator=gen)
-    xc, wc = x.cuda().requires_grad_(True), w.cuda().requires_grad_(True)
-    y = kernels.fast_lp_dist(xc, wc, p, backend="cuda")
-    assert y is not None
-    assert_close(y.cpu(), oracle(x.double(), w.double(), p), tol(torch.float32, p) * 5, "cuda fwd")
-    gx, gw = torch.autograd.grad(y, (xc, wc), g.cuda())
-    ox, ow = oracle_grads(x, w, g, p)
-    assert_close(gx.cpu(), ox, tol(torch.float32, p) * 50, "cuda grad x")
-    assert_close(gw.cpu(), ow, tol(torch.float32, p) * 50, "cuda grad w")
-    again = torch.autograd.grad(kernels.fast_lp_dist(xc, wc, p, backend="cuda"), (xc, wc), g.cuda())
-    assert torch.equal(again[0], gx) and torch.equal(again[1], gw)  # deterministic
-
-
-# ------------------------------------------------------------------ concurrent builds (slow)
-
-
-@pytest.mark.slow
-def test_two_processes_build_concurrently(tmp_path):
-    """Two fresh processes build into one empty cache at once; both must load a working kernel."""
-    code = ("import torch, math; from nets.kernels import _build, cpu; "
-            "m = _build.load_cpu_extension(); assert m is not None, _build.build_status(); "
-            "x = torch.rand(5, 9); print(cpu.cpu_lp_dist(x, x, math.inf).diag().abs().max().item())")
-    env = dict(os.environ, LINFVERIFY_CACHE_DIR=str(tmp_path), PYTHONPATH=str(Path(__file__).parents[1]))
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    for pr in procs:
-        out, err = pr.communicate(timeout=600)
-        assert pr.returncode == 0, err[-2000:]
-        assert float(out.strip()) == 0.0
-
-
 # ------------------------------------------------------------------ integration with nets.ops
 
 
@@ -477,3 +256,4 @@ def test_generic_build_is_correct(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert float(out.stdout.strip()) < 1e-5
+
