@@ -216,16 +216,32 @@ def test_tightness_on_trained_mnist_checkpoint():
 
 
 def test_float32_overflow_is_handled_soundly(tmp_path):
-    # z0 = 3e38·(x0 + x1) overflows to inf in float32 but is finite (≥ 5.4e38 > z1 = 0) on the
-    # whole ball at x = (1, 1): certified is true for the real function and for onnxruntime (inf).
+    # z0 = 3e38·(x0 + x1) is finite (≥ 5.4e38 > z1 = 0) on the whole ball for the real function,
+    # but onnxruntime's float32 Gemm overflows to inf there: its value lies in no finite box, so the
+    # interval contract (real AND onnxruntime values inside) cannot be kept. "When unsure: unknown".
     big = np.float32(3e38)
     layers = [("gemm", np.array([[big, big], [0, 0]], np.float32), np.zeros(2, np.float32))]
     path = build_model(layers, [2], tmp_path / "inf.onnx")
     x = np.array([[1.0, 1.0], [0.0, 0.0]], np.float32)
     assert np.isinf(ort_logits(path, x)[0, 0])
     res = certify_batch(load_model(path), x, np.array([0, 0]), CertifyConfig(0.1))
-    assert res.status[0] == "certified"
+    assert res.status[0] == "unknown" and res.radius[0] == 0
     assert res.status[1] != "certified"  # at 0 the real margin is 0: a tie is not a win
+
+
+def test_interval_contains_onnxruntime_value_when_a_partial_sum_overflows(tmp_path):
+    """Real value 1, but onnxruntime's float32 dot product overflows to ±inf on the way: a finite
+    box around 1 (Higham's bound assumes no overflow) would not hold onnxruntime's logit."""
+    big = np.float32(3e38)
+    rows = np.array([[-big, -big, big, big], [big, big, -big, -big], [0, 0, 0, 0]], np.float32)
+    path = build_model([("gemm", rows, np.array([1, 1, 0], np.float32))], [4], tmp_path / "ovf.onnx")
+    x = np.ones((1, 4), np.float32)
+    z = ort_logits(path, x)
+    assert not np.isfinite(z[0, :2]).all()  # the trap is armed: some summation order overflowed
+    lo, hi = load_model(path).interval(x, x)
+    assert -1e-40 < lo[0, 2] <= 0 <= hi[0, 2] < 1e-40  # the overflow-free logit keeps a tight box
+    for k in range(2):
+        assert lo[0, k] == -np.inf and hi[0, k] == np.inf
 
 
 def test_nan_bounds_give_unknown(head, monkeypatch):

@@ -101,7 +101,11 @@ def merged_margin(
     mag = np.maximum(np.abs(l64), np.abs(u64))
     with np.errstate(invalid="ignore", over="ignore"):
         # onnxruntime's float32 Gemm error per logit (any summation order, FMA or not)
-        ort_err = rounding.dot_error_bound(d + 1, mag @ np.abs(w64).T + np.abs(b64))  # [B, K]
+        ort_abs = mag @ np.abs(w64).T + np.abs(b64)
+        ort_err = rounding.dot_error_bound(d + 1, ort_abs)  # [B, K]
+        # that bound assumes no float32 overflow: where a partial sum may reach F32_MAX,
+        # onnxruntime's logit can be ±inf or NaN (ties, inf - inf), so no bound (NaN)
+        ort_err = np.where(_up64((ort_abs + ort_err) * (1.0 + 2.0**-20)) >= rounding.F32_MAX, np.nan, ort_err)
         out = np.full(len(y), np.nan)
         g = rounding.gamma(2 * d + 4, rounding.U64) * (1.0 + 2.0**-20)
         for cls in np.unique(y):

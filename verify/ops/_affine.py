@@ -36,6 +36,7 @@ import numpy as np
 
 from verify.ops.base import Box
 from verify.rounding import (
+    F32_MAX,
     U64,
     dot_error_bound,
     down,
@@ -86,4 +87,11 @@ def affine_interval(
     err = step_up64(step_up64(e64 + e32) * (1.0 + 4 * U64))
     lo = step_down64(step_down64(step_down64(yc - yr) + b) - err)
     hi = step_up64(step_up64(step_up64(yc + yr) + b) + err)
+    # Higham's bound assumes no overflow. Every float32 partial sum/product is at most
+    # (1 + γ)(|A||x| + |b|) <= abs_in + e32 in magnitude, so below F32_MAX nothing overflows;
+    # otherwise onnxruntime may return ±inf or NaN (e.g. inf - inf) whatever the exact value.
+    risky = np.broadcast_to(step_up64((abs_in + e32) * (1.0 + 2.0**-20)) >= F32_MAX, lo.shape)
+    if risky.any():
+        lo = np.where(risky, -np.inf, lo)
+        hi = np.where(risky, np.inf, hi)
     return Box(down(lo), up(hi))
