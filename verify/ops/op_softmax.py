@@ -5,7 +5,10 @@ s_i >= 1 / (1 + sum_{j != i} exp(u_j - l_i)) and s_i <= 1 / (1 + sum_{j != i} ex
 evaluated in float64 (O(K^2) per slice), then widened for onnxruntime's float32 evaluation:
 exp(fl(x_j - m)) with m the max has relative error <= η = LIBM_REL + 110 u32 for non-underflowing
 terms (|x_j - m| <= 104), so the ratio e_i / sum e_j is within relative 2η + γ_{K+2} (sum and
-division) of s_i, plus (K + 2) 2^-148 absolute for underflowing terms (the sum is >= 1).
+division) of s_i, plus (K + 2) 2^-148 absolute for underflowing terms (the sum is >= 1), plus
+2^-126 (1 + 2η) absolute: onnxruntime's AVX2 exp kernel flushes subnormal results to 0 (measured on
+onnxruntime 1.32, AMD EPYC without AVX-512: softmax 0 where the exact value is 5e-43), so any term
+e_j < 2^-126, and hence any output below 2^-126, may come back as 0.
 
 Lipschitz 1/2 (ℓ∞→ℓ∞): the Jacobian of one slice is J = diag(s) - s sᵀ; the ℓ1 norm of row i is
 s_i (1 - s_i) + s_i sum_{j != i} s_j = 2 s_i (1 - s_i) <= 1/2, and slices do not interact, so by the
@@ -57,7 +60,7 @@ class Softmax(Op):
         s_high = 1.0 / (1.0 + np.where(eye, 0.0, e_high).sum(-1))
         eta = LIBM_REL + 110 * U32
         rel = 2.0 * eta + gamma(k + 2, U32) + 2.0**-40
-        absm = (k + 2) * 2.0**-148
+        absm = (k + 2) * 2.0**-148 + 2.0**-126 * (1.0 + 2.0 * eta)  # flushed subnormal exp
         lo_out = down(s_low * (1.0 - rel) - absm)
         hi_out = up(s_high * (1.0 + rel) + absm)
         # exp >= 0, so onnxruntime's result is >= 0 too; no upper clip (a reciprocal-multiply
