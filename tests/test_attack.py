@@ -141,6 +141,32 @@ def test_surrogate_gradient_matches_lp_autograd(p):
     torch.testing.assert_close(g1, g2)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 70), st.integers(1, 300), st.integers(-3, 3),
+       st.booleans(), st.sampled_from([torch.float32, torch.float64]), st.integers(0, 2**31 - 1))
+def test_exact_linf_dist_is_bit_identical_to_broadcast_form(b, m, d, mag, ties, dtype, seed):
+    """The forward used by the attack (torch.cdist p=inf) equals max_d |x_d − w_d| bit for bit."""
+    from verify.attack.linf_torch import _broadcast_linf_dist, exact_linf_dist, linf_dist
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, d, generator=gen, dtype=dtype) * 10.0**mag
+    w = torch.randn(m, d, generator=gen, dtype=dtype) * 10.0**mag
+    if ties:  # coarse grid: many equal distances and equal coordinates
+        x, w = (x * 4).round() / 4, (w * 4).round() / 4
+    ref = _broadcast_linf_dist(x, w)
+    assert torch.equal(exact_linf_dist(x, w), ref)
+    assert torch.equal(linf_dist(x.requires_grad_(True), w, 16.0), ref)  # surrogate's forward
+
+
+def test_exact_linf_dist_non_finite_inputs_propagate_like_reducemax():
+    from verify.attack.linf_torch import exact_linf_dist
+
+    x = torch.tensor([[0.0, float("nan")], [1.0, 2.0]])
+    w = torch.tensor([[0.0, 0.0], [float("inf"), 0.0]])
+    y = exact_linf_dist(x, w)
+    assert torch.isnan(y[0]).all() and y[1, 0] == 2.0 and y[1, 1] == float("inf")
+
+
 def test_exact_subgradient_matches_amax_autograd():
     from verify.attack.linf_torch import linf_dist
 
