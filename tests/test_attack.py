@@ -158,7 +158,7 @@ def test_exact_linf_dist_is_bit_identical_to_broadcast_form(b, m, d, mag, ties, 
     assert torch.equal(linf_dist(x.requires_grad_(True), w, 16.0), ref)  # surrogate's forward
 
 
-def test_exact_linf_dist_non_finite_inputs_propagate_like_reducemax():
+def test_exact_linf_dist_non_finite_inputs_propagate():
     from verify.attack.linf_torch import exact_linf_dist
 
     x = torch.tensor([[0.0, float("nan")], [1.0, 2.0]])

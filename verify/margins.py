@@ -103,9 +103,8 @@ def merged_margin(
         # onnxruntime's float32 Gemm error per logit (any summation order, FMA or not)
         ort_abs = mag @ np.abs(w64).T + np.abs(b64)
         ort_err = rounding.dot_error_bound(d + 1, ort_abs)  # [B, K]
-        # that bound assumes no float32 overflow: where a partial sum may reach F32_MAX,
-        # onnxruntime's logit can be ±inf or NaN (ties, inf - inf), so no bound (NaN)
-        ort_err = np.where(_up64((ort_abs + ort_err) * (1.0 + 2.0**-20)) >= rounding.F32_MAX, np.nan, ort_err)
+        # no bound (NaN) where onnxruntime's float32 logit may overflow to ±inf or NaN
+        ort_err = np.where(rounding.may_overflow32(ort_abs, ort_err), np.nan, ort_err)
         out = np.full(len(y), np.nan)
         g = rounding.gamma(2 * d + 4, rounding.U64) * (1.0 + 2.0**-20)
         for cls in np.unique(y):

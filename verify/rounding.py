@@ -112,6 +112,15 @@ def dot_error_bound(n: int, abs_sum: np.ndarray) -> np.ndarray:
     return g * s * (1.0 + 2.0**-20) + (n + 1) * TINY32
 
 
+def may_overflow32(abs_sum: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """Where a float32 dot product (any order) may overflow: ``abs_sum`` bounds sum |a_i b_i| + |b|
+    and ``err`` its float32 error (``dot_error_bound``), so every float32 partial sum or product
+    stays within abs_sum + err below FLT_MAX. Elsewhere Higham's bounds (which assume no overflow)
+    do not hold and onnxruntime may return ±inf or NaN (inf - inf) whatever the exact value."""
+    s = np.asarray(abs_sum, dtype=np.float64) + np.asarray(err, dtype=np.float64)
+    return step_up64(s * (1.0 + 2.0**-20)) >= F32_MAX
+
+
 def flushes_denormals() -> bool:
     """True if this process flushes subnormals to zero (FTZ/DAZ), which breaks the proofs here.
 

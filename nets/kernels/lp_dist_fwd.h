@@ -27,8 +27,8 @@ constexpr int64_t kTileD = 256;  // also the granularity of the argmax block rec
 constexpr int64_t kLongTileN = 96;
 constexpr int64_t kLongTileD = 1024;
 // Finite-p micro-tile: 2 x-rows x kPN w-rows. 8 independent vectors per pow batch keep the
-// polynomial chains' latency hidden (AVX2 spills a few registers to L1 and is still 1.2x faster
-// than 2 x 2, measured on Zen 3).
+// polynomial chains' latency hidden (AVX2 spills a few registers to L1 and is still 1.2-1.4x
+// faster than 2 x 2, measured on Zen 3).
 constexpr int kPN = 4;
 
 // Calls f(integral_constant<mb>, integral_constant<nb>) for runtime mb in {1, 2}, nb in [1, kPN].

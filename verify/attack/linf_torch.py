@@ -36,9 +36,10 @@ def exact_linf_dist(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
     ``torch.cdist(p=inf)`` computes exactly this (one rounded subtraction per term, abs and max
     exact; equal bit for bit to the broadcast form, tested with ties and both dtypes) without the
-    [b, M, D] temporaries: 1.4–5× faster. Non-finite inputs take the broadcast form (NaN
-    propagation as onnxruntime's ReduceMax). The attack's verdicts never rest on this: every
-    witness is replayed in onnxruntime."""
+    [b, M, D] temporaries (measured, 1 thread, [64, D] × [256, D]: 1.4× (D = 256) to 3.5× (D = 64)
+    faster than that form, 5.7–6.3× faster than max with indices). Non-finite inputs take the
+    broadcast form (NaN propagates). The attack's verdicts never rest on this: every witness is
+    replayed in onnxruntime."""
     if x.shape[0] == 0 or w.shape[0] == 0:
         return x.new_zeros((x.shape[0], w.shape[0]))
     if x.shape[1] == 0 or not (torch.isfinite(x).all() and torch.isfinite(w).all()):
@@ -60,24 +61,16 @@ def _dist_and_argmax(x: torch.Tensor, w: torch.Tensor):
 def _int_pow(q: torch.Tensor, k: int) -> torch.Tensor:
     """q**k for an integer k ≥ 1 by repeated squaring (exact sign for odd k; no exp/log).
 
-    At most two new tensors (the rest in place: these chunks are ~1 MB, and every fresh one
-    costs page faults)."""
-    if k == 1:
-        return q.clone()
+    Two new tensors at most (``base`` and ``result``), the rest in place: these chunks are ~1 MB,
+    and every fresh one costs page faults."""
     result, base = None, q
-    while k:
+    while True:
         if k & 1:
-            if result is None:
-                result = base.clone() if base is q else base
-            else:
-                result.mul_(base)
+            result = base.clone() if result is None else result.mul_(base)
         k >>= 1
-        if k:
-            if base is q or base is result:
-                base = base * base
-            else:
-                base.mul_(base)
-    return result
+        if not k:
+            return result
+        base = base * base if base is q else base.mul_(base)
 
 
 def _lp_weights(d: torch.Tensor, m: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,11 +36,11 @@ import numpy as np
 
 from verify.ops.base import Box
 from verify.rounding import (
-    F32_MAX,
     U64,
     dot_error_bound,
     down,
     gamma,
+    may_overflow32,
     step_down64,
     step_up64,
     up,
@@ -87,10 +87,8 @@ def affine_interval(
     err = step_up64(step_up64(e64 + e32) * (1.0 + 4 * U64))
     lo = step_down64(step_down64(step_down64(yc - yr) + b) - err)
     hi = step_up64(step_up64(step_up64(yc + yr) + b) + err)
-    # Higham's bound assumes no overflow. Every float32 partial sum/product is at most
-    # (1 + γ)(|A||x| + |b|) <= abs_in + e32 in magnitude, so below F32_MAX nothing overflows;
-    # otherwise onnxruntime may return ±inf or NaN (e.g. inf - inf) whatever the exact value.
-    risky = np.broadcast_to(step_up64((abs_in + e32) * (1.0 + 2.0**-20)) >= F32_MAX, lo.shape)
+    # where onnxruntime's float32 evaluation may overflow, only (-inf, inf) holds its value
+    risky = np.broadcast_to(may_overflow32(abs_in, e32), lo.shape)
     if risky.any():
         lo = np.where(risky, -np.inf, lo)
         hi = np.where(risky, np.inf, hi)
