@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 
-P_VALUES = [1.0, 2.0, 8.0, 13.7, 1000.0, math.inf]
+P_VALUES = [1.0, 2.0, 5.5, 8.0, 13.7, 30.5, 60.5, 1000.0, math.inf]  # 13.7, 30.5: split pow; 5.5, 60.5: exp2/log2
 DTYPES = [torch.float32, torch.float64]
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

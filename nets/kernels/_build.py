@@ -23,7 +23,7 @@ import torch
 
 _HERE = Path(__file__).resolve().parent
 SOURCES = ("lp_dist.cpp",)
-HEADERS = ("simd.h", "parallel.h", "lp_dist_fwd.h", "lp_dist_bwd.h")
+HEADERS = ("simd.h", "pow_split.h", "parallel.h", "lp_dist_fwd.h", "lp_dist_bwd.h")
 BASE_CFLAGS = ("-O3", "-fopenmp", "-fno-fast-math", "-std=c++17")
 AVX2_CFLAGS = ("-mavx2", "-mfma")
 # The optional "avx512" build: 64-byte vectors. Used only for the finite-p kernels (1.4-1.6x faster

@@ -4,9 +4,12 @@
 #include <torch/extension.h>
 
 #include <cmath>
+#include <string>
+#include <type_traits>
 
 #include "lp_dist_bwd.h"
 #include "lp_dist_fwd.h"
+#include "pow_split.h"
 
 namespace {
 
@@ -29,6 +32,49 @@ void check_bn(const torch::Tensor& t, const torch::Tensor& x, int64_t B, int64_t
 // Integer exponent k >= 0 (as int) when q is an integer up to 4096, else -1.
 int int_exponent(double q) {
   return (q >= 0 && q <= 4096 && std::floor(q) == q) ? static_cast<int>(q) : -1;
+}
+
+// Calls fn(pw) with the u^q evaluator for this dtype and exponent: PowInt for an integer q, for a
+// float32 non-integer q PowSplitF where its setup meets its error bound, else PowRealF / PowRealD.
+// force_explog (tests, benchmarks) skips PowSplitF.
+template <class T, class F>
+void with_pow(double q, const F& fn, bool force_explog = false) {
+  const T thr = static_cast<T>(lpk::cut_threshold(q));
+  const int k = int_exponent(q);
+  if (k >= 0) return fn(lpk::PowInt<T>{k, thr});
+  if constexpr (std::is_same<T, float>::value) {
+    lpk::PowSplitF ps;
+    if (!force_explog && lpk::make_pow_split(q, &ps)) return fn(ps);
+  }
+  fn(typename lpk::PowReal<T>::type{static_cast<T>(q), thr});
+}
+
+// Which evaluator with_pow picks for float32: "int", "split" or "explog".
+std::string pow_path(double q) {
+  lpk::PowSplitF ps;
+  if (int_exponent(q) >= 0) return "int";
+  return lpk::make_pow_split(q, &ps) ? "split" : "explog";
+}
+
+// u^q elementwise (float32, 1-D contiguous), by the evaluator with_pow picks (or exp2/log2), for tests.
+torch::Tensor pow_eval(torch::Tensor u, double q, bool force_explog) {
+  TORCH_CHECK(u.dim() == 1 && u.is_contiguous() && u.scalar_type() == torch::kFloat && u.device().is_cpu(),
+              "1-D contiguous float32 CPU tensor expected");
+  TORCH_CHECK(std::isfinite(q) && q >= 0.0, "finite q >= 0 expected");
+  auto out = u.clone();
+  float* p = out.data_ptr<float>();
+  const int64_t n = out.numel();
+  constexpr int W = lpk::VT<float>::W;
+  with_pow<float>(q, [&](const auto& pw) {
+    lpk::FlushGuard guard;  // as in the kernels
+    for (int64_t i = 0; i < n; i += W) {
+      const int r = static_cast<int>(std::min<int64_t>(W, n - i));
+      lpk::Vec<float> v = lpk::vload_part(p + i, r);
+      pw.template batch<1>(&v);
+      lpk::vstore_part(p + i, v, r);
+    }
+  }, force_explog);
+  return out;
 }
 
 torch::Tensor linf_forward(torch::Tensor x, torch::Tensor w) {
@@ -55,28 +101,22 @@ std::vector<torch::Tensor> linf_forward_blk(torch::Tensor x, torch::Tensor w) {
   return {y, blk};
 }
 
-torch::Tensor lp_forward(torch::Tensor x, torch::Tensor w, double p) {
+torch::Tensor lp_forward(torch::Tensor x, torch::Tensor w, double p, bool force_explog) {
   check_pair(x, w);
   TORCH_CHECK(std::isfinite(p) && p >= 1.0, "finite p >= 1 expected");
   const int64_t B = x.size(0), N = w.size(0), D = x.size(1);
   auto y = torch::zeros({B, N}, x.options());
   auto s = torch::zeros({B, N}, x.options());
   auto inv = torch::empty({B, N}, x.options());
-  const int k = int_exponent(p);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lp_forward", [&] {
-    const scalar_t thr = static_cast<scalar_t>(lpk::cut_threshold(p));
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* wp = w.data_ptr<scalar_t>();
     scalar_t* yp = y.data_ptr<scalar_t>();
     lpk::linf_forward<scalar_t>(xp, wp, yp, B, N, D);
-    if (k >= 0) {
-      lpk::lp_forward_from_inf<scalar_t>(xp, wp, yp, s.data_ptr<scalar_t>(), inv.data_ptr<scalar_t>(),
-                                         B, N, D, p, lpk::PowInt<scalar_t>{k, thr});
-    } else {
-      typename lpk::PowReal<scalar_t>::type pw{static_cast<scalar_t>(p), thr};
+    with_pow<scalar_t>(p, [&](const auto& pw) {
       lpk::lp_forward_from_inf<scalar_t>(xp, wp, yp, s.data_ptr<scalar_t>(), inv.data_ptr<scalar_t>(),
                                          B, N, D, p, pw);
-    }
+    }, force_explog);
   });
   return y;
 }
@@ -117,7 +157,8 @@ std::vector<torch::Tensor> linf_backward(torch::Tensor g, torch::Tensor x, torch
 }
 
 std::vector<torch::Tensor> lp_backward(torch::Tensor g, torch::Tensor x, torch::Tensor w,
-                                       torch::Tensor y, double p, bool need_gx, bool need_gw) {
+                                       torch::Tensor y, double p, bool need_gx, bool need_gw,
+                                       bool force_explog) {
   check_pair(x, w);
   TORCH_CHECK(std::isfinite(p) && p >= 1.0, "finite p >= 1 expected");
   const int64_t B = x.size(0), N = w.size(0), D = x.size(1);
@@ -127,9 +168,7 @@ std::vector<torch::Tensor> lp_backward(torch::Tensor g, torch::Tensor x, torch::
   auto gw = need_gw ? torch::zeros_like(w) : torch::Tensor();
   const int64_t chunks = lpk::lp_backward_chunks(N);
   auto parts = (need_gx && chunks > 1) ? torch::zeros({chunks, B, D}, x.options()) : torch::Tensor();
-  const int k = int_exponent(p - 1.0);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lp_backward", [&] {
-    const scalar_t thr = static_cast<scalar_t>(lpk::cut_threshold(p - 1.0));
     scalar_t* gxp = need_gx ? gx.data_ptr<scalar_t>() : nullptr;
     scalar_t* gwp = need_gw ? gw.data_ptr<scalar_t>() : nullptr;
     scalar_t* pp = parts.defined() ? parts.data_ptr<scalar_t>() : nullptr;
@@ -137,12 +176,9 @@ std::vector<torch::Tensor> lp_backward(torch::Tensor g, torch::Tensor x, torch::
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* wp = w.data_ptr<scalar_t>();
     const scalar_t* yp = y.data_ptr<scalar_t>();
-    if (k >= 0) {
-      lpk::lp_backward<scalar_t>(gp, xp, wp, yp, gxp, gwp, pp, B, N, D, lpk::PowInt<scalar_t>{k, thr});
-    } else {
-      typename lpk::PowReal<scalar_t>::type pw{static_cast<scalar_t>(p - 1.0), thr};
+    with_pow<scalar_t>(p - 1.0, [&](const auto& pw) {
       lpk::lp_backward<scalar_t>(gp, xp, wp, yp, gxp, gwp, pp, B, N, D, pw);
-    }
+    }, force_explog);
   });
   return {gx, gw};
 }
@@ -160,11 +196,17 @@ bool has_openmp() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "linfverify CPU lp-distance kernels";
   m.def("linf_forward", &linf_forward, "y[b,n] = max_d |x[b,d] - w[n,d]|");
-  m.def("lp_forward", &lp_forward, "y[b,n] = ||x[b] - w[n]||_p, finite p >= 1");
+  m.def("lp_forward", &lp_forward, "y[b,n] = ||x[b] - w[n]||_p, finite p >= 1", py::arg("x"),
+        py::arg("w"), py::arg("p"), py::arg("force_explog") = false);
   m.def("linf_forward_blk", &linf_forward_blk, "linf_forward plus the first D block of each max");
   m.def("linf_argmax", &linf_argmax, "first d with |x[b,d] - w[n,d]| == y[b,n] (-1 if none)",
         py::arg("x"), py::arg("w"), py::arg("y"), py::arg("blk") = py::none());
   m.def("linf_backward", &linf_backward, "p = inf gradients from the argmax");
-  m.def("lp_backward", &lp_backward, "finite-p gradients");
+  m.def("lp_backward", &lp_backward, "finite-p gradients", py::arg("g"), py::arg("x"), py::arg("w"),
+        py::arg("y"), py::arg("p"), py::arg("need_gx"), py::arg("need_gw"),
+        py::arg("force_explog") = false);
+  m.def("pow_path", &pow_path, "float32 u^q evaluator the kernels use: int, split or explog");
+  m.def("pow_eval", &pow_eval, "u^q by the kernels' float32 evaluator (tests)", py::arg("u"),
+        py::arg("q"), py::arg("force_explog") = false);
   m.def("has_openmp", &has_openmp, "compiled with OpenMP");
 }

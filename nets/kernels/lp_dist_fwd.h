@@ -26,9 +26,9 @@ constexpr int64_t kTileN = 192;
 constexpr int64_t kTileD = 256;  // also the granularity of the argmax block record (backward scan)
 constexpr int64_t kLongTileN = 96;
 constexpr int64_t kLongTileD = 1024;
-// Finite-p micro-tile: 2 x-rows x kPN w-rows. 8 independent vectors per pow batch keep the
-// polynomial chains' latency hidden (AVX2 spills a few registers to L1 and is still 1.2-1.4x
-// faster than 2 x 2, measured on Zen 3).
+// Finite-p micro-tile: 2 x-rows x kPN w-rows, 8 pair vectors per step, handed to the pow in
+// batches of Pow::kBatch (8 for exp2/log2: independent chains hide the polynomials' latency; AVX2
+// spills a few registers to L1 and is still 1.2-1.4x faster than 2 x 2, measured on Zen 3).
 constexpr int kPN = 4;
 
 // Calls f(integral_constant<mb>, integral_constant<nb>) for runtime mb in {1, 2}, nb in [1, kPN].
@@ -108,8 +108,8 @@ void lpsum_micro(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t d0, i
       const V xv = r == W ? vload(x + i * ldx + d) : vload_part(x + i * ldx + d, r);
       for (int j = 0; j < NB; ++j) u[i * NB + j] = vabs<T>(xv - wv[j]) * iv[i][j];
     }
-    if (all_below<T, MB * NB>(u, pw.thr)) continue;  // every term < 2^-64: negligible
-    pw.template batch<MB * NB>(u);
+    if (Pow::kSkipSmall && all_below<T, MB * NB>(u, pw.thr)) continue;  // all terms < 2^-64
+    pow_apply<MB * NB>(pw, u);
     for (int i = 0; i < MB; ++i)
       for (int j = 0; j < NB; ++j) acc[i][j] += u[i * NB + j];
   }
