@@ -115,6 +115,24 @@ def test_many_tiles_and_d_blocks(ext, p):
     assert_close(gw, ow, tol(x.dtype, p) * 50, f"grad w (p={p})")
 
 
+def test_backward_scratch_reuse(ext):
+    """The finite-p backward's partial-gradient buffer (several w-row chunks, N >= 64) is kept
+    between calls: calls of other shapes and dtypes in between must not leak into the gradients."""
+    gen = torch.Generator().manual_seed(5)
+    shapes = [(13, 70, 96), (40, 150, 200), (7, 33, 64), (40, 150, 200)]  # (B, D, N): grow, shrink
+    for i, (B, D, N) in enumerate(shapes):
+        dtype = torch.float64 if i == 2 else torch.float32
+        x = torch.rand(B, D, generator=gen, dtype=torch.float64).to(dtype)
+        w = torch.rand(N, D, generator=gen, dtype=torch.float64).to(dtype)
+        g = torch.randn(B, N, generator=gen, dtype=torch.float64).to(dtype)
+        for p in (8.0, 13.7):
+            y = ext.lp_forward(x, w, p)
+            gx, gw = ext.lp_backward(g, x, w, y, p, True, True)
+            ox, ow = oracle_grads(x, w, g, p)
+            assert_close(gx, ox, tol(dtype, p) * 50, f"grad x {B}x{D}x{N} p={p}")
+            assert_close(gw, ow, tol(dtype, p) * 50, f"grad w {B}x{D}x{N} p={p}")
+
+
 def test_one_sided_grads_and_noncontiguous(ext):
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(9, 33, generator=gen)
