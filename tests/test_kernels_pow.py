@@ -92,3 +92,15 @@ def test_split_and_explog_kernels_agree(ext):
         scale = gx2.abs().max().item()
         assert (gx - gx2).abs().max().item() <= 2e-5 * scale
         assert (gw - gw2).abs().max().item() <= 2e-5 * gw2.abs().max().item()
+
+
+def test_env_forces_explog(ext, monkeypatch):
+    from nets.kernels.cpu import POW_ENV, cpu_lp_dist
+
+    gen = torch.Generator().manual_seed(8)
+    x, w = torch.rand(6, 50, generator=gen), torch.rand(70, 50, generator=gen)
+    split = cpu_lp_dist(x, w, 13.7)
+    monkeypatch.setenv(POW_ENV, "explog")
+    forced = cpu_lp_dist(x, w, 13.7)
+    assert torch.equal(forced, ext.lp_forward(x, w, 13.7, force_explog=True))
+    assert not torch.equal(forced, split)  # the two evaluators round differently somewhere

@@ -13,7 +13,8 @@ Public API (the contract with `nets.ops`):
 
 Environment: `LINFVERIFY_KERNELS=reference` (no fast path anywhere), `LINFVERIFY_CACHE_DIR` (build
 cache, default `~/.cache/linfverify/kernels`), `LINFVERIFY_WIDE=0` (no AVX-512 build for finite p),
-`LINFVERIFY_CPU_VARIANT=generic` (portable build without -mavx2). Inputs with NaN/inf, float16/bf16,
+`LINFVERIFY_CPU_VARIANT=generic` (portable build without -mavx2), `LINFVERIFY_POW=explog` (non-integer
+p by exp2/log2 only, not the faster split form: A/B measurements). Inputs with NaN/inf, float16/bf16,
 empty dimensions or mixed dtypes get None (the reference handles them).
 """
 
@@ -121,6 +122,17 @@ def linf_forward_nograd(x: Tensor, w: Tensor) -> Tensor:
     return _chunked_linf(x.detach(), w.detach())
 
 
+def _pow_info(cpu: str) -> str | None:
+    """How the CPU kernels raise terms to a non-integer power (float32)."""
+    if not cpu.startswith("cpu-"):
+        return None
+    from .cpu import POW_ENV, _force_explog
+
+    if _force_explog():
+        return f"exp2/log2 for every non-integer p ({POW_ENV}=explog)"
+    return "u^n × polynomial for p in about [8.2, 49), exp2/log2 elsewhere (float64: std::pow)"
+
+
 def kernel_info() -> dict:
     """What runs where: active backend per device, build variant, flags, cache folder, threads.
 
@@ -136,6 +148,7 @@ def kernel_info() -> dict:
         "env_override": os.environ.get(ENV_VAR) or None,
         "cpu_variant": var,
         "finite_p_build": _build.wide_status() if cpu.startswith("cpu-") else None,
+        "non_integer_p_pow": _pow_info(cpu),
         "cflags": _build.cflags(var),
         "cache_dir": str(_build.cache_root()),
         "torch_threads": torch.get_num_threads(),
