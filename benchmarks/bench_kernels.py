@@ -5,7 +5,8 @@
 Cases (the must-show list of issue 3):
 1. forward p = ∞ at B=512, D=784, N=1024 and B=512, D=N=1024: G pair-el/s (B·N·D / s), speed-up over
    torch.cdist, and the fraction of a nominal 2-core AVX2 ceiling (~40 G el/s, FACTS.md).
-2. forward+backward at p = 8 and p = 13.7, same shape, vs torch.cdist (and the reference).
+2. forward+backward at p = 8 and p = 13.7, same shape, vs torch.cdist (and the reference); p = 13.7
+   once more with LINFVERIFY_POW=explog (exp2/log2 powers: the kernel before the split form).
 Every ratio is measured in the same run on the same inputs; the median of `--reps` runs is reported
 (the slow cdist/reference backward runs are timed `--slow-reps` times, default 1). The machine is
 shared: the load average at start and end is printed so contention is visible.
@@ -29,25 +30,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nets.kernels import active_backend  # noqa: E402
 from nets.kernels._build import wide_status  # noqa: E402
-from nets.kernels.cpu import cpu_lp_dist  # noqa: E402
+from nets.kernels.cpu import POW_ENV, cpu_lp_dist  # noqa: E402
 
 CEILING_G = 40.0  # nominal sub+abs+max AVX2 ceiling of 2 cores (FACTS.md)
 
 
-def timed(fn, reps: int) -> tuple[float, float]:
-    """(median wall seconds, median process CPU seconds) of `reps` calls after one warm-up call.
+def timed(fns, reps) -> list[tuple[float, float, float]]:
+    """(median wall seconds, median process CPU seconds, best wall seconds) of each fn in `fns`,
+    called reps[i] times after one warm-up call each. The calls are interleaved (a b a b ...), so every fn sees the same
+    spells of contention on this shared machine, whose speed drifts by up to 2x over minutes.
 
     CPU seconds sum over all threads: the work done, which contention from other processes on a
     shared machine inflates far less than wall time."""
-    fn()
-    walls, cpus = [], []
-    for _ in range(reps):
-        c = time.process_time()
-        t = time.perf_counter()
+    for fn in fns:
         fn()
-        walls.append(time.perf_counter() - t)
-        cpus.append(time.process_time() - c)
-    return statistics.median(walls), statistics.median(cpus)
+    walls: list[list[float]] = [[] for _ in fns]
+    cpus: list[list[float]] = [[] for _ in fns]
+    for r in range(max(reps)):
+        for i, fn in enumerate(fns):
+            if r >= reps[i]:
+                continue
+            c = time.process_time()
+            t = time.perf_counter()
+            fn()
+            walls[i].append(time.perf_counter() - t)
+            cpus[i].append(time.process_time() - c)
+    return [(statistics.median(w), statistics.median(c), min(w)) for w, c in zip(walls, cpus)]
 
 
 def fwd(op, x, w):
@@ -94,12 +102,12 @@ def reference_op(p):
     return lambda a, b: reference_lp_dist(a, b, p)
 
 
-def measure(op, x, w, g, reps: int, threads: int):
-    """timed() of op's forward (g None) or forward+backward under `threads` torch threads."""
+def measure(ops, x, w, g, reps, threads: int):
+    """timed() of each op's forward (g None) or forward+backward under `threads` torch threads."""
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return timed(fwd(op, x, w) if g is None else fwd_bwd(op, x, w, g), reps)
+        return timed([fwd(op, x, w) if g is None else fwd_bwd(op, x, w, g) for op in ops], reps)
     finally:
         torch.set_num_threads(old)
 
@@ -128,12 +136,14 @@ def main(argv=None) -> int:
         "Two measurements per case, side by side on the same inputs: (a) ONE torch thread, process CPU "
         "time — the work ratio, robust to other users of this shared machine; (b) "
         f"{nthreads} threads, wall time — what a user sees now, contention included. Medians of "
-        f"{args.reps} runs (cdist/reference backward cases: {args.slow_reps}).",
+        f"{args.reps} runs (cdist/reference backward cases: {args.slow_reps}), kernel and cdist runs "
+        "interleaved so that both see the same spells of contention (this shared machine's speed drifts "
+        "by up to 2x within minutes). '× cdist (b, best runs)' is the ratio of the fastest run of each.",
         "",
         "| case | B×D×N | kernel G el/s, 1 core (a) | × cdist (a) | × reference (a) | "
         f"kernel s ({nthreads} thr, wall) | cdist s ({nthreads} thr, wall) | × cdist (b) | "
-        f"% of 2-core ceiling (b) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"× cdist (b, best runs) | % of 2-core ceiling (b) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def case(name, x, w, g, p, slow, ceiling):
@@ -142,16 +152,18 @@ def main(argv=None) -> int:
         kern = lambda a, b: cpu_lp_dist(a, b, p)  # noqa: E731
         cd = lambda a, b: torch.cdist(a, b, p=p)  # noqa: E731
         reps_slow = args.slow_reps if slow else args.reps
-        k1 = measure(kern, x, w, g, args.reps, 1)[1]
-        c1 = measure(cd, x, w, g, reps_slow, 1)[1]
         ref = None if args.no_reference else reference_op(p)
-        r1 = measure(ref, x, w, g, args.slow_reps, 1)[1] if ref else None
-        kw = measure(kern, x, w, g, args.reps, nthreads)[0]
-        cw = measure(cd, x, w, g, reps_slow, nthreads)[0]
+        ops, reps = [kern, cd], [args.reps, reps_slow]
+        if ref:
+            ops, reps = ops + [ref], reps + [args.slow_reps]
+        one = measure(ops, x, w, g, reps, 1)
+        k1, c1 = one[0][1], one[1][1]
+        r1 = one[2][1] if ref else None
+        (kw, _, kb), (cw, _, cb) = measure([kern, cd], x, w, g, [args.reps, reps_slow], nthreads)
         frac = f"{100 * n_el / kw / 1e9 / CEILING_G:.0f}%" if ceiling else "—"
         xref = f"{r1 / k1:.0f}×" if r1 else "—"
         lines.append(f"| {name} | {B_}×{D_}×{w.shape[0]} | {n_el / k1 / 1e9:.2f} | {c1 / k1:.1f}× | {xref} | "
-                     f"{kw:.4f} | {cw:.3f} | {cw / kw:.1f}× | {frac} |")
+                     f"{kw:.4f} | {cw:.3f} | {cw / kw:.1f}× | {cb / kb:.1f}× | {frac} |")
         print(lines[-1], flush=True)
 
     for D, N in [(784, 1024), (1024, 1024)]:
@@ -165,6 +177,11 @@ def main(argv=None) -> int:
     for p in (math.inf, 8.0, 13.7):
         pname = "∞" if math.isinf(p) else f"{p:g}"
         case(f"fwd+bwd p={pname}", x, w, g, p, True, False)
+    os.environ[POW_ENV] = "explog"  # the same op with every non-integer power by exp2/log2 (before)
+    try:
+        case("fwd+bwd p=13.7, exp2/log2", x, w, g, 13.7, True, False)
+    finally:
+        del os.environ[POW_ENV]
     for p in (8.0, 13.7, 200.5):
         case(f"fwd p={p:g}", x, w, None, p, True, False)
     lines += ["", f"Load average at end: {load()}."]
