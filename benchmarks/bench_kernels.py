@@ -37,8 +37,9 @@ CEILING_G = 40.0  # nominal sub+abs+max AVX2 ceiling of 2 cores (FACTS.md)
 
 def timed(fns, reps) -> list[tuple[float, float, float]]:
     """(median wall seconds, median process CPU seconds, best wall seconds) of each fn in `fns`,
-    called reps[i] times after one warm-up call each. The calls are interleaved (a b a b ...), so every fn sees the same
-    spells of contention on this shared machine, whose speed drifts by up to 2x over minutes.
+    called reps[i] times after one warm-up call each. The calls are interleaved (a b a b ...), so
+    every fn sees the same spells of contention on this shared machine, whose speed drifts by up
+    to 2x over minutes.
 
     CPU seconds sum over all threads: the work done, which contention from other processes on a
     shared machine inflates far less than wall time."""

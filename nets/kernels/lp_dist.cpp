@@ -52,9 +52,13 @@ void with_pow(double q, const F& fn, bool force_explog = false) {
 
 // Which evaluator with_pow picks for float32: "int", "split" or "explog".
 std::string pow_path(double q) {
-  lpk::PowSplitF ps;
-  if (int_exponent(q) >= 0) return "int";
-  return lpk::make_pow_split(q, &ps) ? "split" : "explog";
+  std::string name;
+  with_pow<float>(q, [&](const auto& pw) {
+    using P = std::decay_t<decltype(pw)>;
+    name = std::is_same<P, lpk::PowSplitF>::value ? "split"
+           : std::is_same<P, lpk::PowRealF>::value ? "explog" : "int";
+  });
+  return name;
 }
 
 // u^q elementwise (float32, 1-D contiguous), by the evaluator with_pow picks (or exp2/log2), for tests.
