@@ -45,7 +45,7 @@ void with_pow(double q, const F& fn, bool force_explog = false) {
   if (k >= 0) return fn(lpk::PowInt<T>{k, thr});
   if constexpr (std::is_same<T, float>::value) {
     lpk::PowSplitF ps;
-    if (!force_explog && lpk::make_pow_split(q, &ps)) return fn(ps);
+    if (!force_explog && lpk::make_pow_split(q, &ps)) return lpk::with_split_exponent(ps, fn);
   }
   fn(typename lpk::PowReal<T>::type{static_cast<T>(q), thr});
 }
@@ -55,14 +55,15 @@ std::string pow_path(double q) {
   std::string name;
   with_pow<float>(q, [&](const auto& pw) {
     using P = std::decay_t<decltype(pw)>;
-    name = std::is_same<P, lpk::PowSplitF>::value ? "split"
+    name = lpk::is_split_pow<P>::value ? "split"
            : std::is_same<P, lpk::PowRealF>::value ? "explog" : "int";
   });
   return name;
 }
 
 // u^q elementwise (float32, 1-D contiguous), by the evaluator with_pow picks (or exp2/log2), for tests.
-torch::Tensor pow_eval(torch::Tensor u, double q, bool force_explog) {
+// generic: the runtime-loop form the kernels' edge tiles use (PowSplitF::batch, not PowSplitAt<n>).
+torch::Tensor pow_eval(torch::Tensor u, double q, bool force_explog, bool generic) {
   TORCH_CHECK(u.dim() == 1 && u.is_contiguous() && u.scalar_type() == torch::kFloat && u.device().is_cpu(),
               "1-D contiguous float32 CPU tensor expected");
   TORCH_CHECK(std::isfinite(q) && q >= 0.0, "finite q >= 0 expected");
@@ -75,7 +76,8 @@ torch::Tensor pow_eval(torch::Tensor u, double q, bool force_explog) {
     for (int64_t i = 0; i < n; i += W) {
       const int r = static_cast<int>(std::min<int64_t>(W, n - i));
       lpk::Vec<float> v = lpk::vload_part(p + i, r);
-      pw.template batch<1>(&v);
+      if (generic) lpk::generic_pow(pw).template batch<1>(&v);
+      else pw.template batch<1>(&v);
       lpk::vstore_part(p + i, v, r);
     }
   }, force_explog);
@@ -236,6 +238,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("force_explog") = false);
   m.def("pow_path", &pow_path, "float32 u^q evaluator the kernels use: int, split or explog");
   m.def("pow_eval", &pow_eval, "u^q by the kernels' float32 evaluator (tests)", py::arg("u"),
-        py::arg("q"), py::arg("force_explog") = false);
+        py::arg("q"), py::arg("force_explog") = false, py::arg("generic") = false);
   m.def("has_openmp", &has_openmp, "compiled with OpenMP");
 }

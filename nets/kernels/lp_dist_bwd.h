@@ -177,8 +177,13 @@ void lp_backward(const T* g, const T* x, const T* w, const T* y, T* gx, T* gw, T
           T* gxo = gxp ? gxp + b * D : nullptr;
           T* gwo = gw ? gw + n * D : nullptr;
           dispatch_pair(mb, nb, [&](auto MBc, auto NBc) {
-            lpgrad_micro<T, decltype(MBc)::value, decltype(NBc)::value>(
-                x + b * D, w + n * D, D, c.data() + o, iy.data() + o, N, gxo, gwo, pw);
+            constexpr int MB = decltype(MBc)::value, NB = decltype(NBc)::value;
+            if constexpr (MB == 2 && NB == kPN)
+              lpgrad_micro<T, MB, NB>(x + b * D, w + n * D, D, c.data() + o, iy.data() + o, N, gxo,
+                                      gwo, pw);
+            else  // edge tiles: the runtime-loop pow, as in the forward
+              lpgrad_micro<T, MB, NB>(x + b * D, w + n * D, D, c.data() + o, iy.data() + o, N, gxo,
+                                      gwo, generic_pow(pw));
           });
         }
       }

@@ -179,8 +179,12 @@ void lp_forward_from_inf(const T* x, const T* w, T* y, T* s, T* inv, int64_t B, 
           const int nb = static_cast<int>(std::min<int64_t>(kPN, n1 - n));
           const int64_t o = b * N + n;
           dispatch_pair(mb, nb, [&](auto MBc, auto NBc) {
-            lpsum_micro<T, decltype(MBc)::value, decltype(NBc)::value>(
-                x + b * D, D, w + n * D, D, d0, d1, inv + o, s + o, N, pw);
+            constexpr int MB = decltype(MBc)::value, NB = decltype(NBc)::value;
+            if constexpr (MB == 2 && NB == kPN)
+              lpsum_micro<T, MB, NB>(x + b * D, D, w + n * D, D, d0, d1, inv + o, s + o, N, pw);
+            else  // edge tiles: the runtime-loop pow (one instantiation for all exponents)
+              lpsum_micro<T, MB, NB>(x + b * D, D, w + n * D, D, d0, d1, inv + o, s + o, N,
+                                     generic_pow(pw));
           });
         }
       }

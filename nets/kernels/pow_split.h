@@ -1,32 +1,49 @@
 // u^q for u in [0, ~1] and a non-integer q in about [8.2, 49), float32, without exp2/log2:
 //
-//   u^q = u^n · u^f,   n = floor(q) (or up to 2 below it),  f = q - n in (0, 3),
+//   u^q = u^n · u^f,   n in SplitExponents (7, 8, ..., 12, 14, ..., 48),  f = q - n in (0, 4),
 //
-// u^n by binary powering (PowInt: a few multiplies, relative error <= n·2^-24), u^f by a polynomial
-// in s = max(u, a) - 1 fitted once per q (Chebyshev interpolation of u^f on [a, b], a = 2^(-K/q),
-// b slightly above 1). About 15 vector operations against ~35 for PowRealF's exp2/log2 pair,
-// and no long dependency chain through integer/float conversions.
+// u^n by binary powering (relative error <= n·2^-24), u^f by a polynomial in s = max(u, a) - 1
+// fitted once per q (Chebyshev interpolation of u^f on [a, b], a = 2^(-K/q), b slightly above 1).
+// n is the exponent of the set whose powering + Horner costs the fewest multiplies (13.7 = 12 + 1.7).
+// About 15 vector operations against ~35 for PowRealF's exp2/log2 pair.
+//
+// Speed: the kernels' main 2 x kPN tile runs PowSplitAt<n>, whose powering is unrolled at compile
+// time and interleaved in program order with the first Horner steps; Zen 3 then overlaps the two
+// dependency chains (forward q = 13.7 and backward q = 12.7 each 1.2-1.4x faster than with the
+// runtime loops: standalone harness, interleaved A/B, medians; the runtime-loop order was measured
+// to gain nothing when only the degree or only the exponent was fixed).
+// Edge tiles and pow_eval's generic check run PowSplitF::batch (runtime loops): the same
+// operations in the same order, hence the same bits. A fixed exponent set keeps the instantiations
+// to one pair of micro-kernels per member of the set.
 //
 // Error (the polynomial is checked at setup on a float32 emulation of the kernel's Horner
 // evaluation; tests/test_kernels_pow.py checks the bounds below on random q and u):
 // - u >= a (results >= 2^-K): the polynomial's relative error is kFitTol = 1e-6 on a 1000-point grid,
-//   so the result's is ~kFitTol + (n + 2)·2^-24; asserted: <= 2e-6 + n·2^-24. Measured (400 random
-//   q in [1.2, 1000], 2^16 u each): max 2.6e-6, against 7.7e-6 for PowRealF on the same inputs.
+//   so the result's is ~kFitTol + (n + 2)·2^-24; asserted: <= 2e-6 + n·2^-24.
 // - u < a (results < 2^-K): the clamp evaluates u^n·a^f instead of u^n·u^f, an absolute error of at
-//   most a^q · max_r (r^n - r^(n+f)) <= 2^-K · f/q (f <= 3: ~1e-7 for K = 20, q >= 9; measured
-//   6.5e-8). Below any rounding of a sum whose largest term is ~1, which is how the kernels use it.
-// make_pow_split refuses (the caller keeps PowRealF) when floor(q) > 48 (powering error), q < 1, or no
-// degree <= kMaxDeg meets the tolerance (small q, below ~8.2: u^f must then be accurate over a wide
-// range of u, and float32 Horner cannot get there).
+//   most a^q · max_r (r^n - r^(n+f)) <= 2^-K · f/q < 2^-K · 4/11 (f < 4 and n >= 7; ~3.5e-7 for K = 20). Below any
+//   rounding of a sum whose largest term is ~1, which is how the kernels use it.
+// make_pow_split refuses (the caller keeps PowRealF) when q < 8.2-ish or q >= 49 (no exponent of the
+// set fits: u^f must then be accurate over a wide range of u, or u^n by powering loses too much).
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <mutex>
+#include <type_traits>
 
 #include "simd.h"
 
 namespace lpk {
+
+// The exponents n of u^n that PowSplitF may split at: each has its own compiled PowSplitAt<n>
+// micro-kernels. Dense below 12 (there u^f needs f in about [0.5, 2.5] to fit), gaps of 2 to 4
+// above (f < 4); measured on a 0.1 grid of q in [8.05, 49): every q the former rule n = floor(q)
+// - {0, 1, 2} could split is still split, at the same or one more multiply.
+template <int... Ns> struct IntList {
+  static constexpr int values[] = {Ns...};
+};
+using SplitExponents = IntList<7, 8, 9, 10, 11, 12, 14, 16, 18, 20, 22, 24, 28, 32, 36, 40, 44, 48>;
 
 struct PowSplitF {
   static constexpr int kBatch = 4;  // vectors per batch: 8 spill registers on AVX2 (1.1-1.25x slower)
@@ -40,6 +57,8 @@ struct PowSplitF {
   int deg;
   float c[kMaxDeg + 1];  // u^f ~ c[0] + c[1] s + ... + c[deg] s^deg
 
+  // Runtime-loop form (edge tiles, pow_eval's generic check); PowSplitAt<n>::batch computes the
+  // same operations in the same order with n known at compile time.
   template <int M> LPK_ALWAYS_INLINE void batch(Vec<float>* u) const {
     typedef Vec<float> V;
     V s[M], acc[M];
@@ -142,30 +161,97 @@ inline int fit_degree(double f, double a, double b, float* c) {
   return 0;
 }
 
-// The setup itself (no cache). The split point n is floor(q) or up to 2 below it, whichever needs
-// the fewest vector multiplies in all (powering + Horner): e.g. q = 13.7 as u^12 · u^1.7.
+// The setup itself (no cache). n is the member of SplitExponents below q whose powering + Horner
+// needs the fewest vector multiplies (ties: the larger n), e.g. q = 13.7 as u^12 · u^1.7. The degree
+// is padded to >= 3 with zero leading coefficients (exact in Horner), as PowSplitAt interleaves two
+// Horner steps with its powering.
 inline bool build(double q, PowSplitF* pw) {
-  const double n0 = std::floor(q);
-  if (!(q > 1.0) || !(q > n0) || n0 > kMaxN) return false;
+  if (!(q > 1.0) || !(q < kMaxN + 1) || q == std::floor(q)) return false;
   pw->thr = static_cast<float>(cut_threshold(q));
   pw->a = static_cast<float>(std::exp2(-kK / q));
   const double a = pw->a, b = 1.0 + 1.0 / 1024;  // u = |d|/y may exceed 1 by a few ulp
   int best = 0, best_cost = 1 << 30;
-  for (int n = static_cast<int>(n0); n >= 1 && n >= n0 - 2; --n) {
+  for (int n : SplitExponents::values) {
+    if (!(n < q)) break;
+    if (q - n >= 4.0) continue;  // f < 4: the bound above; larger f needs high degrees anyway
     float c[PowSplitF::kMaxDeg + 1];
     const int deg = fit_degree(q - n, a, b, c);
-    if (deg == 0 || powering_cost(n) + deg >= best_cost) continue;
+    if (deg == 0 || powering_cost(n) + deg > best_cost) continue;
     best = n;
     best_cost = powering_cost(n) + deg;
     pw->deg = deg;
     std::copy(c, c + deg + 1, pw->c);
   }
   if (best == 0) return false;
+  for (; pw->deg < 3; ++pw->deg) pw->c[pw->deg + 1] = 0.0f;
   pw->ip = PowInt<float>{best, 0.0f};
   return true;
 }
 
 }  // namespace pow_split_detail
+
+// PowSplitF with its exponent N known at compile time (the kernels' main tile). Powering in
+// PowInt's order (r = u^(lowest set bit), then r·u^(2^i) for each further set bit, squaring u in
+// between), its steps interleaved with the first two Horner steps; then the rest of Horner.
+template <int N> struct PowSplitAt {
+  static constexpr int kBatch = PowSplitF::kBatch;
+  static constexpr bool kSkipSmall = false;
+  const PowSplitF* f;
+  float thr;
+
+  template <int I, int M> LPK_ALWAYS_INLINE static void power_step(Vec<float>* u, Vec<float>* r) {
+    constexpr int kTop = 31 - __builtin_clz(static_cast<unsigned>(N));
+    constexpr int kLow = __builtin_ctz(static_cast<unsigned>(N));
+    if constexpr (I == kLow)
+      for (int m = 0; m < M; ++m) r[m] = u[m];
+    else if constexpr (I > kLow && ((N >> I) & 1))
+      for (int m = 0; m < M; ++m) r[m] = r[m] * u[m];
+    if constexpr (I < kTop)
+      for (int m = 0; m < M; ++m) u[m] = u[m] * u[m];
+  }
+  template <int I, int M> LPK_ALWAYS_INLINE void steps(Vec<float>* u, Vec<float>* r, Vec<float>* h,
+                                                       const Vec<float>* s, int& k) const {
+    constexpr int kTop = 31 - __builtin_clz(static_cast<unsigned>(N));
+    power_step<I, M>(u, r);
+    if constexpr (I < 2) {  // deg >= 3: two Horner steps after the first one always exist
+      const Vec<float> ck = vbroadcast<float>(f->c[k--]);
+      for (int m = 0; m < M; ++m) h[m] = h[m] * s[m] + ck;
+    }
+    if constexpr (I < kTop) steps<I + 1, M>(u, r, h, s, k);
+  }
+
+  template <int M> LPK_ALWAYS_INLINE void batch(Vec<float>* u) const {
+    typedef Vec<float> V;
+    V s[M], h[M], r[M];
+    const V av = vbroadcast<float>(f->a), one = vbroadcast<float>(1.0f);
+    for (int m = 0; m < M; ++m) s[m] = vmax<float>(u[m], av) - one;
+    const V top = vbroadcast<float>(f->c[f->deg]), next = vbroadcast<float>(f->c[f->deg - 1]);
+    for (int m = 0; m < M; ++m) h[m] = s[m] * top + next;
+    int k = f->deg - 2;
+    steps<0, M>(u, r, h, s, k);
+    for (; k >= 0; --k) {
+      const V ck = vbroadcast<float>(f->c[k]);
+      for (int m = 0; m < M; ++m) h[m] = h[m] * s[m] + ck;
+    }
+    for (int m = 0; m < M; ++m) u[m] = r[m] * h[m];
+  }
+};
+
+// PowSplitAt's runtime-loop base (the primary template, in simd.h, returns any other pow itself).
+template <int N> const PowSplitF& generic_pow(const PowSplitAt<N>& pw) { return *pw.f; }
+
+template <class Pow> struct is_split_pow : std::false_type {};
+template <> struct is_split_pow<PowSplitF> : std::true_type {};
+template <int N> struct is_split_pow<PowSplitAt<N>> : std::true_type {};
+
+// Calls fn(PowSplitAt<n>{&ps, ps.thr}) for ps's exponent n (a member of SplitExponents, by build()).
+template <class F, int... Ns> void with_split_exponent(const PowSplitF& ps, const F& fn, IntList<Ns...>) {
+  const bool done = ((ps.ip.k == Ns && (fn(PowSplitAt<Ns>{&ps, ps.thr}), true)) || ...);
+  if (!done) fn(ps);  // not reached: build() picks from SplitExponents
+}
+template <class F> void with_split_exponent(const PowSplitF& ps, const F& fn) {
+  with_split_exponent(ps, fn, SplitExponents{});
+}
 
 // Sets *pw up for u^q; false when the split form cannot meet its error bound (use PowRealF).
 // The last few setups are cached: a training step calls every layer with the same p (and p - 1).

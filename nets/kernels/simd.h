@@ -230,6 +230,10 @@ template <int N, class Pow, class V> LPK_ALWAYS_INLINE void pow_apply(const Pow&
   if constexpr (N > kB) pow_apply<N - kB>(pw, u + kB);
 }
 
+// The pow a kernel's edge tiles use: the pow itself; pow_split.h overloads it for PowSplitAt<N>
+// (compile-time exponent, instantiated for the main tile only) to return its runtime-loop base.
+template <class Pow> const Pow& generic_pow(const Pow& pw) { return pw; }
+
 template <class T> struct PowReal;
 template <> struct PowReal<float> { typedef PowRealF type; };
 template <> struct PowReal<double> { typedef PowRealD type; };
