@@ -1,6 +1,6 @@
 """The float32 u^q evaluators inside the C++ kernels, against float64 `pow`.
 
-The kernels pick PowInt (integer q), PowSplitF (u^n · polynomial, non-integer q in about [8.2, 49))
+The kernels pick PowInt (integer q), PowSplitF (u^n · polynomial, non-integer q in about [8.05, 49))
 or PowRealF (exp2/log2, elsewhere); `pow_eval` runs the one the kernels would use on a vector.
 The bounds asserted here are those stated in nets/kernels/pow_split.h and simd.h.
 """

@@ -1,4 +1,4 @@
-// u^q for u in [0, ~1] and a non-integer q in about [8.2, 49), float32, without exp2/log2:
+// u^q for u in [0, ~1] and a non-integer q in about [8.05, 49), float32, without exp2/log2:
 //
 //   u^q = u^n · u^f,   n in SplitExponents (7, 8, ..., 12, 14, ..., 48),  f = q - n in (0, 4),
 //
@@ -23,7 +23,7 @@
 // - u < a (results < 2^-K): the clamp evaluates u^n·a^f instead of u^n·u^f, an absolute error of at
 //   most a^q · max_r (r^n - r^(n+f)) <= 2^-K · f/q < 2^-K · 4/11 (f < 4 and n >= 7; ~3.5e-7 for K = 20). Below any
 //   rounding of a sum whose largest term is ~1, which is how the kernels use it.
-// make_pow_split refuses (the caller keeps PowRealF) when q < 8.2-ish or q >= 49 (no exponent of the
+// make_pow_split refuses (the caller keeps PowRealF) when q < ~8.05 or q >= 49 (no exponent of the
 // set fits: u^f must then be accurate over a wide range of u, or u^n by powering loses too much).
 #pragma once
 
