@@ -8,7 +8,7 @@ Gradient semantics (identical to `nets.ops.reference_lp_dist`):
 Backward reductions run in an order fixed by the shapes (bitwise reproducible).
 Inputs with NaN/inf are declined (None): the caller's reference propagates them like torch.
 Finite p (float32) computes each term |d/m|^p to <= 1e-5 relative (terms >= 2^-20 of the largest;
-non-integer p in about [8.05, 49): u^n·polynomial, <= 2e-6 + n·2^-24; elsewhere exp2/log2), see
+non-integer p in [8.65, 49) and most of (8, 8.65): u^n·polynomial, <= 2e-6 + n·2^-24; elsewhere exp2/log2), see
 nets/kernels/pow_split.h. `LINFVERIFY_POW=explog` forces exp2/log2 for every non-integer p (A/B runs).
 """
 

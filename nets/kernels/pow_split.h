@@ -1,4 +1,5 @@
-// u^q for u in [0, ~1] and a non-integer q in about [8.05, 49), float32, without exp2/log2:
+// u^q for u in [0, ~1] and a non-integer q in [8.65, 49) (and most of (8, 8.65)), float32,
+// without exp2/log2:
 //
 //   u^q = u^n · u^f,   n in SplitExponents (7, 8, ..., 12, 14, ..., 48),  f = q - n in (0, 4),
 //
@@ -23,8 +24,9 @@
 // - u < a (results < 2^-K): the clamp evaluates u^n·a^f instead of u^n·u^f, an absolute error of at
 //   most a^q · max_r (r^n - r^(n+f)) <= 2^-K · f/q < 2^-K · 4/11 (f < 4 and n >= 7; ~3.5e-7 for K = 20). Below any
 //   rounding of a sum whose largest term is ~1, which is how the kernels use it.
-// make_pow_split refuses (the caller keeps PowRealF) when q < ~8.05 or q >= 49 (no exponent of the
-// set fits: u^f must then be accurate over a wide range of u, or u^n by powering loses too much).
+// make_pow_split refuses (the caller keeps PowRealF) when no exponent of the set fits: q < 8, q >= 49
+// (u^n by powering would lose too much), and 54 of 3999 q on a 0.001 grid of (8, 12), all in
+// [8.19, 8.65), where u^7·u^f's fit is at float32's limit (degree 14 does not help: measured).
 #pragma once
 
 #include <algorithm>
@@ -38,8 +40,9 @@ namespace lpk {
 
 // The exponents n of u^n that PowSplitF may split at: each has its own compiled PowSplitAt<n>
 // micro-kernels. Dense below 12 (there u^f needs f in about [0.5, 2.5] to fit), gaps of 2 to 4
-// above (f < 4); measured on a 0.1 grid of q in [8.05, 49): every q the former rule n = floor(q)
-// - {0, 1, 2} could split is still split, at the same or one more multiply.
+// above (f < 4). Chosen with a float64 model of the fit on a 0.1 grid of q in [8.05, 49): every q
+// the former rule n = floor(q) - {0, 1, 2} could split is still split, at the same or one more
+// multiply.
 template <int... Ns> struct IntList {
   static constexpr int values[] = {Ns...};
 };
