@@ -1,7 +1,8 @@
 """The float32 u^q evaluators inside the C++ kernels, against float64 `pow`.
 
-The kernels pick PowInt (integer q), PowSplitF (u^n · polynomial, non-integer q in [8.65, 49) and most of (8, 8.65))
-or PowRealF (exp2/log2, elsewhere); `pow_eval` runs the one the kernels would use on a vector.
+The kernels pick PowInt (integer q), PowSplitF (u^n · polynomial, non-integer q in [8.65, 49)
+and most of (8, 8.65)) or PowRealF (exp2/log2, elsewhere); `pow_eval` runs the one the kernels
+would use on a vector (`generic=True`: the runtime-loop form of the kernels' edge tiles).
 The bounds asserted here are those stated in nets/kernels/pow_split.h and simd.h.
 """
 

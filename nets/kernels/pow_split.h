@@ -11,8 +11,8 @@
 // Speed: the kernels' main 2 x kPN tile runs PowSplitAt<n>, whose powering is unrolled at compile
 // time and interleaved in program order with the first Horner steps; Zen 3 then overlaps the two
 // dependency chains (forward q = 13.7 and backward q = 12.7 each 1.2-1.4x faster than with the
-// runtime loops: standalone harness, interleaved A/B, medians; the runtime-loop order was measured
-// to gain nothing when only the degree or only the exponent was fixed).
+// runtime loops: standalone harness, interleaved A/B, medians; fixing the degree as well gained no
+// more, fixing only the degree nothing).
 // Edge tiles and pow_eval's generic check run PowSplitF::batch (runtime loops): the same
 // operations in the same order, hence the same bits. A fixed exponent set keeps the instantiations
 // to one pair of micro-kernels per member of the set.
@@ -22,8 +22,8 @@
 // - u >= a (results >= 2^-K): the polynomial's relative error is kFitTol = 1e-6 on a 1000-point grid,
 //   so the result's is ~kFitTol + (n + 2)·2^-24; asserted: <= 2e-6 + n·2^-24.
 // - u < a (results < 2^-K): the clamp evaluates u^n·a^f instead of u^n·u^f, an absolute error of at
-//   most a^q · max_r (r^n - r^(n+f)) <= 2^-K · f/q < 2^-K · 4/11 (f < 4 and n >= 7; ~3.5e-7 for K = 20). Below any
-//   rounding of a sum whose largest term is ~1, which is how the kernels use it.
+//   most a^q · max_r (r^n - r^(n+f)) <= 2^-K · f/q < 2^-K · 4/11 (f < 4, n >= 7; ~3.5e-7 for
+//   K = 20). Below any rounding of a sum whose largest term is ~1, which is how the kernels use it.
 // make_pow_split refuses (the caller keeps PowRealF) when no exponent of the set fits: q < 8, q >= 49
 // (u^n by powering would lose too much), and 54 of 3999 q on a 0.001 grid of (8, 12), all in
 // [8.19, 8.65), where u^7·u^f's fit is at float32's limit (degree 14 does not help: measured).
