@@ -20,10 +20,12 @@
 // Error (the polynomial is checked at setup on a float32 emulation of the kernel's Horner
 // evaluation; tests/test_kernels_pow.py checks the bounds below on random q and u):
 // - u >= a (results >= 2^-K): the polynomial's relative error is kFitTol = 1e-6 on a 1000-point grid,
-//   so the result's is ~kFitTol + (n + 2)·2^-24; asserted: <= 2e-6 + n·2^-24.
+//   so the result's is ~kFitTol + (n + 2)·2^-24; asserted: <= 2e-6 + n·2^-24. Measured (400 random
+//   q in [8.7, 49), 2^16 u each): max 2.6e-6, against 7.7e-6 for PowRealF on the same inputs.
 // - u < a (results < 2^-K): the clamp evaluates u^n·a^f instead of u^n·u^f, an absolute error of at
 //   most a^q · max_r (r^n - r^(n+f)) <= 2^-K · f/q < 2^-K · 4/11 (f < 4, n >= 7; ~3.5e-7 for
-//   K = 20). Below any rounding of a sum whose largest term is ~1, which is how the kernels use it.
+//   K = 20; measured 7.4e-8). Below any rounding of a sum whose largest term is ~1, which is how
+//   the kernels use it.
 // make_pow_split refuses (the caller keeps PowRealF) when no exponent of the set fits: q < 8, q >= 49
 // (u^n by powering would lose too much), and 54 of 3999 q on a 0.001 grid of (8, 12), all in
 // [8.19, 8.65), where u^7·u^f's fit is at float32's limit (degree 14 does not help: measured).
