@@ -130,7 +130,8 @@ def _pow_info(cpu: str) -> str | None:
 
     if _force_explog():
         return f"exp2/log2 for every non-integer p ({POW_ENV}=explog)"
-    return "u^n × polynomial for p in about [8.2, 49), exp2/log2 elsewhere (float64: std::pow)"
+    return ("u^n × polynomial for p in [8.65, 49) and most of (8, 8.65), exp2/log2 elsewhere "
+            "(float64: std::pow)")
 
 
 def kernel_info() -> dict:

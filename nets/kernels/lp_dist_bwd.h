@@ -123,7 +123,8 @@ void lpgrad_micro(const T* x, const T* w, int64_t D, const T* c, const T* iy, in
         sg[i * NB + j] = vsignbits<T>(diff);
         u[i * NB + j] = vabs<T>(diff) * iv[i][j];
       }
-    if (Pow::kSkipSmall && all_below<T, MB * NB>(u, pw.thr)) continue;  // all |e| < 2^-64·|g|
+    if constexpr (Pow::kSkipSmall)
+      if (all_below<T, MB * NB>(u, pw.thr)) continue;  // all |e| < 2^-64·|g|
     pow_apply<MB * NB>(pw, u);
     for (int i = 0; i < MB; ++i)
       for (int j = 0; j < NB; ++j) {

@@ -108,7 +108,8 @@ void lpsum_micro(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t d0, i
       const V xv = r == W ? vload(x + i * ldx + d) : vload_part(x + i * ldx + d, r);
       for (int j = 0; j < NB; ++j) u[i * NB + j] = vabs<T>(xv - wv[j]) * iv[i][j];
     }
-    if (Pow::kSkipSmall && all_below<T, MB * NB>(u, pw.thr)) continue;  // all terms < 2^-64
+    if constexpr (Pow::kSkipSmall)
+      if (all_below<T, MB * NB>(u, pw.thr)) continue;  // all terms < 2^-64
     pow_apply<MB * NB>(pw, u);
     for (int i = 0; i < MB; ++i)
       for (int j = 0; j < NB; ++j) acc[i][j] += u[i * NB + j];

@@ -57,7 +57,6 @@ struct PowSplitF {
   static constexpr bool kSkipSmall = false;
   static constexpr int kMaxDeg = 12;
   PowInt<float> ip;  // u^n
-  float thr;         // lanes below thr have u^q < 2^-kCutBits: see all_below
   float a;           // clamp: s = max(u, a) - 1
   int deg;
   float c[kMaxDeg + 1];  // u^f ~ c[0] + c[1] s + ... + c[deg] s^deg
@@ -172,7 +171,6 @@ inline int fit_degree(double f, double a, double b, float* c) {
 // Horner steps with its powering.
 inline bool build(double q, PowSplitF* pw) {
   if (!(q > 1.0) || !(q < kMaxN + 1) || q == std::floor(q)) return false;
-  pw->thr = static_cast<float>(cut_threshold(q));
   pw->a = static_cast<float>(std::exp2(-kK / q));
   const double a = pw->a, b = 1.0 + 1.0 / 1024;  // u = |d|/y may exceed 1 by a few ulp
   int best = 0, best_cost = 1 << 30;
@@ -201,12 +199,11 @@ inline bool build(double q, PowSplitF* pw) {
 template <int N> struct PowSplitAt {
   static constexpr int kBatch = PowSplitF::kBatch;
   static constexpr bool kSkipSmall = false;
+  static constexpr int kTop = 31 - __builtin_clz(static_cast<unsigned>(N));  // highest set bit
+  static constexpr int kLow = __builtin_ctz(static_cast<unsigned>(N));        // lowest set bit
   const PowSplitF* f;
-  float thr;
 
   template <int I, int M> LPK_ALWAYS_INLINE static void power_step(Vec<float>* u, Vec<float>* r) {
-    constexpr int kTop = 31 - __builtin_clz(static_cast<unsigned>(N));
-    constexpr int kLow = __builtin_ctz(static_cast<unsigned>(N));
     if constexpr (I == kLow)
       for (int m = 0; m < M; ++m) r[m] = u[m];
     else if constexpr (I > kLow && ((N >> I) & 1))
@@ -216,7 +213,6 @@ template <int N> struct PowSplitAt {
   }
   template <int I, int M> LPK_ALWAYS_INLINE void steps(Vec<float>* u, Vec<float>* r, Vec<float>* h,
                                                        const Vec<float>* s, int& k) const {
-    constexpr int kTop = 31 - __builtin_clz(static_cast<unsigned>(N));
     power_step<I, M>(u, r);
     if constexpr (I < 2) {  // deg >= 3: two Horner steps after the first one always exist
       const Vec<float> ck = vbroadcast<float>(f->c[k--]);
@@ -249,9 +245,9 @@ template <class Pow> struct is_split_pow : std::false_type {};
 template <> struct is_split_pow<PowSplitF> : std::true_type {};
 template <int N> struct is_split_pow<PowSplitAt<N>> : std::true_type {};
 
-// Calls fn(PowSplitAt<n>{&ps, ps.thr}) for ps's exponent n (a member of SplitExponents, by build()).
+// Calls fn(PowSplitAt<n>{&ps}) for ps's exponent n (a member of SplitExponents, by build()).
 template <class F, int... Ns> void with_split_exponent(const PowSplitF& ps, const F& fn, IntList<Ns...>) {
-  const bool done = ((ps.ip.k == Ns && (fn(PowSplitAt<Ns>{&ps, ps.thr}), true)) || ...);
+  const bool done = ((ps.ip.k == Ns && (fn(PowSplitAt<Ns>{&ps}), true)) || ...);
   if (!done) fn(ps);  // not reached: build() picks from SplitExponents
 }
 template <class F> void with_split_exponent(const PowSplitF& ps, const F& fn) {
