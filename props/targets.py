@@ -156,7 +156,7 @@ def _torch_target(module: nn.Module, input_shape) -> Target:
 
 
 def _onnx_target(path: Path, input_shape) -> Target:
-    import onnxruntime as ort
+    from verify.runtime import ort_session
 
     from verify.attack.onnx_graph import read_onnx_graph
 
@@ -164,13 +164,7 @@ def _onnx_target(path: Path, input_shape) -> Target:
     shape = tuple(input_shape) if input_shape is not None else tuple(graph.input_shape)
     if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
         raise ModelError(f"{path.name}: input shape {shape} is not fixed; pass input_shape=")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own exception types
-        raise ModelError(f"{path.name}: onnxruntime cannot load it: {str(e).splitlines()[0]}") from None
+    sess = ort_session(path, threads=1)
     in_name = sess.get_inputs()[0].name
     n0 = sess.get_inputs()[0].shape[0] if sess.get_inputs()[0].shape else None
     fixed = n0 if isinstance(n0, int) and n0 > 0 else None  # a fixed batch size: pad every chunk to it

@@ -32,6 +32,7 @@ from verify import margins
 from verify.certificates import read_records
 from verify.certify import propagate_boxes, pair_lipschitz_of
 from verify.errors import CertificateError, ModelError
+from verify.runtime import ort_logits, ort_session
 
 __all__ = ["run_check", "ort_predict"]
 
@@ -46,31 +47,11 @@ def _sha256_file(path) -> str:
     return h.hexdigest()
 
 
-def ort_session(model_path):
-    """A CPU onnxruntime session for the file (ModelError with one line if it cannot load)."""
-    import onnxruntime as ort
-
-    try:
-        return ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own exception types
-        raise ModelError(f"onnxruntime cannot load {model_path}: {str(e).splitlines()[0]}") from None
-
-
 def ort_predict(model_path, x: np.ndarray, batch: int = 256, sess=None) -> np.ndarray:
-    """argmax of onnxruntime's float32 logits (CPU provider), first index on ties."""
+    """argmax of onnxruntime's float32 logits (pinned session, verify/runtime.py), first index on ties."""
     sess = sess or ort_session(model_path)
-    inp = sess.get_inputs()[0]
-    fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
-    step = fixed or batch
-    preds = []
-    for s in range(0, len(x), step):
-        xb = np.ascontiguousarray(x[s:s + step], dtype=np.float32)
-        k = len(xb)
-        if fixed and k < fixed:
-            xb = np.concatenate([xb, np.repeat(xb[-1:], fixed - k, 0)])
-        out = sess.run(None, {inp.name: xb})[0][:k]
-        preds.append(np.argmax(out, axis=1))
-    return np.concatenate(preds) if preds else np.zeros(0, np.int64)
+    out = ort_logits(sess, x, batch)
+    return np.argmax(out, axis=1) if len(out) else np.zeros(0, np.int64)
 
 
 class _Prover:

@@ -46,7 +46,6 @@ def _body():
 
 def _session(w: np.ndarray, threads: int):
     import onnx
-    import onnxruntime as ort
     from onnx import TensorProto as T
     from onnx import helper as h
     from onnx import numpy_helper as nh
@@ -64,10 +63,9 @@ def _session(w: np.ndarray, threads: int):
     m = h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
     m.ir_version = 9
     onnx.checker.check_model(m)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    from verify.runtime import ort_session
+
+    return ort_session(m, threads=threads)
 
 
 class OrtLinfBox:

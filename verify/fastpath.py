@@ -160,7 +160,6 @@ def _ort_values_session(model, names):
         return None
     try:
         import onnx
-        import onnxruntime as ort
 
         proto = onnx.load_from_string(open(model.path, "rb").read())
         if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
@@ -172,10 +171,9 @@ def _ort_values_session(model, names):
         for n in names:
             if n not in have:
                 proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(n))
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        so.intra_op_num_threads = _threads()  # follow the process' thread setting
-        return ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        from verify.runtime import ort_session
+
+        return ort_session(proto, threads=_threads())  # follow the process' thread setting
     except Exception:  # any failure only disables this speed-up
         return None
 

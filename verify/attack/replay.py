@@ -21,7 +21,7 @@ import numpy as np
 
 from verify.attack.box import inside_box, linf_distance
 from verify.certificates import record_to_line
-from verify.errors import CertificateError, ModelError
+from verify.errors import CertificateError
 
 __all__ = ["OrtReplayer", "sha256_f32", "witness_record", "write_jsonl_atomic", "read_jsonl",
            "witness_array"]
@@ -36,14 +36,9 @@ class OrtReplayer:
     """Runs the ONNX file in plain onnxruntime on the CPU, the judge of every witness."""
 
     def __init__(self, path: str | Path):
-        import onnxruntime as ort
+        from verify.runtime import ort_session
 
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
-            raise ModelError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0][:200]}") from None
+        self.session = ort_session(path)
         self.input_name = self.session.get_inputs()[0].name
 
     def logits(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
