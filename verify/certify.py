@@ -141,11 +141,8 @@ class Certifier:
         eps = self.cfg.eps
         if self.chain is not None:
             z, e, e_ball = self.chain.forward_with_error(x, eps)
-            m_hat = margins.box_margin(z, z, y)
-            m0 = margins.down64(m_hat - margins.up64(2 * e))
-            m_ort = margins.down64(m_hat - margins.up64(2 * e_ball))
+            m0, lm = margins.chain_margins(margins.box_margin(z, z, y), e, e_ball, self.lipv(y), eps)
             pred = np.argmax(z, axis=1)
-            lm = margins.lipschitz_margin(m_ort, self.lipv(y), eps)
         else:
             m0 = self.ibp_margin(x, y, 0.0)
             pred, lm = None, margins.lipschitz_margin(m0, self.lipv(y), eps)

@@ -79,9 +79,8 @@ class _Prover:
         ball = margins.lipschitz_margin(m, self.lipv(y), eps)
         if self.chain is not None:
             z, e, e_ball = self.chain.forward_with_error(x, eps)
-            m_hat = margins.box_margin(z, z, y)
-            m = np.fmax(m, margins.down64(m_hat - margins.up64(2 * e)))
-            ball = margins.lipschitz_margin(margins.down64(m_hat - margins.up64(2 * e_ball)), self.lipv(y), eps)
+            m_chain, ball = margins.chain_margins(margins.box_margin(z, z, y), e, e_ball, self.lipv(y), eps)
+            m = np.fmax(m, m_chain)
         return m, ball
 
     def ibp(self, x, y, eps, domain) -> np.ndarray:
