@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from verify.certificates import CertWriter, file_sha256, input_sha256, resume_records, tool_version
+from verify.certificates import CertWriter, input_sha256, resume_records, tool_version
 from verify.certify import Certifier, CertifyConfig, check_inputs
 from verify.errors import LinfVerifyError, ModelError
+from verify.loader import model_identity
 
 __all__ = ["parse_shard", "select_indices", "run_certify", "summarize"]
 
@@ -100,8 +101,8 @@ def run_certify(
     out = Path(out)
     _check_out(out)
     model = load_model(model_path)
-    model_sha = file_sha256(model_path)
-    if getattr(model, "sha256", model_sha) != model_sha:
+    model_sha = model.sha256
+    if model_identity(model_path) != model_sha:
         raise ModelError(f"{model_path} changed while it was being loaded")
     x, y = load_arrays(data, split, data_dir)
     idx, n_total = select_indices(len(x), limit, sh)

@@ -32,19 +32,13 @@ from verify import margins
 from verify.certificates import read_records
 from verify.certify import propagate_boxes, pair_lipschitz_of
 from verify.errors import CertificateError, ModelError
+from verify.loader import model_identity
 from verify.runtime import ort_logits, ort_session
 
 __all__ = ["run_check", "ort_predict"]
 
 _TOL = 1e-6
 MAX_LISTED = 5
-
-
-def _sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        h.update(f.read())
-    return h.hexdigest()
 
 
 def ort_predict(model_path, x: np.ndarray, batch: int = 256, sess=None) -> np.ndarray:
@@ -131,8 +125,10 @@ def run_check(certs, model_path, data, *, data_dir=None, split: str = "test",
     records = read_records(certs)
     if not os.path.isfile(model_path):
         raise ModelError(f"model file not found: {model_path}")
-    sha = _sha256_file(model_path)
+    sha = model_identity(model_path)
     model = load_model(model_path)
+    if model.sha256 != sha:
+        raise ModelError(f"{model_path} changed while it was being loaded")
     x, y = load_arrays(data, split, data_dir)
     bad: list[str] = []
     good = []
