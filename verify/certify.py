@@ -33,7 +33,7 @@ from verify import margins, rounding
 from verify.errors import DataError, LinfVerifyError, ModelError
 from verify.runtime import ort_logits, ort_session
 
-__all__ = ["METHODS", "CertifyConfig", "BatchResult", "Certifier", "certify_batch"]
+__all__ = ["METHODS", "CertifyConfig", "BatchResult", "Certifier", "certify_batch", "guarantee_of"]
 
 METHODS = ("auto", "lipschitz", "ibp")
 ONE = 1.0 + 1e-9  # a Lipschitz bound this close to 1 is 1 up to upward rounding
@@ -183,8 +183,10 @@ class Certifier:
     def _finish(self, y, pred, finite, cert, radius, mlow, method) -> BatchResult:
         """Statuses: ``predicted`` is onnxruntime's argmax (first index on ties) at x for every
         sample; certified needs a proof AND predicted = label (else misclassified, whatever a
-        real-function proof says); no finite bound or non-finite logits: unknown."""
+        real-function proof says); no finite bound or non-finite logits: unknown. Radii are
+        reported a relative 2^-20 below the proven bound (margins.reported_radius)."""
         status = []
+        radius = margins.reported_radius(radius, self.cfg.width)
         for i in range(len(y)):
             if pred[i] != y[i]:
                 status.append("misclassified")
@@ -256,6 +258,13 @@ class Certifier:
         if len(down) and eps > 0:
             got = self.bisect(x[down], y[down], np.zeros(len(down)), np.full(len(down), eps), steps)
             radius[down] = np.maximum(radius[down], got)
+
+
+def guarantee_of(method: str, chain: bool) -> str:
+    """What a run's ``certified`` records prove (verify/header.py GUARANTEES): theorems (a) and (b)
+    for every record when the method is IBP or the model a 1-Lipschitz chain (whose Lipschitz ball
+    margin subtracts onnxruntime's error), else (b) only for the records with method ibp."""
+    return "a+b" if method == "ibp" or chain else "a+b(ibp)"
 
 
 def pair_lipschitz_of(model, affine) -> np.ndarray | None:

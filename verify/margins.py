@@ -32,6 +32,7 @@ __all__ = [
     "extended_radius",
     "lipschitz_margin",
     "chain_margins",
+    "reported_radius",
     "pair_lipschitz",
 ]
 
@@ -152,6 +153,20 @@ def extended_radius(eps, m_eps: np.ndarray, lip, cap: float) -> np.ndarray:
     extra = lipschitz_radius(m_eps, lip, cap)
     r = np.where(np.asarray(m_eps) > 0, _down64(e + extra), 0.0)
     return np.minimum(r, cap)
+
+
+RADIUS_SLACK = 2.0**-20
+
+
+def reported_radius(r: np.ndarray, cap: float) -> np.ndarray:
+    """The radius a record states: the proven lower bound r times (1 − 2^-20), rounded down (a
+    radius ≥ ``cap``, the whole domain, is kept: ``check`` re-proves it by one IBP of the domain).
+
+    Smaller is still proven. The slack lets ``check`` re-prove it with its own evaluation, whose
+    float64 dot products may differ from the certifier's in the last bits (BLAS blocking depends
+    on the batch composition and the CPU), where a radius exactly at the bound would not be."""
+    r = np.asarray(r, dtype=np.float64)
+    return np.where(r >= cap, r, np.maximum(_down64(r * (1.0 - RADIUS_SLACK)), 0.0))
 
 
 def lipschitz_margin(m0: np.ndarray, lip, eps) -> np.ndarray:
