@@ -129,7 +129,8 @@ def test_narrowed_domain(run):
         _check(run, lines, "narrow_all")
 
 
-@pytest.mark.parametrize("what", ["guarantee", "data_sha256", "n_total", "limit", "shard", "missing", "format"])
+@pytest.mark.parametrize("what", ["guarantee", "data_sha256", "n_total", "limit", "shard", "missing", "format",
+                                  "extra", "witness"])
 def test_header_tampering(run, what):
     lines = [dict(r) for r in run[3]]
     h = lines[0] = json.loads(json.dumps(lines[0]))
@@ -147,5 +148,9 @@ def test_header_tampering(run, what):
         del h["method"]
     elif what == "format":
         h["format"] = "linfverify-run/0"
+    elif what == "extra":
+        h["verified_by"] = "someone trustworthy"
+    elif what == "witness":  # an attack run's guarantee on a certify run
+        h["guarantee"] = "witness"
     with pytest.raises(CertificateError):
         _check(run, lines, f"h_{what}")

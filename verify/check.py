@@ -146,7 +146,8 @@ def run_check(certs, model_path, data, *, data_dir=None, split: str = "test",
     if header["data_sha256"] != data_sha:
         raise CertificateError(f"{certs}: data_sha256 of the run does not match the data ({data_sha[:16]}…)")
     prover = _Prover(model, model_path)
-    if header["method"] != "pgd" and header["guarantee"] != guarantee_of(header["method"], prover.chain is not None):
+    pgd = header["method"] == "pgd"
+    if header["guarantee"] != ("witness" if pgd else guarantee_of(header["method"], prover.chain is not None)):
         raise CertificateError(f"{certs}: guarantee {header['guarantee']!r} is not what a "
                                f"{header['method']!r} run on this model proves")
     bad = _coverage(sections, len(x))

@@ -102,6 +102,9 @@ def parse_header(obj: Any, *, where: str = "header") -> dict:
     missing = [k for k in _KEYS if k not in obj]
     if missing:
         raise CertificateError(f"{where}: header misses field(s) {', '.join(missing)}")
+    extra = sorted(set(obj) - set(_KEYS))
+    if extra:
+        raise CertificateError(f"{where}: header has unknown field(s) {', '.join(extra)}")
     if not (_hex64(obj["model_sha256"]) and _hex64(obj["data_sha256"])):
         raise CertificateError(f"{where}: model_sha256 and data_sha256 must be sha256 hex digests")
     eps, dom = obj["eps"], obj["domain"]
