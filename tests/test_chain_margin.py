@@ -77,3 +77,24 @@ def test_no_certificate_between_max_and_sum(tmp_path):
     s = run_certify(path, tmp_path / "d.npz", eps=eps, out=out, method="lipschitz")
     assert s["certified"] == 0
     assert run_check(out, path, tmp_path / "d.npz")["ok"]
+
+
+@pytest.mark.parametrize("method", ["auto", "lipschitz"])
+def test_false_certificate_with_a_flipping_neighbour(tmp_path, method):
+    """A real counterexample to the max-formula: each logit's Sub rounds 2^21 + a to a 0.25 grid,
+    so onnxruntime's error jumps from +0.125 to −0.125 between two float32 inputs 1.2e-7 apart
+    (e = e′ ≈ 0.125). At x: m̂ = 0.375 > 2·max(e, e′) + 2ε, yet at x′ onnxruntime predicts class 1."""
+    f32 = np.float32
+    w = np.array([[-2**21, 0], [0, -2**21]], f32)
+    b = np.array([-2**21 + 0.5, -2**21 + 0.375], f32)
+    path = build_model([("linf", w, b), ("neg",)], [2], tmp_path / "flip.onnx")
+    x = np.array([[np.nextafter(f32(0.375), f32(0)), np.nextafter(f32(0.625), f32(1))]], f32)
+    x2 = np.array([[np.nextafter(f32(0.375), f32(1)), np.nextafter(f32(0.625), f32(0))]], f32)
+    eps = 1e-6
+    assert np.abs(x.astype(np.float64) - x2).max() <= eps
+    assert np.argmax(ort_logits(path, x), 1)[0] == 0 and np.argmax(ort_logits(path, x2), 1)[0] == 1
+    np.savez(tmp_path / "d.npz", x=x, y=np.array([0]))
+    out = tmp_path / "c.jsonl"
+    s = run_certify(path, tmp_path / "d.npz", eps=eps, out=out, method=method)
+    assert s["certified"] == 0 and s["counts"]["not_certified"] == 1
+    assert run_check(out, path, tmp_path / "d.npz")["ok"]
