@@ -103,7 +103,8 @@ def check_table(rep: dict[str, Any]):
     t.add_row("method / guarantee", f"{rep['method']} / {rep['guarantee']}")
     t.add_row("coverage", rep["coverage"])
     sel = rep["selection"]
-    t.add_row("selection", f"limit {sel['limit']}, shard {sel['shard']}, n_total {sel['n_total']}")
+    limit = "all" if sel["limit"] is None else f"first {sel['limit']}"
+    t.add_row("selection", f"{limit}, shard {sel['shard']}, n_total {sel['n_total']}")
     for k, v in rep["counts"].items():
         t.add_row(f"  {k}", str(v))
     t.add_row("model sha256", rep["model_sha256"])
