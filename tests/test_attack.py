@@ -206,7 +206,7 @@ def test_cli_attack_json_and_check_accepts_witnesses(mlp, tmp_path):
         assert k in s
     assert s["n"] == 40 and s["falsified"] > 0
     lines = out.read_text().splitlines()
-    assert len(lines) == 40
+    assert len(lines) == 41 and json.loads(lines[0])["method"] == "pgd"  # the run's header, 40 records
     # the verifier's independent `check` re-verifies every witness record
     r2 = CliRunner().invoke(app, ["check", str(out), "--model", str(mlp), "--data", "digits"])
     assert r2.exit_code == 0, r2.output

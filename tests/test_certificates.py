@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from verify.certificates import (
-    CertWriter, input_sha256, parse_record, read_records, record_to_line, resume_records,
+    CertWriter, header_line, input_sha256, parse_record, read_records, read_sections, record_to_line, resume_records,
 )
 from verify.errors import CertificateError
+from verify.header import make_header
 
 H = "a" * 64
 
@@ -23,6 +24,16 @@ def rec(i, **kw):
          "n_total": 10}
     r.update(kw)
     return r
+
+
+def header(**kw):
+    args = dict(model_sha256="b" * 64, data_sha256="e" * 64, n_data=10, eps=0.1, domain=(0.0, 1.0),
+                method="ibp", guarantee="a+b", limit=None, shard="0/1", n_total=10, tool_version="0.1.0")
+    args.update(kw)
+    return make_header(**args)
+
+
+HEADER = header()
 
 
 def test_input_hash_is_sha256_of_float32_c_bytes():
@@ -69,52 +80,91 @@ def test_parse_rejects_missing_field():
 
 def test_writer_is_atomic_and_read_back(tmp_path):
     out = tmp_path / "c.jsonl"
-    w = CertWriter(out)
+    w = CertWriter(out, HEADER)
     w.write_batch([rec(0), rec(1)])
     assert not out.exists() and (tmp_path / "c.jsonl.partial").exists()
     w.write_batch([rec(2)])
     w.finish()
     assert out.exists() and not (tmp_path / "c.jsonl.partial").exists()
     assert [r["index"] for r in read_records(out)] == [0, 1, 2]
+    assert read_sections(out)[0][0] == HEADER
 
 
 def test_read_rejects_duplicates_and_garbage(tmp_path):
     p = tmp_path / "c.jsonl"
-    p.write_text(record_to_line(rec(0)) + record_to_line(rec(0)))
+    h = header_line(HEADER)
+    p.write_text(h + record_to_line(rec(0)) + record_to_line(rec(0)))
     with pytest.raises(CertificateError, match="duplicate"):
         read_records(p)
-    p.write_text(record_to_line(rec(0)) + "{not json\n")
-    with pytest.raises(CertificateError, match=":2: not valid JSON"):
+    p.write_text(h + record_to_line(rec(0)) + "{not json\n")
+    with pytest.raises(CertificateError, match=":3: not valid JSON"):
         read_records(p)
     with pytest.raises(CertificateError, match="not found"):
         read_records(tmp_path / "missing.jsonl")
 
 
-EXPECT = {"model_sha256": "b" * 64, "eps": 0.1, "domain": [0.0, 1.0], "shard": "0/1", "n_total": 10}
+@pytest.mark.parametrize("text", ["", "\n", record_to_line(rec(0)), "{}\n"])
+def test_read_requires_the_header(tmp_path, text):
+    p = tmp_path / "c.jsonl"
+    p.write_text(text)
+    with pytest.raises(CertificateError, match="header"):
+        read_records(p)
+
+
+@pytest.mark.parametrize("change", [{"eps": 0.05}, {"domain": [0.0, 0.5]}, {"shard": "0/2"}, {"n_total": 9},
+                                    {"model_sha256": "c" * 64}, {"method": "lipschitz"},
+                                    {"status": "falsified"}])
+def test_read_refuses_records_that_disagree_with_the_header(tmp_path, change):
+    p = tmp_path / "c.jsonl"
+    p.write_text(header_line(HEADER) + record_to_line(rec(0)) + record_to_line(rec(1, **change)))
+    with pytest.raises(CertificateError, match="disagrees with the header"):
+        read_records(p)
+
+
 INPUTS = {i: (H, 1) for i in range(10)}
 
 
 def test_resume_drops_torn_last_line(tmp_path):
     part = tmp_path / "c.jsonl.partial"
-    full = record_to_line(rec(0)) + record_to_line(rec(1))
+    full = header_line(HEADER) + record_to_line(rec(0)) + record_to_line(rec(1))
     part.write_text(full + record_to_line(rec(2))[:40])
-    got = resume_records(part, EXPECT, INPUTS)
+    got = resume_records(part, HEADER, INPUTS)
     assert [r["index"] for r in got] == [0, 1]
-    assert resume_records(tmp_path / "none.partial", EXPECT, INPUTS) == []
+    assert resume_records(tmp_path / "none.partial", HEADER, INPUTS) == []
+    part.write_text(header_line(HEADER)[:30])  # torn header: nothing to keep
+    assert resume_records(part, HEADER, INPUTS) == []
 
 
 def test_resume_refuses_other_run_or_corruption(tmp_path):
     part = tmp_path / "c.jsonl.partial"
-    part.write_text(record_to_line(rec(0)))
-    with pytest.raises(CertificateError, match="eps"):
-        resume_records(part, {**EXPECT, "eps": 0.2}, INPUTS)
-    with pytest.raises(CertificateError, match="model_sha256"):
-        resume_records(part, {**EXPECT, "model_sha256": "c" * 64}, INPUTS)
+    part.write_text(header_line(HEADER) + record_to_line(rec(0)))
+    with pytest.raises(CertificateError, match="header differs"):
+        resume_records(part, header(eps=0.2), INPUTS)
+    with pytest.raises(CertificateError, match="header differs"):
+        resume_records(part, header(model_sha256="c" * 64), INPUTS)
     with pytest.raises(CertificateError, match="differs from the data"):
-        resume_records(part, EXPECT, {0: ("d" * 64, 1)})
-    part.write_text("garbage\n" + record_to_line(rec(1)))
+        resume_records(part, HEADER, {0: ("d" * 64, 1)})
+    part.write_text(header_line(HEADER) + "garbage\n" + record_to_line(rec(1)))
     with pytest.raises(CertificateError, match="corrupt"):
-        resume_records(part, EXPECT, INPUTS)
-    part.write_text(record_to_line(rec(1)) + record_to_line(rec(1)))
+        resume_records(part, HEADER, INPUTS)
+    part.write_text(header_line(HEADER) + record_to_line(rec(1)) + record_to_line(rec(1)))
     with pytest.raises(CertificateError, match="duplicate"):
-        resume_records(part, EXPECT, INPUTS)
+        resume_records(part, HEADER, INPUTS)
+    part.write_text(header_line(HEADER) + record_to_line(rec(1, eps=0.2)))
+    with pytest.raises(CertificateError, match="eps"):
+        resume_records(part, HEADER, INPUTS)
+
+
+def test_concatenated_shards_of_one_run(tmp_path):
+    p = tmp_path / "c.jsonl"
+    h0, h1 = header(shard="0/2"), header(shard="1/2")
+    p.write_text(header_line(h0) + record_to_line(rec(0, shard="0/2")) + header_line(h1)
+                 + record_to_line(rec(1, shard="1/2")))
+    assert [h["selection"]["shard"] for h, _ in read_sections(p)] == ["0/2", "1/2"]
+    for bad in (header(shard="0/2"), header(shard="1/3"), header(shard="1/2", eps=0.2)):
+        p.write_text(header_line(h0) + record_to_line(rec(0, shard="0/2")) + header_line(bad))
+        with pytest.raises(CertificateError, match="second header"):
+            read_sections(p)
+    p.write_text(header_line(h0) + header_line(h1) + record_to_line(rec(1, shard="0/2")))
+    with pytest.raises(CertificateError, match="disagrees with the header"):
+        read_sections(p)

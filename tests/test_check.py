@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -27,23 +28,36 @@ def setup(tmp_path_factory):
     np.savez(d / "d.npz", x=x, y=y)
     out = d / "c.jsonl"
     run_certify(path, d / "d.npz", eps=0.03, out=out, batch_size=10)
+    _SRC[:] = [out]
     return d, path, out
 
 
 def _lines(out):
-    return [json.loads(s) for s in out.read_text().splitlines()]
+    """The records of a file (its header line dropped; :func:`_write` puts it back)."""
+    return [json.loads(s) for s in out.read_text().splitlines()[1:]]
 
 
-def _write(d, recs, name="t.jsonl"):
+def _header(out):
+    return json.loads(out.read_text().splitlines()[0])
+
+
+def _write(d, recs, name="t.jsonl", header=None, src=None):
+    """Write ``recs`` under ``header`` (default: the header of ``src``, else of the module's run)."""
     p = d / name
-    p.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    head = header if header is not None else _header(src or _SRC[0])
+    p.write_text("".join(json.dumps(r) + "\n" for r in [head, *recs]))
     return p
+
+
+_SRC: list = []  # the module's certificate file (set by the fixture)
 
 
 def test_clean_file_passes(setup):
     d, path, out = setup
     rep = run_check(out, path, d / "d.npz")
-    assert rep["ok"] and rep["n"] == 24
+    assert rep["ok"] and rep["n"] == 24 and rep["eps"] == 0.03
+    assert rep["coverage"] == f"24 of 24 samples of {rep['data_sha256']}"
+    assert sum(rep["counts"].values()) == 24 and set(rep["counts"]) >= {"certified", "unknown", "falsified"}
     statuses = {r["status"] for r in _lines(out)}
     assert {"certified", "not_certified", "misclassified"} <= statuses
 
@@ -107,42 +121,52 @@ def test_other_model_or_data_fails(setup, tmp_path):
         x, y = z["x"].copy(), z["y"]
     x[3, 0] = np.float32(0.5) if x[3, 0] != np.float32(0.5) else np.float32(0.25)
     np.savez(tmp_path / "d2.npz", x=x, y=y)
-    with pytest.raises(CertificateError, match="input_sha256"):
+    with pytest.raises(CertificateError, match="data_sha256"):
         run_check(out, path, tmp_path / "d2.npz")
 
 
 def test_falsified_with_valid_witness_passes(setup, tmp_path):
+    """An attack run's witness file (header method pgd): witnesses replay, tampered ones fail."""
+    from verify.attack.replay import witness_record
+    from verify.certificates import tool_version
+
     d, path, out = setup
-    recs = _lines(out)
     with np.load(d / "d.npz") as z:
         x, y = z["x"], z["y"]
-    # a genuine witness for a correctly classified sample: search the ball of a large eps
-    rng = np.random.default_rng(0)
+    pred = np.argmax(ort_logits(path, x), 1)
+    eps = 1.0
+    recs = [witness_record(index=i, x=x[i], label=int(y[i]), predicted=int(pred[i]), eps=eps,
+                           status="misclassified" if pred[i] != y[i] else "unknown", model_sha256=_header(out)["model_sha256"],
+                           tool_version=tool_version(), n_total=len(y)) for i in range(len(y))]
+    head = dict(_header(out), eps=eps, method="pgd", guarantee="witness")
+    rng = np.random.default_rng(0)  # a genuine witness for a correctly classified sample
     for k, r in enumerate(recs):
-        if r["status"] != "not_certified" and r["status"] != "certified":
+        if r["status"] != "unknown":
             continue
-        i, eps = r["index"], 1.0
+        i = r["index"]
         cand = rng.random((2000, 6)).astype(np.float32)
-        cand = cand[np.all(np.abs(cand.astype(np.float64) - x[i]) <= eps, axis=1)]
         wrong = np.nonzero(np.argmax(ort_logits(path, cand), 1) != y[i])[0]
         if len(wrong):
-            recs[k].update(status="falsified", eps=eps, radius=0.0, witness=cand[wrong[0]].tolist(),
-                           method="pgd", margin_lower=None)
+            recs[k] = witness_record(index=i, x=x[i], label=int(y[i]), predicted=int(pred[i]), eps=eps,
+                                     status="falsified", model_sha256=head["model_sha256"], tool_version=tool_version(),
+                                     witness=cand[wrong[0]], n_total=len(y))
             break
     else:
         pytest.skip("no witness found for this random model")
-    run_check(_write(tmp_path, recs), path, d / "d.npz")
-    import hashlib
-
-    good = np.asarray(recs[k]["witness"], np.float32)
-    recs[k]["witness_sha256"] = hashlib.sha256(good.tobytes()).hexdigest()
-    run_check(_write(tmp_path, recs, "sha.jsonl"), path, d / "d.npz")
-    recs[k]["witness_sha256"] = "0" * 64
+    assert run_check(_write(tmp_path, recs, header=head), path, d / "d.npz")["counts"]["falsified"] == 1
+    bad = [dict(r) for r in recs]
+    bad[k]["witness_sha256"] = "0" * 64
     with pytest.raises(CertificateError, match="witness_sha256"):
-        run_check(_write(tmp_path, recs, "badsha.jsonl"), path, d / "d.npz")
-    recs[k]["witness"] = (np.asarray(recs[k]["witness"]) * 0 + x[recs[k]["index"]]).tolist()
+        run_check(_write(tmp_path, bad, "badsha.jsonl", header=head), path, d / "d.npz")
+    bad[k]["witness"] = x[recs[k]["index"]].tolist()
+    bad[k]["witness_sha256"] = hashlib.sha256(x[recs[k]["index"]].tobytes()).hexdigest()
     with pytest.raises(CertificateError, match="witness"):
-        run_check(_write(tmp_path, recs, "bad.jsonl"), path, d / "d.npz")
+        run_check(_write(tmp_path, bad, "bad.jsonl", header=head), path, d / "d.npz")
+    bad = [dict(r) for r in recs]  # an attack file cannot claim robustness
+    j = next(j for j, r in enumerate(bad) if r["status"] == "unknown")
+    bad[j]["status"] = "certified"
+    with pytest.raises(CertificateError, match="disagrees with the header"):
+        run_check(_write(tmp_path, bad, "cert.jsonl", header=head), path, d / "d.npz")
 
 
 def test_pure_chain_lipschitz_certificates_pass_check(tmp_path):
@@ -164,7 +188,7 @@ def test_pure_chain_lipschitz_certificates_pass_check(tmp_path):
     k = min((j for j, r in enumerate(recs) if r["status"] == "certified"), key=lambda j: recs[j]["radius"])
     recs[k]["radius"] = recs[k]["radius"] * 3
     with pytest.raises(CertificateError, match="radius"):
-        run_check(_write(tmp_path, recs), path, tmp_path / "d.npz")
+        run_check(_write(tmp_path, recs, src=tmp_path / "auto.jsonl"), path, tmp_path / "d.npz")
 
 
 @pytest.mark.parametrize("method", ["lipschitz", "ibp"])

@@ -61,7 +61,7 @@ def test_check_fails_on_tampering(files, tmp_path, field, value):
     out = tmp_path / "c.jsonl"
     assert _certify(model, data, out).exit_code == 0
     recs = [json.loads(s) for s in out.read_text().splitlines()]
-    k = next(i for i, r in enumerate(recs) if r["status"] == ("misclassified" if field == "status" else "certified"))
+    k = next(i for i, r in enumerate(recs) if r.get("status") == ("misclassified" if field == "status" else "certified"))
     recs[k][field] = value
     if field == "status":
         recs[k]["radius"] = 0.02
@@ -114,7 +114,7 @@ def test_resume_via_cli_matches_uninterrupted(files, tmp_path):
     ref, out = tmp_path / "ref.jsonl", tmp_path / "out.jsonl"
     assert _certify(model, data, ref, "--batch-size", "6").exit_code == 0
     lines = ref.read_text().splitlines(keepends=True)
-    (tmp_path / "out.jsonl.partial").write_text("".join(lines[:12]) + lines[12][:30])
+    (tmp_path / "out.jsonl.partial").write_text("".join(lines[:13]) + lines[13][:30])  # header + 12
     r = _certify(model, data, out, "--batch-size", "6", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["resumed"] == 12
     assert out.read_bytes() == ref.read_bytes()
@@ -125,7 +125,7 @@ def test_check_bad_file(files, tmp_path):
     p = tmp_path / "c.jsonl"
     p.write_text("{}\n")
     r = runner.invoke(app, ["check", str(p), "--model", str(model), "--data", str(data)])
-    assert r.exit_code == 1 and "missing field" in r.stderr
+    assert r.exit_code == 1 and "run header" in r.stderr
 
 
 def test_lipschitz_json_and_table(files):
@@ -168,8 +168,11 @@ def test_certify_named_dataset_digits_nchw(tmp_path):
         outs.append(out.read_text())
     both = tmp_path / "both.jsonl"
     both.write_text("".join(outs))
-    r = runner.invoke(app, ["check", str(both), "--model", str(model), "--data", "digits"])
+    r = runner.invoke(app, ["check", str(both), "--model", str(model), "--data", "digits", "--json"])
     assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["coverage"].startswith("30 of 360 samples of ") and rep["selection"]["shard"] == "0/2+1/2"
+    assert rep["eps"] == 0.05 and sum(rep["counts"].values()) == 30
     (tmp_path / "half.jsonl").write_text(outs[0])  # one shard alone is also a complete claim
     assert runner.invoke(app, ["check", str(tmp_path / "half.jsonl"), "--model", str(model),
                                "--data", "digits"]).exit_code == 0

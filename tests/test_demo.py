@@ -28,7 +28,7 @@ def test_demo_runs_offline_end_to_end(tmp_path, monkeypatch):
     # the bracket the product promises: certified ≤ robust ≤ clean, and the alarm ran clean
     assert s["sound_certified_accuracy"] <= s["robust_accuracy"] <= s["sound_clean_accuracy"]
     assert s["check"] == "passed"
-    witnesses = [json.loads(line) for line in (out / "witnesses.jsonl").read_text().splitlines()]
+    witnesses = read_records(out / "witnesses.jsonl")
     falsified = [w for w in witnesses if w["status"] == "falsified"]
     assert len(falsified) == s["falsified"]
     certified = {c["index"] for c in certs if c["status"] == "certified"}

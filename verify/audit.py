@@ -26,6 +26,7 @@ from verify.attack.pgd import AttackConfig
 from verify.attack.replay import write_jsonl_atomic
 from verify.attack.runner import attack_arrays
 from verify.errors import LinfVerifyError
+from verify.header import data_sha256
 
 __all__ = ["run_audit", "default_eps_grid", "claims_from_metadata", "lipschitz_verdict"]
 
@@ -101,6 +102,7 @@ def run_audit(model_path: str | os.PathLike, data: str | os.PathLike, *, eps: fl
         raise LinfVerifyError(f"--out {out_dir} exists and is not a folder")
     model = load_model(model_path)
     x, y = load_arrays(data, split, data_dir)
+    n_data, data_sha = len(x), data_sha256(x, y)
     n = len(x) if limit is None else min(int(limit), len(x))
     if n < 1:
         raise LinfVerifyError("no samples to audit")
@@ -120,7 +122,7 @@ def run_audit(model_path: str | os.PathLike, data: str | os.PathLike, *, eps: fl
         res = attack_arrays(model_path, x, y, e, cfg, domain, skip=None if at_main else certified)
         wit_path = out_dir / f"witnesses_eps={e:g}.jsonl"
         recs = res.records(x)
-        write_jsonl_atomic(wit_path, recs)
+        write_jsonl_atomic(wit_path, res.header(data_sha, n_data, n), recs)
         pairs = alarm_against(cert_path, recs, wit_path, x, res.model_sha256)
         s = res.summary()
         point = {"eps": e, "certified_accuracy": csum["certified_accuracy"], "robust_accuracy": s["robust_accuracy"],

@@ -1,7 +1,11 @@
 """Per-sample certificates: JSON Lines records, hashing, atomic and resumable writing.
 
-One JSON object per line and per sample (fields in :data:`REQUIRED_FIELDS`, see docs/SOUNDNESS.md
-for what each claims). Guarantees:
+A file is one run: its first line is the run's header (verify/header.py), then one JSON object
+per line and per sample (fields in :data:`REQUIRED_FIELDS`, see docs/SOUNDNESS.md for what each
+claims), each agreeing with the header. Guarantees:
+
+- :func:`read_sections` refuses a file without the header (an empty file included) and any record
+  that disagrees with it (model, eps, domain, selection, method, status);
 
 - floats are written with Python's ``repr`` (shortest round-trip), so reading a record back gives
   the bit-identical float64 values; non-finite ``margin_lower`` is written as ``null``;
@@ -10,9 +14,9 @@ for what each claims). Guarantees:
 - :class:`CertWriter` appends records to ``OUT.partial`` one batch at a time (flush + fsync per
   batch) and :meth:`CertWriter.finish` renames it to ``OUT`` (``os.replace``: atomic on POSIX), so
   ``OUT`` never exists half-written;
-- :func:`resume_records` reads an interrupted ``OUT.partial``: a torn (unterminated or unparsable)
-  last line is dropped, any other bad line or a record that does not belong to this run (other
-  model hash, eps, domain, selection, input hash or label) is refused, duplicates are refused.
+- :func:`resume_records` reads an interrupted ``OUT.partial``: its header must equal this run's; a
+  torn (unterminated or unparsable) last line is dropped, any other bad line or a record that does
+  not belong to this run (header disagreement, input hash or label) is refused, duplicates too.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from verify.errors import CertificateError
+from verify.header import disagreement, parse_header
 
 __all__ = [
     "STATUSES",
@@ -39,6 +44,8 @@ __all__ = [
     "record_to_line",
     "parse_record",
     "read_records",
+    "read_sections",
+    "header_line",
     "resume_records",
     "CertWriter",
 ]
@@ -56,10 +63,10 @@ REQUIRED_FIELDS = (
     "method",
     "model_sha256",
     "tool_version",
+    "domain",
+    "shard",
+    "n_total",
 )
-# Extra fields written by `certify` (optional for readers; `check` uses them when present):
-# domain [lo, hi] of the input domain, shard "I/N" and n_total (the selection the record belongs to).
-RUN_FIELDS = ("domain", "shard", "n_total")
 TOOL_VERSION = "0.1.0"
 
 
@@ -149,31 +156,42 @@ def parse_record(obj: Any, *, where: str = "record") -> dict[str, Any]:
 
 
 def _parse_run_fields(obj: dict[str, Any], where: str) -> None:
-    if "domain" in obj:
-        d = obj["domain"]
-        ok = isinstance(d, list) and len(d) == 2 and all(_is_num(v) and math.isfinite(v) for v in d)
-        if not ok or not d[0] < d[1]:
-            raise CertificateError(f"{where}: domain must be [lo, hi] with lo < hi")
-        obj["domain"] = [float(d[0]), float(d[1])]
-    if "shard" in obj:
-        s = obj["shard"]
-        parts = s.split("/") if isinstance(s, str) else []
-        if len(parts) != 2 or not all(p.isdigit() for p in parts) or not int(parts[0]) < int(parts[1]):
-            raise CertificateError(f"{where}: shard must be 'I/N' with 0 <= I < N, got {s!r}")
-    if "n_total" in obj and (not _is_int(obj["n_total"]) or obj["n_total"] < 0):
+    d = obj["domain"]
+    ok = isinstance(d, list) and len(d) == 2 and all(_is_num(v) and math.isfinite(v) for v in d)
+    if not ok or not d[0] < d[1]:
+        raise CertificateError(f"{where}: domain must be [lo, hi] with lo < hi")
+    obj["domain"] = [float(d[0]), float(d[1])]
+    s = obj["shard"]
+    parts = s.split("/") if isinstance(s, str) else []
+    if len(parts) != 2 or not all(p.isdigit() for p in parts) or not int(parts[0]) < int(parts[1]):
+        raise CertificateError(f"{where}: shard must be 'I/N' with 0 <= I < N, got {s!r}")
+    if not _is_int(obj["n_total"]) or obj["n_total"] < 0:
         raise CertificateError(f"{where}: n_total must be a non-negative integer")
 
 
 def _decode_line(line: str, where: str) -> dict[str, Any]:
+    return parse_record(_json_object(line, where), where=where)
+
+
+def _decode_header(line: str, where: str) -> dict[str, Any]:
     try:
         obj = json.loads(line)
     except ValueError:
-        raise CertificateError(f"{where}: not valid JSON") from None
-    return parse_record(obj, where=where)
+        obj = None
+    return parse_header(obj, where=where)
 
 
-def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All records of a complete certificate file; CertificateError on any bad line or duplicate."""
+def header_line(header: Mapping[str, Any]) -> str:
+    """The header as one JSON line (validated first)."""
+    return json.dumps(parse_header(dict(header), where="header to write"), allow_nan=False,
+                      separators=(", ", ": ")) + "\n"
+
+
+def read_sections(path: str | os.PathLike) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """[(header, records)] of a complete file: a header line first (required), then records that
+    each agree with the header above them. A file may hold several shard runs of ONE run
+    (``cat`` of the ``--shard I/N`` files): every later header must equal the first except for its
+    shard I (same N, each I once). CertificateError on any bad line, disagreement or duplicate."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -181,37 +199,79 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
         raise CertificateError(f"certificate file not found: {p}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise CertificateError(f"cannot read certificate file {p}: {e}") from None
-    records, seen = [], set()
-    for n, line in enumerate(text.splitlines(), 1):
+    lines = text.splitlines()
+    sections = [(_decode_header(lines[0] if lines else "", f"{p}:1"), [])]
+    seen: set[int] = set()
+    for n, line in enumerate(lines[1:], 2):
         if not line.strip():
             raise CertificateError(f"{p}:{n}: empty line")
-        rec = _decode_line(line, f"{p}:{n}")
-        key = rec["index"]
-        if key in seen:
-            raise CertificateError(f"{p}:{n}: duplicate record for index {key}")
-        seen.add(key)
-        records.append(rec)
-    return records
+        obj = _json_object(line, f"{p}:{n}")
+        if "format" in obj:
+            sections.append((_next_shard(obj, sections, f"{p}:{n}"), []))
+            continue
+        rec = parse_record(obj, where=f"{p}:{n}")
+        why = disagreement(rec, sections[-1][0])
+        if why:
+            raise CertificateError(f"{p}:{n}: record of index {rec['index']} disagrees with the header: {why}")
+        if rec["index"] in seen:
+            raise CertificateError(f"{p}:{n}: duplicate record for index {rec['index']}")
+        seen.add(rec["index"])
+        sections[-1][1].append(rec)
+    return sections
+
+
+def _json_object(line: str, where: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        raise CertificateError(f"{where}: not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise CertificateError(f"{where}: not a JSON object")
+    return obj
+
+
+def _next_shard(obj, sections, where) -> dict[str, Any]:
+    h = parse_header(obj, where=where)
+    first = sections[0][0]
+    shards = [s[0]["selection"]["shard"] for s in sections]
+    mine = h["selection"]["shard"]
+    same = {**h, "selection": {**h["selection"], "shard": first["selection"]["shard"]}}
+    if same != first or mine.split("/")[1] != shards[0].split("/")[1] or mine in shards:
+        raise CertificateError(f"{where}: a second header that is not another shard of the same run")
+    return h
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """All records of a complete file (see :func:`read_sections`)."""
+    return [r for _, recs in read_sections(path) for r in recs]
 
 
 def resume_records(
-    partial: str | os.PathLike, expect: Mapping[str, Any], inputs: Mapping[int, tuple[str, int]]
+    partial: str | os.PathLike, header: Mapping[str, Any], inputs: Mapping[int, tuple[str, int]]
 ) -> list[dict[str, Any]]:
     """Valid records of an interrupted run's ``OUT.partial`` (empty list if there is none).
 
-    ``expect``: fields every record must equal (model_sha256, eps, domain, shard, n_total).
-    ``inputs``: index -> (input_sha256, label) of the selected samples; a record for any other
-    index, or with another hash/label, is refused. Only a torn last line (no trailing newline, or
-    unparsable) is dropped silently.
+    ``header``: this run's header; the partial file's header line must equal it (a torn header,
+    i.e. no complete first line, counts as no file). ``inputs``: index -> (input_sha256, label) of
+    the selected samples; a record for any other index, or with another hash/label, is refused.
+    Only a torn last line (no trailing newline, or unparsable) is dropped silently.
     """
     p = Path(partial)
     if not p.exists():
         return []
-    raw = p.read_bytes()
-    lines = raw.split(b"\n")
+    lines = p.read_bytes().split(b"\n")
     tail = lines.pop()  # text after the last newline: empty or a torn line
+    if not lines:
+        return []
+    try:
+        got = _decode_header(lines[0].decode("utf-8"), f"{p}:1")
+    except (CertificateError, UnicodeDecodeError):
+        raise CertificateError(f"{p}:1: corrupt header in an interrupted run; delete {p}") from None
+    if got != parse_header(dict(header)):
+        raise CertificateError(f"{p}: cannot resume: another run's file (header differs); "
+                               f"delete {p} or rerun with the same arguments")
     records, seen = [], set()
-    for n, bline in enumerate(lines, 1):
+    for n, bline in enumerate(lines[1:], 2):
         where = f"{p}:{n}"
         try:
             rec = _decode_line(bline.decode("utf-8"), where)
@@ -219,7 +279,7 @@ def resume_records(
             if n == len(lines) and not tail:
                 break  # torn last line that happened to end in a newline byte: drop
             raise CertificateError(f"{where}: corrupt record in an interrupted run; delete {p}")
-        _check_belongs(rec, expect, inputs, where, p)
+        _check_belongs(rec, got, inputs, where, p)
         if rec["index"] in seen:
             raise CertificateError(f"{where}: duplicate index {rec['index']}; delete {p}")
         seen.add(rec["index"])
@@ -227,13 +287,10 @@ def resume_records(
     return records
 
 
-def _check_belongs(rec, expect, inputs, where, p) -> None:
-    for k, v in expect.items():
-        if rec.get(k) != v:
-            raise CertificateError(
-                f"{where}: cannot resume: {k} is {rec.get(k)!r}, this run has {v!r}; "
-                f"delete {p} or rerun with the same arguments"
-            )
+def _check_belongs(rec, header, inputs, where, p) -> None:
+    why = disagreement(rec, header)
+    if why:
+        raise CertificateError(f"{where}: cannot resume: {why}; delete {p} or rerun with the same arguments")
     want = inputs.get(rec["index"])
     if want is None:
         raise CertificateError(f"{where}: cannot resume: index {rec['index']} is not selected")
@@ -244,15 +301,17 @@ def _check_belongs(rec, expect, inputs, where, p) -> None:
 class CertWriter:
     """Append records to ``OUT.partial`` batch by batch; :meth:`finish` renames it to ``OUT``.
 
-    ``keep``: records already in the partial file to keep (from :func:`resume_records`); the file
-    is rewritten with exactly them first (temp file + rename), which also drops a torn line.
+    The file starts with the run's ``header`` line. ``keep``: records already in the partial file
+    to keep (from :func:`resume_records`); the file is rewritten with the header and exactly them
+    first (temp file + rename), which also drops a torn line.
     """
 
-    def __init__(self, out: str | os.PathLike, keep: Iterable[Mapping[str, Any]] = ()):
+    def __init__(self, out: str | os.PathLike, header: Mapping[str, Any], keep: Iterable[Mapping[str, Any]] = ()):
         self.out = Path(out)
         self.partial = self.out.with_name(self.out.name + ".partial")
         tmp = self.out.with_name(self.out.name + ".partial.tmp")
         with open(tmp, "w", encoding="utf-8") as f:
+            f.write(header_line(header))
             for rec in keep:
                 f.write(record_to_line(rec))
             f.flush()

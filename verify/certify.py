@@ -31,8 +31,9 @@ import numpy as np
 
 from verify import margins, rounding
 from verify.errors import DataError, LinfVerifyError, ModelError
+from verify.runtime import ort_logits, ort_session
 
-__all__ = ["METHODS", "CertifyConfig", "BatchResult", "Certifier", "certify_batch"]
+__all__ = ["METHODS", "CertifyConfig", "BatchResult", "Certifier", "certify_batch", "guarantee_of"]
 
 METHODS = ("auto", "lipschitz", "ibp")
 ONE = 1.0 + 1e-9  # a Lipschitz bound this close to 1 is 1 up to upward rounding
@@ -91,6 +92,7 @@ class Certifier:
         from verify.fastpath import ChainBound
 
         self.chain = ChainBound.build(model)  # one-forward sound margins for 1-Lipschitz chains
+        self.sess = ort_session(model.path)  # the judge of `predicted` (pinned, verify/runtime.py)
         self._runs = 0
 
     def lipv(self, y: np.ndarray):
@@ -132,24 +134,20 @@ class Certifier:
 
     # ---- methods ----
     def lipschitz_parts(self, x, y):
-        """(m0, radius, margin over the ε-ball, predicted or None) of the Lipschitz method.
+        """(m0, radius, margin over the ε-ball) of the Lipschitz method.
 
         m0: lower bound of the exact margin at x; radius = m0/(2L) rounded down. With a 1-Lipschitz
-        chain (verify/fastpath.py) one forward gives m0 and the prediction, and the ball margin also
-        subtracts onnxruntime's float32 error at every x′ of the ball (theorem (b)); otherwise m0
-        comes from the interval of the degenerate box [x, x]."""
+        chain (verify/fastpath.py) one forward gives m0, and the ball margin also subtracts
+        onnxruntime's float32 error at every x′ of the ball (theorem (b), margins.chain_margins);
+        otherwise m0 comes from the interval of the degenerate box [x, x]."""
         eps = self.cfg.eps
         if self.chain is not None:
             z, e, e_ball = self.chain.forward_with_error(x, eps)
-            m_hat = margins.box_margin(z, z, y)
-            m0 = margins.down64(m_hat - margins.up64(2 * e))
-            m_ort = margins.down64(m_hat - margins.up64(2 * e_ball))
-            pred = np.argmax(z, axis=1)
-            lm = margins.lipschitz_margin(m_ort, self.lipv(y), eps)
+            m0, lm = margins.chain_margins(margins.box_margin(z, z, y), e, e_ball, self.lipv(y), eps)
         else:
             m0 = self.ibp_margin(x, y, 0.0)
-            pred, lm = None, margins.lipschitz_margin(m0, self.lipv(y), eps)
-        return m0, margins.lipschitz_radius(m0, self.lipv(y), self.cfg.width), lm, pred
+            lm = margins.lipschitz_margin(m0, self.lipv(y), eps)
+        return m0, margins.lipschitz_radius(m0, self.lipv(y), self.cfg.width), lm
 
     def bisect(self, x, y, lo_eps, hi_eps, steps) -> np.ndarray:
         """Largest ε′ proven while bisecting [lo_eps, hi_eps] (lo proven or 0, hi failed).
@@ -171,49 +169,48 @@ class Certifier:
         if self._runs % 16 == 0:  # proofs assume gradual underflow (no FTZ/DAZ); the check costs
             rounding.require_ieee_subnormals()  # a few torch kernels, so not every batch
         self._runs += 1
+        logits = ort_logits(self.sess, np.ascontiguousarray(x))
+        pred = np.argmax(logits, axis=1) if len(y) else np.zeros(0, np.int64)
+        finite = np.isfinite(logits).all(axis=1)
         if self.cfg.method == "lipschitz":
-            return self._run_lipschitz(x, y)
-        return self._run_ibp(x, y, auto=self.cfg.method == "auto")
+            res = self._run_lipschitz(x, y)
+        elif self.cfg.method == "auto" and self.chain is not None:
+            res = self._run_chain_auto(x, y, pred)
+        else:
+            res = self._run_ibp(x, y, auto=self.cfg.method == "auto")
+        return self._finish(y, pred, finite, *res)
 
-    def _finish(self, x, y, cert, radius, mlow, method, pred=None) -> BatchResult:
-        """Statuses and predictions: certified ⇒ predicted = y (ORT's logits lie in the proven
-        boxes); otherwise the float32 forward decides misclassified vs not_certified."""
-        rest = np.nonzero(~cert)[0]
-        bad = np.zeros(len(y), dtype=bool)
-        if pred is None:
-            pred = y.copy()
-            if len(rest):
-                logits = self.model.forward(np.ascontiguousarray(x[rest]))
-                pred[rest] = np.argmax(logits, axis=1)
-                bad[rest] = ~np.isfinite(logits).all(axis=1)
-        pred = pred.copy()
-        pred[cert] = y[cert]
+    def _finish(self, y, pred, finite, cert, radius, mlow, method) -> BatchResult:
+        """Statuses: ``predicted`` is onnxruntime's argmax (first index on ties) at x for every
+        sample; certified needs a proof AND predicted = label (else misclassified, whatever a
+        real-function proof says); no finite bound or non-finite logits: unknown. Radii are
+        reported a relative 2^-20 below the proven bound (margins.reported_radius)."""
         status = []
+        radius = margins.reported_radius(radius, self.cfg.width)
         for i in range(len(y)):
-            if cert[i]:
-                status.append("certified")
-                radius[i] = max(radius[i], self.cfg.eps)
-            elif pred[i] != y[i]:
+            if pred[i] != y[i]:
                 status.append("misclassified")
                 radius[i] = 0.0
-            elif math.isnan(mlow[i]) or bad[i]:
+            elif cert[i]:
+                status.append("certified")
+                radius[i] = max(radius[i], self.cfg.eps)
+            elif math.isnan(mlow[i]) or not finite[i]:
                 status.append("unknown")
                 radius[i] = 0.0
             else:
                 status.append("not_certified")
                 radius[i] = min(radius[i], self.cfg.eps)
-        return BatchResult(status, pred, radius, mlow, method)
+        return BatchResult(status, pred.copy(), radius, mlow, method)
 
-    def _run_lipschitz(self, x, y) -> BatchResult:
-        _, r, mlow, pred = self.lipschitz_parts(x, y)
-        cert = mlow > 0
-        return self._finish(x, y, cert, r.copy(), mlow, ["lipschitz"] * len(y), pred)
+    def _run_lipschitz(self, x, y):
+        _, r, mlow = self.lipschitz_parts(x, y)
+        return mlow > 0, r.copy(), mlow, ["lipschitz"] * len(y)
 
-    def _run_chain_auto(self, x, y) -> BatchResult:
+    def _run_chain_auto(self, x, y, pred):
         """`auto` for 1-Lipschitz chains: the one-forward Lipschitz proof first, IBP at ε only for
         correctly predicted samples it cannot prove (no bisection: L ≤ 1 makes the extension tight)."""
         eps, cap = self.cfg.eps, self.cfg.width
-        _, radius, mlow, pred = self.lipschitz_parts(x, y)
+        _, radius, mlow = self.lipschitz_parts(x, y)
         cert = mlow > 0
         method = ["lipschitz"] * len(y)
         rest = np.nonzero(~cert & (pred == y))[0]
@@ -224,11 +221,9 @@ class Certifier:
                 if m_eps[k] > 0 or not mlow[i] >= m_eps[k]:
                     mlow[i], method[i] = m_eps[k], "ibp"
             cert[rest] = m_eps > 0
-        return self._finish(x, y, cert, radius.copy(), mlow, method, pred)
+        return cert, radius.copy(), mlow, method
 
-    def _run_ibp(self, x, y, auto: bool) -> BatchResult:
-        if auto and self.chain is not None:
-            return self._run_chain_auto(x, y)
+    def _run_ibp(self, x, y, auto: bool):
         eps, cap, n = self.cfg.eps, self.cfg.width, len(y)
         m_eps = self.ibp_margin(x, y, eps)
         cert = m_eps > 0
@@ -237,7 +232,7 @@ class Certifier:
         if auto:
             rest = np.nonzero(~cert)[0]
             if len(rest):
-                _, r_l, lm, _ = self.lipschitz_parts(x[rest], y[rest])
+                _, r_l, lm = self.lipschitz_parts(x[rest], y[rest])
                 radius[rest] = np.maximum(radius[rest], r_l)
                 for k, i in enumerate(rest):
                     if lm[k] > 0 or (math.isnan(mlow[i]) and not math.isnan(lm[k])):
@@ -246,7 +241,7 @@ class Certifier:
         steps = self.cfg.bisect_steps if (not auto or not self.lip <= ONE) else 0
         if steps:
             self._refine(x, y, cert, radius, steps)
-        return self._finish(x, y, cert, radius, mlow, method)
+        return cert, radius, mlow, method
 
     def _refine(self, x, y, cert, radius, steps) -> None:
         """Bisection on ε, in place: upward from ε for certified samples, downward otherwise."""
@@ -263,6 +258,13 @@ class Certifier:
         if len(down) and eps > 0:
             got = self.bisect(x[down], y[down], np.zeros(len(down)), np.full(len(down), eps), steps)
             radius[down] = np.maximum(radius[down], got)
+
+
+def guarantee_of(method: str, chain: bool) -> str:
+    """What a run's ``certified`` records prove (verify/header.py GUARANTEES): theorems (a) and (b)
+    for every record when the method is IBP or the model a 1-Lipschitz chain (whose Lipschitz ball
+    margin subtracts onnxruntime's error), else (b) only for the records with method ibp."""
+    return "a+b" if method == "ibp" or chain else "a+b(ibp)"
 
 
 def pair_lipschitz_of(model, affine) -> np.ndarray | None:

@@ -11,7 +11,9 @@ Guarantees:
   arguments keeps every record of the batches that were complete, recomputes the rest with the same
   batch boundaries, and produces a file identical to an uninterrupted run;
 - shards: ``--shard I/N`` takes the selected positions p ≡ I (mod N) (strided, so every shard
-  gets a similar mix); concatenating the N shard files gives every selected index exactly once.
+  gets a similar mix); the records of the N shard files hold every selected index exactly once;
+- the file is one run (verify/header.py): its header line states model, data identity, eps,
+  domain, method, guarantee and selection, and every record agrees with it.
 """
 
 from __future__ import annotations
@@ -25,33 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from verify.certificates import CertWriter, file_sha256, input_sha256, resume_records, tool_version
-from verify.certify import Certifier, CertifyConfig, check_inputs
+from verify.certificates import CertWriter, input_sha256, resume_records, tool_version
+from verify.certify import Certifier, CertifyConfig, check_inputs, guarantee_of
+from verify.header import data_sha256, make_header, parse_shard, select_indices
 from verify.errors import LinfVerifyError, ModelError
+from verify.loader import model_identity
 
 __all__ = ["parse_shard", "select_indices", "run_certify", "summarize"]
-
-
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """``"I/N"`` -> (I, N) with 0 <= I < N; None -> (0, 1). LinfVerifyError otherwise."""
-    if text is None:
-        return 0, 1
-    parts = str(text).split("/")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise LinfVerifyError(f"--shard must look like I/N (e.g. 0/4), got {text!r}")
-    i, n = int(parts[0]), int(parts[1])
-    if not 0 <= i < n:
-        raise LinfVerifyError(f"--shard {text}: need 0 <= I < N")
-    return i, n
-
-
-def select_indices(n_data: int, limit: int | None, shard: tuple[int, int]) -> tuple[np.ndarray, int]:
-    """(indices, n_total): the first ``limit`` samples (all if None), then every N-th from I."""
-    if limit is not None and limit < 0:
-        raise LinfVerifyError(f"--limit must be >= 0, got {limit}")
-    n_total = n_data if limit is None else min(limit, n_data)
-    i, n = shard
-    return np.arange(i, n_total, n, dtype=np.int64), n_total
 
 
 def _check_out(out: Path) -> None:
@@ -100,23 +82,28 @@ def run_certify(
     out = Path(out)
     _check_out(out)
     model = load_model(model_path)
-    model_sha = file_sha256(model_path)
-    if getattr(model, "sha256", model_sha) != model_sha:
+    certifier = Certifier(model, cfg)  # opens the onnxruntime session that judges `predicted`
+    model_sha = model.sha256
+    if model_identity(model_path) != model_sha:
         raise ModelError(f"{model_path} changed while it was being loaded")
     x, y = load_arrays(data, split, data_dir)
     idx, n_total = select_indices(len(x), limit, sh)
+    if len(idx) == 0:
+        raise LinfVerifyError("the selection (--limit, --shard) holds no sample")
     check_inputs(x[idx], y[idx], model, cfg.domain, indices=idx)
     inputs = {int(i): (input_sha256(x[i]), int(y[i])) for i in idx}
     base = {"model_sha256": model_sha, "tool_version": tool_version(), "domain": list(cfg.domain),
             "shard": f"{sh[0]}/{sh[1]}", "n_total": int(n_total)}
-    expect = {k: base[k] for k in ("model_sha256", "domain", "shard", "n_total")} | {"eps": cfg.eps}
+    header = make_header(model_sha256=model_sha, data_sha256=data_sha256(x, y), n_data=len(x), eps=cfg.eps,
+                         domain=cfg.domain, method=cfg.method,
+                         guarantee=guarantee_of(cfg.method, certifier.chain is not None), limit=limit,
+                         shard=base["shard"], n_total=n_total, tool_version=base["tool_version"])
     batches = [idx[s:s + batch_size] for s in range(0, len(idx), batch_size)]
     partial = out.with_name(out.name + ".partial")
-    kept = {r["index"]: r for r in resume_records(partial, expect, inputs)}
+    kept = {r["index"]: r for r in resume_records(partial, header, inputs)}
     done = [all(int(i) in kept for i in b) for b in batches]
     keep = [kept[int(i)] for b, ok in zip(batches, done) if ok for i in b]
-    certifier = Certifier(model, cfg)
-    writer = CertWriter(out, keep)
+    writer = CertWriter(out, header, keep)
     records = list(keep)
     try:
         if progress:
@@ -135,7 +122,8 @@ def run_certify(
         writer.close()
     summary = summarize(records, eps=cfg.eps, method=cfg.method, model_sha256=model_sha)
     summary.update(seconds=time.perf_counter() - t0, out=str(path), resumed=len(keep),
-                   lipschitz=certifier.lip, domain=list(cfg.domain), shard=base["shard"])
+                   lipschitz=certifier.lip, domain=list(cfg.domain), shard=base["shard"],
+                   data_sha256=header["data_sha256"], guarantee=header["guarantee"])
     return summary
 
 

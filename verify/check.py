@@ -1,22 +1,25 @@
-"""``check``: re-verify a certificate file from the model file and the data, independently.
+"""``check``: re-verify a certificate (or witness) file from the model file and the data, independently.
 
-Independent of the code path that wrote it: the model hash is recomputed from the file bytes, the
-input hash and label from the data, the prediction with onnxruntime (not our forward), and every
-claim is re-proven from a fresh model load with ONE direct evaluation per bound (no bisection):
+The file must be ONE run (verify/header.py): the header line first (an empty file or one without
+it fails), every record agreeing with it, and the records covering exactly the selection the header
+declares, re-derived from the data. Independent of the code path that wrote it: the model identity
+is recomputed from the file (verify.loader.model_identity), the data identity, input hashes and
+labels from the data, the prediction with onnxruntime (not our forward), the guarantee from the
+model and method, and every claim is re-proven from a fresh model load with ONE direct evaluation
+per bound (no bisection):
 
-- ``certified`` at ε: the record's method proves the closed ε-ball (IBP margin > 0, or
-  m0 − 2Lε > 0 for ``lipschitz``), and the claimed radius r ≥ ε is re-proven by one of: IBP of the
-  closed r-ball, r ≤ m0/(2L), or r ≤ ε + m_ε/(2L);
-- ``not_certified``: predicted = label, r ≤ ε, r re-proven as above (when r > 0), and the record's
-  method must NOT prove ε (a tampered ``certified`` → ``not_certified`` is caught);
-- ``misclassified``: onnxruntime's prediction ≠ label (radius 0 is checked by the parser);
-- ``falsified``: the witness replays in onnxruntime: float32, finite, in the domain,
-  ‖x′ − x‖∞ ≤ ε exactly (rational comparison), predicted ≠ label;
-- ``margin_lower`` may not exceed the re-computed bound of its method (up to 1e-6 relative);
-- indices unique, inside the data, and covering exactly the selection each record names
-  (``shard``/``n_total``).
+- ``certified`` at ε: predicted = label and the record's method proves the closed ε-ball (IBP
+  margin > 0, or the Lipschitz ball margin > 0), and the claimed radius r ≥ ε is re-proven by one
+  of: IBP of the closed r-ball, r ≤ m0/(2L), or r ≤ ε + m_ε/(2L);
+- ``not_certified`` / ``unknown``: predicted = label, r ≤ ε re-proven as above (0 for unknown), and
+  NO method the run's method may use proves ε (a hidden downgrade of a provable sample fails);
+- ``misclassified``: onnxruntime's prediction ≠ label;
+- ``falsified`` (attack runs only): the witness replays in onnxruntime: float32, finite, in the
+  domain, ‖x′ − x‖∞ ≤ ε exactly (rational comparison), predicted ≠ label;
+- ``margin_lower`` may not exceed the re-computed bound of its method (up to 1e-6 relative).
 
-Any mismatch raises ``CertificateError`` naming the count and the first few.
+Any mismatch raises ``CertificateError`` naming the count and the first few. The summary states
+eps, the coverage ("N of M samples of <data sha256>") and the count of every status.
 """
 
 from __future__ import annotations
@@ -29,22 +32,17 @@ from typing import Any
 import numpy as np
 
 from verify import margins
-from verify.certificates import read_records
-from verify.certify import propagate_boxes, pair_lipschitz_of
+from verify.certificates import STATUSES, read_sections
+from verify.certify import guarantee_of, pair_lipschitz_of, propagate_boxes
 from verify.errors import CertificateError, ModelError
+from verify.header import RECORD_METHODS, data_sha256, header_selection
+from verify.loader import model_identity
 from verify.runtime import ort_logits, ort_session
 
 __all__ = ["run_check", "ort_predict"]
 
 _TOL = 1e-6
 MAX_LISTED = 5
-
-
-def _sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        h.update(f.read())
-    return h.hexdigest()
 
 
 def ort_predict(model_path, x: np.ndarray, batch: int = 256, sess=None) -> np.ndarray:
@@ -79,9 +77,8 @@ class _Prover:
         ball = margins.lipschitz_margin(m, self.lipv(y), eps)
         if self.chain is not None:
             z, e, e_ball = self.chain.forward_with_error(x, eps)
-            m_hat = margins.box_margin(z, z, y)
-            m = np.fmax(m, margins.down64(m_hat - margins.up64(2 * e)))
-            ball = margins.lipschitz_margin(margins.down64(m_hat - margins.up64(2 * e_ball)), self.lipv(y), eps)
+            m_chain, ball = margins.chain_margins(margins.box_margin(z, z, y), e, e_ball, self.lipv(y), eps)
+            m = np.fmax(m, m_chain)
         return m, ball
 
     def ibp(self, x, y, eps, domain) -> np.ndarray:
@@ -98,20 +95,24 @@ class _Prover:
             return np.full(len(y), np.nan)
 
 
-def _coverage(records) -> list[str]:
-    """Missing/unexpected indices w.r.t. the selections the records name (shard, n_total)."""
+def _coverage(sections, n_data: int) -> list[str]:
+    """Missing/unexpected indices w.r.t. the selection the header(s) declare, re-derived from the
+    data (the first ``limit`` samples, then every N-th from I; the union over the shards present)."""
+    header = sections[0][0]
+    if header["n_data"] != n_data:
+        return [f"the header says {header['n_data']} samples, the data has {n_data}"]
     want: set[int] = set()
-    named = [r for r in records if "shard" in r and "n_total" in r]
-    for sh, n_total in {(r["shard"], r["n_total"]) for r in named}:
-        i, n = (int(v) for v in sh.split("/"))
-        want.update(range(i, n_total, n))
-    have = {r["index"] for r in named}
+    for h, _ in sections:
+        want.update(header_selection(h)[0].tolist())
+    if not want:
+        return ["the run's selection holds no sample"]
+    have = {r["index"] for _, recs in sections for r in recs}
     out = []
     missing, extra = sorted(want - have), sorted(have - want)
     if missing:
         out.append(f"{len(missing)} selected index(es) have no record (first: {missing[:5]})")
     if extra:
-        out.append(f"records for indices outside their selection: {extra[:5]}")
+        out.append(f"records for indices outside the selection: {extra[:5]}")
     return out
 
 
@@ -129,19 +130,31 @@ def run_check(certs, model_path, data, *, data_dir=None, split: str = "test",
     from verify.datasets import load_arrays
     from verify.model import load_model
 
-    records = read_records(certs)
+    sections = read_sections(certs)
+    header, records = sections[0][0], [r for _, recs in sections for r in recs]
     if not os.path.isfile(model_path):
         raise ModelError(f"model file not found: {model_path}")
-    sha = _sha256_file(model_path)
+    sha = model_identity(model_path)
     model = load_model(model_path)
+    if model.sha256 != sha:
+        raise ModelError(f"{model_path} changed while it was being loaded")
+    name = os.path.basename(str(model_path))
+    if header["model_sha256"] != sha:
+        raise CertificateError(f"{certs}: model_sha256 of the run does not match {name}")
     x, y = load_arrays(data, split, data_dir)
-    bad: list[str] = []
+    data_sha = data_sha256(x, y)
+    if header["data_sha256"] != data_sha:
+        raise CertificateError(f"{certs}: data_sha256 of the run does not match the data ({data_sha[:16]}…)")
+    prover = _Prover(model, model_path)
+    pgd = header["method"] == "pgd"
+    if header["guarantee"] != ("witness" if pgd else guarantee_of(header["method"], prover.chain is not None)):
+        raise CertificateError(f"{certs}: guarantee {header['guarantee']!r} is not what a "
+                               f"{header['method']!r} run on this model proves")
+    bad = _coverage(sections, len(x))
     good = []
     for r in records:
         i = r["index"]
-        if r["model_sha256"] != sha:
-            bad.append(f"index {i}: model_sha256 does not match {os.path.basename(str(model_path))}")
-        elif i >= len(x):
+        if i >= len(x):
             bad.append(f"index {i}: outside the data ({len(x)} samples)")
         elif r["input_sha256"] != hashlib.sha256(np.ascontiguousarray(x[i]).tobytes()).hexdigest():
             bad.append(f"index {i}: input_sha256 does not match the data")
@@ -149,39 +162,58 @@ def run_check(certs, model_path, data, *, data_dir=None, split: str = "test",
             bad.append(f"index {i}: label {r['label']} but the data says {int(y[i])}")
         else:
             good.append(r)
-    bad += _coverage(records)
-    prover = _Prover(model, model_path)
     for s in range(0, len(good), batch_size):
-        bad += _check_batch(good[s:s + batch_size], x, model_path, prover)
-    counts: dict[str, int] = {}
-    for r in records:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
+        bad += _check_batch(good[s:s + batch_size], x, header, prover)
     if bad:
         listed = "; ".join(bad[:MAX_LISTED])
         raise CertificateError(f"{len(bad)} mismatch(es) in {certs}: {listed}")
-    return {"ok": True, "n": len(records), "counts": counts, "model_sha256": sha,
-            "lipschitz": prover.lip}
+    counts = {st: sum(r["status"] == st for r in records) for st in STATUSES}
+    return {"ok": True, "n": len(records), "eps": header["eps"], "domain": header["domain"],
+            "method": header["method"], "guarantee": header["guarantee"], "selection": {**header["selection"], "shard": "+".join(h["selection"]["shard"] for h, _ in sections)},
+            "n_data": len(x), "data_sha256": data_sha,
+            "coverage": f"{len(records)} of {len(x)} samples of {data_sha}",
+            "counts": counts, "model_sha256": sha, "lipschitz": prover.lip}
 
 
-def _check_batch(recs, x, model_path, prover) -> list[str]:
+def _check_batch(recs, x, header, prover) -> list[str]:
     idx = np.array([r["index"] for r in recs], dtype=np.int64)
     xb = np.ascontiguousarray(x[idx])
     yb = np.array([r["label"] for r in recs], dtype=np.int64)
-    eps = np.array([r["eps"] for r in recs])
-    rad = np.array([r["radius"] for r in recs])
-    dom = [tuple(r.get("domain", (0.0, 1.0))) for r in recs]
-    pred = ort_predict(model_path, xb, sess=prover.sess)
+    pred = ort_predict(None, xb, sess=prover.sess)
+    if header["method"] == "pgd":
+        return _check_attack(recs, yb, pred, header, prover, x)
+    return _check_claims(recs, xb, yb, pred, header, prover)
+
+
+def _check_attack(recs, yb, pred, header, prover, x_all) -> list[str]:
+    """An attack run claims no robustness: misclassified / unknown follow onnxruntime's
+    prediction, falsified witnesses are replayed."""
     out = []
-    for d in sorted(set(dom)):
-        sel = np.array([k for k in range(len(recs)) if dom[k] == d])
-        out += _check_claims([recs[k] for k in sel], xb[sel], yb[sel], eps[sel], rad[sel], pred[sel], d, prover, x)
+    for k, r in enumerate(recs):
+        i, st = r["index"], r["status"]
+        if r["predicted"] != pred[k]:
+            out.append(f"index {i}: predicted {r['predicted']} but onnxruntime says {int(pred[k])}")
+        elif st == "misclassified" and pred[k] == yb[k]:
+            out.append(f"index {i}: 'misclassified' but onnxruntime predicts the label")
+        elif st == "unknown" and pred[k] != yb[k]:
+            out.append(f"index {i}: 'unknown' but onnxruntime misclassifies it")
+        elif st == "falsified":
+            out += _check_witness(r, x_all[i], tuple(header["domain"]), prover)
     return out
 
 
-def _check_claims(recs, xb, yb, eps, rad, pred, dom, prover, x_all) -> list[str]:
+def _check_claims(recs, xb, yb, pred, header, prover) -> list[str]:
+    """Re-prove a certify run's records. Every method the run's method may use is recomputed
+    (deterministically, one direct evaluation each): `certified` must re-prove with its own method;
+    `not_certified` / `unknown` must not be provable by ANY of them (else a downgrade)."""
+    dom, n = tuple(header["domain"]), len(recs)
     cap = dom[1] - dom[0]
+    eps = np.full(n, header["eps"])
+    rad = np.array([r["radius"] for r in recs])
     m_eps = prover.ibp(xb, yb, eps, dom)
     m0, lip_m = prover.m0(xb, yb, eps, dom)
+    bound = {"ibp": m_eps, "lipschitz": lip_m}
+    allowed = RECORD_METHODS[header["method"]]
     m_r = prover.ibp(xb, yb, np.minimum(rad, cap), dom)
     r_ok = ((m_r > 0) | (rad <= margins.lipschitz_radius(m0, prover.lipv(yb), cap))
             | (rad <= margins.extended_radius(eps, m_eps, prover.lipv(yb), cap)) | (rad == 0))
@@ -191,26 +223,27 @@ def _check_claims(recs, xb, yb, eps, rad, pred, dom, prover, x_all) -> list[str]
         if r["predicted"] != pred[k]:
             out.append(f"index {i}: predicted {r['predicted']} but onnxruntime says {int(pred[k])}")
             continue
-        mine = m_eps[k] if meth == "ibp" else lip_m[k] if meth == "lipschitz" else np.nan
+        mine = bound[meth][k]
+        proves = [m for m in allowed if bound[m][k] > 0]
         ml = r["margin_lower"]
         if ml is not None and np.isfinite(mine) and ml > mine + _TOL * (1 + abs(mine)):
             out.append(f"index {i}: margin_lower {ml!r} exceeds the re-computed bound {mine!r}")
-        if st == "certified":
-            if pred[k] != yb[k] or not mine > 0:
-                out.append(f"index {i}: 'certified' at eps {r['eps']!r} does not re-prove ({meth})")
+        if st == "misclassified":
+            if pred[k] == yb[k]:
+                out.append(f"index {i}: 'misclassified' but onnxruntime predicts the label")
+        elif pred[k] != yb[k]:
+            out.append(f"index {i}: {st!r} but onnxruntime misclassifies it")
+        elif st == "certified":
+            if not mine > 0:
+                out.append(f"index {i}: 'certified' at eps {header['eps']!r} does not re-prove ({meth})")
             elif rad[k] < eps[k] or not (r_ok[k] or rad[k] == eps[k]):
                 out.append(f"index {i}: radius {rad[k]!r} is not provable")
-        elif st == "not_certified":
-            if pred[k] != yb[k]:
-                out.append(f"index {i}: 'not_certified' but onnxruntime misclassifies it")
-            elif mine > 0:
-                out.append(f"index {i}: 'not_certified' but {meth} proves eps {r['eps']!r}")
-            elif rad[k] > eps[k] or not r_ok[k]:
-                out.append(f"index {i}: radius {rad[k]!r} is not provable")
-        elif st == "misclassified" and pred[k] == yb[k]:
-            out.append(f"index {i}: 'misclassified' but onnxruntime predicts the label")
-        elif st == "falsified":
-            out += _check_witness(r, x_all[i], dom, prover)
+        elif proves:
+            out.append(f"index {i}: {st!r} but {proves[0]} proves eps {header['eps']!r} (a downgrade)")
+        elif st == "unknown" and rad[k] != 0:
+            out.append(f"index {i}: 'unknown' with radius {rad[k]!r} (must be 0)")
+        elif rad[k] > eps[k] or not r_ok[k]:
+            out.append(f"index {i}: radius {rad[k]!r} is not provable")
     return out
 
 

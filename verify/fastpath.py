@@ -155,14 +155,18 @@ def _threads() -> int:
 
 def _ort_values_session(model, names):
     """An onnxruntime session of the model file exposing ``names`` as extra outputs, or None
-    (fixed batch size, external data, unknown tensor names, or onnxruntime refuses)."""
+    (fixed batch size, the file no longer the loaded model, unknown tensor names, or onnxruntime
+    refuses). The file is re-read by the loader (external data included, same safety rules) and
+    used only when its identity is the loaded model's."""
     if getattr(model, "batch_size", None) or not hasattr(model, "path"):
         return None
     try:
         import onnx
 
-        proto = onnx.load_from_string(open(model.path, "rb").read())
-        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        from verify.loader import load_proto
+
+        proto, sha = load_proto(model.path)
+        if sha != getattr(model, "sha256", None):
             return None
         known = {o for n in proto.graph.node for o in n.output}
         have = {o.name for o in proto.graph.output}

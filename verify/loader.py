@@ -5,8 +5,9 @@ Guarantees of :func:`read_model`:
 * the file is parsed without following external-data references; each external tensor is then
   read only when its location is a relative path without ``..`` whose real path (symlinks resolved)
   stays inside the model's folder, with offset/length inside that file; otherwise ModelError;
-* ``sha256`` is the sha256 of the file bytes, followed (when the model uses external data) by the
-  external chunks in tensor order, so any change of any weight changes it;
+* ``sha256`` is the model's identity (:func:`model_identity`, the one definition every command
+  uses): sha256 of the file bytes, followed (when the model uses external data) by the external
+  chunks in tensor order, so any change of any weight changes it;
 * model-local functions outside the ``linf`` domain are inlined; each ``linf`` function must equal
   the canonical body of :mod:`verify.linf_spec` (otherwise onnxruntime would run something else than
   what we certify);
@@ -189,8 +190,13 @@ def _io(model: onnx.ModelProto) -> tuple:
     return inp.name, [int(d) for d in dims[1:]], dims[0], out.name, (int(k) if k else None)
 
 
-def read_model(path: str | os.PathLike) -> RawModel:
-    """Parse and validate an ONNX file safely (see the module docstring). ModelError on bad input."""
+def load_proto(path: str | os.PathLike) -> tuple[onnx.ModelProto, str]:
+    """(the file's ModelProto with every external tensor read into it safely, the model's identity).
+
+    The identity is THE definition of a model's identity (``model_sha256`` in certificates and
+    witness files, used by certify, check, attack, audit): sha256 of the file bytes followed by
+    each external-data chunk in tensor order, exactly as read here (so a change of any weight, in
+    the file or in its external data, changes it). ModelError on bad input."""
     p = Path(path)
     if not p.exists():
         raise ModelError(f"model file not found: {p}")
@@ -208,6 +214,18 @@ def read_model(path: str | os.PathLike) -> RawModel:
     if len(model.graph.sparse_initializer):
         raise ModelError("sparse initializers are not supported")
     _load_external(model, Path(os.path.realpath(p.parent)), digest)
+    return model, digest.hexdigest()
+
+
+def model_identity(path: str | os.PathLike) -> str:
+    """The model's identity (sha256 hex, see :func:`load_proto`) as the file reads now."""
+    return load_proto(path)[1]
+
+
+def read_model(path: str | os.PathLike) -> RawModel:
+    """Parse and validate an ONNX file safely (see the module docstring). ModelError on bad input."""
+    p = Path(path)
+    model, sha = load_proto(p)
     opsets = {("" if o.domain == "ai.onnx" else o.domain): int(o.version) for o in model.opset_import}
     if "linf" in opsets and opsets["linf"] != 1:
         raise ModelError(f"linf domain version {opsets['linf']} is not supported (only 1)")
@@ -227,4 +245,4 @@ def read_model(path: str | os.PathLike) -> RawModel:
             shapes[vi.name] = tuple(d)
     name, dims, batch, out, k = _io(model)
     meta = {m.key: m.value for m in model.metadata_props}
-    return RawModel(model, digest.hexdigest(), p, opsets, name, dims, batch, out, k, shapes, meta)
+    return RawModel(model, sha, p, opsets, name, dims, batch, out, k, shapes, meta)

@@ -31,6 +31,8 @@ __all__ = [
     "lipschitz_radius",
     "extended_radius",
     "lipschitz_margin",
+    "chain_margins",
+    "reported_radius",
     "pair_lipschitz",
 ]
 
@@ -153,6 +155,20 @@ def extended_radius(eps, m_eps: np.ndarray, lip, cap: float) -> np.ndarray:
     return np.minimum(r, cap)
 
 
+RADIUS_SLACK = 2.0**-20
+
+
+def reported_radius(r: np.ndarray, cap: float) -> np.ndarray:
+    """The radius a record states: the proven lower bound r times (1 − 2^-20), rounded down (a
+    radius ≥ ``cap``, the whole domain, is kept: ``check`` re-proves it by one IBP of the domain).
+
+    Smaller is still proven. The slack lets ``check`` re-prove it with its own evaluation, whose
+    float64 dot products may differ from the certifier's in the last bits (BLAS blocking depends
+    on the batch composition and the CPU), where a radius exactly at the bound would not be."""
+    r = np.asarray(r, dtype=np.float64)
+    return np.where(r >= cap, r, np.maximum(_down64(r * (1.0 - RADIUS_SLACK)), 0.0))
+
+
 def lipschitz_margin(m0: np.ndarray, lip, eps) -> np.ndarray:
     """Lower bound of m0 − 2Lε: the margin over the whole ε-ball by the Lipschitz argument
     (NaN where L is unknown)."""
@@ -161,6 +177,21 @@ def lipschitz_margin(m0: np.ndarray, lip, eps) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         drop = _up64(2.0 * lv * np.asarray(eps, dtype=np.float64))
         return np.where(ok, _down64(m0 - drop), np.nan)
+
+
+def chain_margins(m_hat: np.ndarray, e: np.ndarray, e_ball: np.ndarray, lip, eps) -> tuple[np.ndarray, np.ndarray]:
+    """(m0, ball margin) of a 1-Lipschitz chain from its float32 forward (verify/fastpath.py), the
+    one formula the certifier and ``check`` share (docs/SOUNDNESS.md):
+
+    - m0 = m̂ − 2e ≤ the exact margin at x (‖ŷ(x) − f(x)‖∞ ≤ e);
+    - ball = m̂ − 2e − 2e′ − 2Lε ≤ onnxruntime's float32 margin at every float32 x′ of the ε-ball
+      (≥ exact margin at x′ − 2e′ ≥ exact margin at x − 2Lε − 2e′) and ≤ the exact margin there.
+
+    Both errors are subtracted: e is the error of ŷ at x, e′ that of onnxruntime at x′ (a bound
+    with max(e, e′) instead of e + e′ is unsound). All steps rounded down."""
+    m0 = _down64(np.asarray(m_hat, dtype=np.float64) - _up64(2.0 * np.asarray(e, dtype=np.float64)))
+    at_ort = _down64(m0 - _up64(2.0 * np.asarray(e_ball, dtype=np.float64)))
+    return m0, lipschitz_margin(at_ort, lip, eps)
 
 
 def pair_lipschitz(w: np.ndarray, l_h: float) -> np.ndarray:

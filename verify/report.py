@@ -99,10 +99,15 @@ def check_table(rep: dict[str, Any]):
     t = Table(title="certificate check: [green]passed[/green]", show_header=False)
     t.add_column(style="bold")
     t.add_column(justify="right")
-    t.add_row("records", str(rep["n"]))
-    for k, v in sorted(rep["counts"].items()):
+    t.add_row("eps", repr(rep["eps"]))
+    t.add_row("method / guarantee", f"{rep['method']} / {rep['guarantee']}")
+    t.add_row("coverage", rep["coverage"])
+    sel = rep["selection"]
+    limit = "all" if sel["limit"] is None else f"first {sel['limit']}"
+    t.add_row("selection", f"{limit}, shard {sel['shard']}, n_total {sel['n_total']}")
+    for k, v in rep["counts"].items():
         t.add_row(f"  {k}", str(v))
-    t.add_row("model sha256", rep["model_sha256"][:16] + "…")
+    t.add_row("model sha256", rep["model_sha256"])
     return t
 
 

@@ -18,6 +18,7 @@ from verify.attack.pgd import AttackConfig
 from verify.attack.replay import write_jsonl_atomic
 from verify.attack.runner import attack_arrays
 from verify.errors import CertificateError, LinfVerifyError
+from verify.header import data_sha256
 
 __all__ = ["run_attack", "alarm_against"]
 
@@ -76,6 +77,7 @@ def run_attack(model_path: str | os.PathLike, data: str | os.PathLike, *, eps: f
         raise LinfVerifyError(f"the domain must be LO < HI, got {domain[0]} {domain[1]}")
     load_model(model_path)  # the verifier's safe loader: refuses what certify would refuse
     x, y = load_arrays(data, split, data_dir)
+    n_data, data_sha = len(x), data_sha256(x, y)
     n = len(x) if limit is None else min(limit, len(x))
     x, y = x[:n], y[:n]
     skip = None
@@ -85,7 +87,7 @@ def run_attack(model_path: str | os.PathLike, data: str | os.PathLike, *, eps: f
         skip = _proven_mask(certs, x, eps)
     res = attack_arrays(model_path, x, y, eps, cfg, domain, skip=skip)
     records = res.records(x)
-    write_jsonl_atomic(out, records)
+    write_jsonl_atomic(out, res.header(data_sha, n_data, limit), records)
     summary = res.summary() | {"out": str(out)}
     if skip is not None:
         summary["skipped_certified"] = int(skip.sum())

@@ -1,8 +1,9 @@
 """Read an ONNX file into a plain node list that :mod:`verify.attack.torch_graph` can evaluate.
 
 Guarantees:
-- the file is parsed with ``onnx`` only (nothing is unpickled); external data is loaded only when
-  every referenced file resolves inside the model's folder, else :class:`ModelError`;
+- the file is read by the verifier's loader (``verify.loader.load_proto``: ``onnx`` only, nothing
+  unpickled, external data only inside the model's folder, else :class:`ModelError`), and
+  ``sha256`` is the one model identity (``verify.loader.model_identity``);
 - model-local functions are inlined, except the ``linf`` domain ops (LinfDist, LinfDistConv),
   which stay as single nodes so the attack can evaluate (and smooth) them directly;
 - the result lists nodes in the file's order (ONNX requires topological order) with attributes
@@ -11,7 +12,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,23 +52,6 @@ class OnnxGraph:
     sha256: str
 
 
-def _check_external_data(model: onnx.ModelProto, folder: Path) -> bool:
-    """True when the model has external data; raise when any of it lies outside ``folder``."""
-    has_external = False
-    root = folder.resolve()
-    for tensor in onnx.external_data_helper._get_all_tensors(model):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        has_external = True
-        info = {e.key: e.value for e in tensor.external_data}
-        target = (root / info.get("location", "")).resolve()
-        if root != target and root not in target.parents:
-            raise ModelError(f"external data {info.get('location')!r} resolves outside the model folder")
-        if not target.is_file():
-            raise ModelError(f"external data file {info.get('location')!r} is missing")
-    return has_external
-
-
 def _decode_attr(attr: onnx.AttributeProto):
     value = onnx.helper.get_attribute_value(attr)
     if isinstance(value, onnx.TensorProto):
@@ -87,16 +70,9 @@ def _dims(value_info: onnx.ValueInfoProto) -> tuple:
 
 def read_onnx_graph(path: str | Path) -> OnnxGraph:
     """Load ``path`` safely and return its :class:`OnnxGraph` (raises ModelError on bad input)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"model file not found: {path}")
-    raw = path.read_bytes()
-    try:
-        model = onnx.load_from_string(raw)
-    except Exception as e:  # noqa: BLE001 - any parse failure is a bad model file
-        raise ModelError(f"cannot parse ONNX file {path}: {type(e).__name__}") from None
-    if _check_external_data(model, path.parent):
-        onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+    from verify.loader import load_proto
+
+    model, sha = load_proto(path)  # the verifier's safe reader and the one model identity
     keep = [(f.domain, f.name) for f in model.functions if f.domain == LINF_DOMAIN and f.name in LINF_OPS]
     if len(keep) != len(model.functions):
         try:
@@ -131,5 +107,5 @@ def read_onnx_graph(path: str | Path) -> OnnxGraph:
         input_shape=_dims(inputs[0])[1:],
         output_name=g.output[0].name,
         metadata={p.key: p.value for p in model.metadata_props},
-        sha256=hashlib.sha256(raw).hexdigest(),
+        sha256=sha,
     )

@@ -4,7 +4,8 @@ A sample is ``falsified`` only when :meth:`OrtReplayer.confirm` accepts its witn
 float32 array of the input's shape, ‖x′ − x‖∞ ≤ ε exactly (float64/rational check on the float32
 values, no tolerance), x′ inside the input domain, and onnxruntime (CPU) on the ONNX file gives some
 class a logit STRICTLY larger than the label's (so the label cannot be the argmax even under ties).
-Records carry the certificate base fields (DESIGN.md) plus ``witness`` (float32 values written with
+A witness file is one run like a certificate file: a header line (verify/header.py, method ``pgd``,
+guarantee ``witness``) first. Records carry the certificate base fields (DESIGN.md) plus ``witness`` (float32 values written with
 ``repr(float(v))``, which round-trips exactly) and ``witness_sha256`` (sha256 of the float32 C-order
 bytes), and are written atomically (temp file in the same folder + ``os.replace``).
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from verify.attack.box import inside_box, linf_distance
-from verify.certificates import record_to_line
+from verify.certificates import header_line, record_to_line
 from verify.errors import CertificateError
 
 __all__ = ["OrtReplayer", "sha256_f32", "witness_record", "write_jsonl_atomic", "read_jsonl",
@@ -67,10 +68,11 @@ class OrtReplayer:
 def witness_record(*, index: int, x: np.ndarray, label: int, predicted: int, eps: float, status: str,
                    model_sha256: str, tool_version: str, witness: np.ndarray | None = None,
                    adv_predicted: int | None = None, method: str = "pgd",
-                   domain: tuple[float, float] | None = None) -> dict:
+                   domain: tuple[float, float] = (0.0, 1.0), n_total: int) -> dict:
     """One JSONL record: the certificate base fields, plus the witness for falsified samples.
 
-    ``radius`` is 0 (the attack proves no robustness) and ``margin_lower`` is null.
+    ``radius`` is 0 (the attack proves no robustness) and ``margin_lower`` is null; an attack run
+    selects the first ``n_total`` samples (shard "0/1", verify/header.py).
     """
     rec = {
         "index": int(index),
@@ -84,9 +86,10 @@ def witness_record(*, index: int, x: np.ndarray, label: int, predicted: int, eps
         "method": method,
         "model_sha256": model_sha256,
         "tool_version": tool_version,
+        "domain": [float(domain[0]), float(domain[1])],
+        "shard": "0/1",
+        "n_total": int(n_total),
     }
-    if domain is not None:
-        rec["domain"] = [float(domain[0]), float(domain[1])]
     if witness is not None:
         w32 = np.ascontiguousarray(witness, dtype=np.float32)
         rec["witness"] = [float(v) for v in w32.ravel()]
@@ -111,14 +114,16 @@ def witness_array(rec: dict, shape: tuple) -> np.ndarray:
     return w32
 
 
-def write_jsonl_atomic(path: str | Path, records) -> None:
-    """Write records (validated by verify.certificates.record_to_line) one per line to ``path``
-    via a temp file in the same folder + os.replace: ``path`` never exists half-written."""
+def write_jsonl_atomic(path: str | Path, header: dict, records) -> None:
+    """Write the run's header line, then the records (validated by verify.certificates) one per
+    line to ``path`` via a temp file in the same folder + os.replace: ``path`` never exists
+    half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
+            f.write(header_line(header))
             for r in records:
                 f.write(record_to_line(r))
             f.flush()

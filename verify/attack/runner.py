@@ -74,10 +74,19 @@ class AttackResult:
                 index=int(idx[i]), x=x[i], label=int(self.labels[i]), predicted=int(self.predicted[i]),
                 eps=self.eps, status=self.status[i], model_sha256=self.model_sha256,
                 tool_version=tool_version(), witness=self.witnesses.get(i), adv_predicted=self.adv_predicted.get(i),
-                domain=self.domain,
+                domain=self.domain, n_total=self.n,
             )
             for i in range(self.n)
         ]
+
+    def header(self, data_sha256: str, n_data: int, limit: int | None) -> dict:
+        """The witness file's header (verify/header.py): the first ``self.n`` samples of a data set
+        of ``n_data`` samples with identity ``data_sha256``, attacked at ε (method pgd)."""
+        from verify.header import make_header
+
+        return make_header(model_sha256=self.model_sha256, data_sha256=data_sha256, n_data=n_data, eps=self.eps,
+                           domain=self.domain, method="pgd", guarantee="witness", limit=limit, shard="0/1",
+                           n_total=self.n, tool_version=tool_version())
 
 
 def schedule(cfg: AttackConfig, has_linf: bool, num_classes: int) -> list[tuple[str, int | None, float]]:
