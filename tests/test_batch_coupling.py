@@ -189,6 +189,8 @@ def _shape_of_shape():
 
 PER_SAMPLE = {
     "shape_of_shape": _shape_of_shape(),
+    "dynamo_flatten_idiom": ([N("Shape", ["input"], ["n1"], start=0, end=1), N("Concat", ["n1", "m1"], ["t"], axis=0),
+                              N("Reshape", ["input", "t"], ["logits"])], {"m1": np.array([-1], I64)}, (2, 2)),
     "mlp": ([N("Gemm", ["input", "W1", "b1"], ["h"], transB=1), N("Relu", ["h"], ["r"]),
              N("Gemm", ["r", "W2", "b2"], ["logits"], transB=1)],
             {"W1": W44, "b1": np.ones(4, np.float32), "W2": -W44, "b2": np.zeros((1, 4), np.float32)}, (4,)),
