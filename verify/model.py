@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from verify.batch_axis import check_per_sample
 from verify.errors import ModelError
 from verify.graph import Graph, NodeLipschitz, evaluate, lipschitz_table, output_lipschitz, propagate, toposort
 from verify.loader import RawModel, read_model, tensor_to_numpy
@@ -228,6 +229,7 @@ def load_model(path: str | os.PathLike) -> VerifiedModel:
     raw = read_model(path)
     g = build_graph(raw)
     k = _dry_run(g, raw)
+    check_per_sample(g, raw.input_dims, raw.batch_dim)
     if raw.num_classes is not None and raw.num_classes != k:
         raise ModelError(f"the output declares {raw.num_classes} classes but computes {k}")
     return VerifiedModel(raw, g, k)

@@ -13,6 +13,7 @@ Every op class (``verify/ops/op_<name>.py``) subclasses :class:`Op` and implemen
   (None for a constant input); returns an upper bound for the output (``math.inf`` = unbounded),
   rounded upward.
 * ``unsupported()``: None, or a short reason when an attribute value is outside what we can bound.
+* ``batch_axis(flow)``: where the batch axis of the output is (verify/batch_axis.py); default refuse.
 """
 
 from __future__ import annotations
@@ -140,6 +141,12 @@ class Op:
 
     def lipschitz(self, *in_l: float | None) -> float:
         raise NotImplementedError
+
+    def batch_axis(self, flow) -> object:
+        """Per-sample analysis (verify/batch_axis.py): the output's abstract value (FREE, Rows,
+        Dims) from the inputs' in ``flow``, or a string naming how the op would couple the samples
+        of a batch (the model is then refused). Default: refuse."""
+        return f"{self.describe()} is not known to keep the samples of a batch apart"
 
     def local_lipschitz(self) -> float:
         """The op's own bound: ``lipschitz`` with 1 for every variable input, None for constants."""

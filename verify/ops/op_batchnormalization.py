@@ -70,3 +70,8 @@ class BatchNormalization(Op):
         eps = float(np.float32(self.attr("epsilon", 1e-5)))
         amax = float(np.max(np.abs(scale / np.sqrt(var + eps)))) if scale.size else 0.0
         return scaled([lx], math.nextafter(amax * (1 + 8 * U64), math.inf))
+
+    def batch_axis(self, f):
+        from verify.batch_axis import keep_rows0
+
+        return keep_rows0(self, f)

@@ -48,3 +48,8 @@ class Cast(Op):
         if not lx:
             return 0.0
         return lx if self._dtype() == np.float32 else math.inf
+
+    def batch_axis(self, f):
+        from verify.batch_axis import same_as_input
+
+        return same_as_input(self, f)

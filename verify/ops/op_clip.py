@@ -39,3 +39,8 @@ class Clip(Op):
 
     def lipschitz(self, lx=None, *_):
         return scaled([lx], 1.0)
+
+    def batch_axis(self, f):
+        from verify.batch_axis import elementwise
+
+        return elementwise(self, f)

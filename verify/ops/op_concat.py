@@ -20,3 +20,14 @@ class Concat(Op):
     def lipschitz(self, *in_l):
         v = var_l(in_l)
         return max(v) if v else 0.0
+
+    def batch_axis(self, f):
+        from verify.batch_axis import Rows, coupled, dims_through
+
+        if not any(isinstance(s, Rows) for s in f.states):
+            return dims_through(self, f, data=range(len(f.states)))
+        ks = {f.rows(i) for i in range(len(f.states))}
+        axis = int(self.attr("axis", 0)) % len(f.out_shape)
+        if len(ks) != 1 or None in ks or axis in ks:
+            return coupled(self, f"axis={self.attr('axis', 0)} joins tensors along or across the batch axis")
+        return Rows(ks.pop())

@@ -77,3 +77,8 @@ class Conv(Op):
             return 0.0
         w = self.const(1)
         return mul_up(inf_norm_up(w.reshape(w.shape[0], -1), 1), lx)
+
+    def batch_axis(self, f):
+        from verify.batch_axis import keep_rows0
+
+        return keep_rows0(self, f)

@@ -49,3 +49,8 @@ class Div(Op):
         c = np.abs(self.const(1).astype(np.float64))
         inv = math.nextafter(float(1.0 / np.min(c)), math.inf) if c.size else 0.0
         return mul_up(inv, la)
+
+    def batch_axis(self, f):
+        from verify.batch_axis import elementwise
+
+        return elementwise(self, f)

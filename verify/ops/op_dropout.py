@@ -29,3 +29,8 @@ class Dropout(Op):
 
     def lipschitz(self, lx=None, *_):
         return scaled([lx], 1.0)
+
+    def batch_axis(self, f):
+        from verify.batch_axis import same_as_input
+
+        return same_as_input(self, f)

@@ -18,3 +18,13 @@ class Flatten(ShapeOp):
             axis += x.ndim
         lead = int(np.prod(x.shape[:axis], dtype=np.int64))
         return x.reshape(lead, -1) if x.size or lead else x.reshape(lead, 0)
+
+    def batch_axis(self, f):
+        from verify.batch_axis import Rows, coupled
+
+        r = f.rank(0)
+        axis = int(self.attr("axis", 1))
+        axis = axis + r if axis < 0 else axis
+        if f.rows(0) != 0 or axis == 0 or int(np.prod(f.shapes[0][1:axis], dtype=np.int64)) != 1:
+            return coupled(self, f"axis={self.attr('axis', 1)} does not keep one row per sample")
+        return Rows(0)

@@ -20,3 +20,11 @@ class Gather(ShapeOp):
             raise self.fail("index out of range")
         return np.take(x, idx, axis=axis)
 
+    def batch_axis(self, f):
+        from verify.batch_axis import Dims, dims_through, shape_rows
+
+        if isinstance(f.states[0], Dims):
+            return dims_through(self, f)
+        a = int(self.attr("axis", 0)) % max(f.rank(0), 1)
+        idx_rank = len(f.shapes[1])
+        return shape_rows(self, f, {a}, lambda k: k if k < a else k + idx_rank - 1)

@@ -81,3 +81,13 @@ class Gemm(Op):
             am = self._op(self.const(0), "transA")  # y[i, j] = sum_k am[i, k] b[k, j]
             return mul_up(mul_up(abs(alpha), inf_norm_up(am, 1)), lb)
         return 0.0
+
+    def batch_axis(self, f):
+        from verify.batch_axis import Rows, coupled
+
+        if f.rows(0) != int(self.attr("transA", 0)) or not f.free():
+            return coupled(self, "does not keep the batch on the rows of A (B and C constant)")
+        c = f.shapes[2] if len(f.shapes) > 2 and f.shapes[2] is not None else ()
+        if len(c) == 2 and c[0] != 1:
+            return coupled(self, f"adds a C with {c[0]} rows (one per sample position)")
+        return Rows(0)

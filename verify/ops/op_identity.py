@@ -18,3 +18,8 @@ class Identity(Op):
 
     def lipschitz(self, lx=None):
         return scaled([lx], 1.0)
+
+    def batch_axis(self, f):
+        from verify.batch_axis import same_as_input
+
+        return same_as_input(self, f)

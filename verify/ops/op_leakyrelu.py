@@ -33,3 +33,8 @@ class LeakyRelu(Op):
 
     def lipschitz(self, lx=None):
         return scaled([lx], max(1.0, float(self._alpha())))
+
+    def batch_axis(self, f):
+        from verify.batch_axis import elementwise
+
+        return elementwise(self, f)

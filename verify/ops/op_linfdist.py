@@ -52,3 +52,8 @@ class LinfDist(Op):
     def lipschitz(self, lx=None, lw=None, lb=None):
         # |x - w|_inf is 1-Lipschitz in x (and jointly in (x, w)); + B adds B's own bound.
         return add_up(*(v for v in (lx, lw, lb) if v is not None))
+
+    def batch_axis(self, f):
+        from verify.batch_axis import coupled, keep_rows0
+
+        return keep_rows0(self, f) if f.rank(0) == 2 else coupled(self, "needs X of rank 2")

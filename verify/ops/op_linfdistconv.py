@@ -76,3 +76,8 @@ class LinfDistConv(Op):
     def lipschitz(self, lx=None, lw=None, lb=None):
         # each output is an ℓ∞ distance of one patch: |patch(x) - patch(x')|_inf <= |x - x'|_inf
         return add_up(*(v for v in (lx, lw, lb) if v is not None))
+
+    def batch_axis(self, f):
+        from verify.batch_axis import keep_rows0
+
+        return keep_rows0(self, f)

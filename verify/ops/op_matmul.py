@@ -56,3 +56,17 @@ class MatMul(Op):
             a2 = a[None, :] if a.ndim == 1 else a  # y[.., i, j] = sum_k a[.., i, k] b[.., k, j]
             return mul_up(inf_norm_up(a2, a2.ndim - 1), lb)
         return 0.0
+
+    def batch_axis(self, f):
+        from verify.batch_axis import Rows, coupled
+
+        v = 0 if f.rows(0) is not None else 1  # the variable operand; the other must be FREE
+        k, r, rc = f.rows(v), [max(f.rank(0), 2), max(f.rank(1), 2)], max(f.rank(1 - v), 2)
+        contracted = f.rank(v) - 1 if v == 0 else max(f.rank(1) - 2, 0)
+        if k is None or not f.free(1 - v) or k == contracted:
+            return coupled(self, "contracts the batch axis or multiplies two variables")
+        a = k + max(r) - f.rank(v)  # the batch axis in the output before a 1-D operand's axis is dropped
+        j = a - (max(r) - rc)  # the constant's axis aligned with it, if one of its stacking axes
+        if 0 <= j < rc - 2 and (1, 1, *f.shapes[1 - v])[-rc:][j] != 1:
+            return coupled(self, "broadcasts a stack of constant matrices along the batch axis")
+        return Rows(a - (f.rank(0) == 1 and a == max(r) - 1))

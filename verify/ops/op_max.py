@@ -23,3 +23,8 @@ class Max(Op):
         # |max_i a_i - max_i a'_i| <= max_i |a_i - a'_i|
         v = var_l(in_l)
         return max(v) if v else 0.0
+
+    def batch_axis(self, f):
+        from verify.batch_axis import elementwise
+
+        return elementwise(self, f)

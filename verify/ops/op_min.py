@@ -22,3 +22,8 @@ class Min(Op):
     def lipschitz(self, *in_l):
         v = var_l(in_l)
         return max(v) if v else 0.0
+
+    def batch_axis(self, f):
+        from verify.batch_axis import elementwise
+
+        return elementwise(self, f)

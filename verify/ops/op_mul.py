@@ -31,3 +31,8 @@ class Mul(Op):
         c, lv = (self.const(1), la) if la is not None else (self.const(0), lb)
         cmax = float(np.max(np.abs(c))) if c.size else 0.0
         return mul_up(cmax, lv)
+
+    def batch_axis(self, f):
+        from verify.batch_axis import elementwise
+
+        return elementwise(self, f)

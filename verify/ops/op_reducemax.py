@@ -28,3 +28,12 @@ class ReduceMax(ShapeOp):
                 return x
             axes = list(range(x.ndim))
         return np.max(x, axis=tuple(a % x.ndim for a in axes), keepdims=keep)
+
+    def batch_axis(self, f):
+        from verify.batch_axis import reduce_rows
+
+        r = f.rank(0)
+        axes = axes_from(self, 1)
+        if not axes:
+            axes = [] if int(self.attr("noop_with_empty_axes", 0)) else range(r)
+        return reduce_rows(self, f, {a % r for a in axes}, bool(int(self.attr("keepdims", 1))))

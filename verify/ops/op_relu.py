@@ -19,3 +19,8 @@ class Relu(Op):
 
     def lipschitz(self, lx=None):
         return scaled([lx], 1.0)
+
+    def batch_axis(self, f):
+        from verify.batch_axis import elementwise
+
+        return elementwise(self, f)

@@ -24,3 +24,19 @@ class Reshape(ShapeOp):
             return x.reshape(target)
         except ValueError as e:
             raise self.fail(f"cannot reshape {list(x.shape)} to {target}: {e}") from None
+
+    def batch_axis(self, f):
+        from verify.batch_axis import FREE, Dims, Rows, coupled, dims_through
+
+        if isinstance(f.states[0], Dims):
+            return dims_through(self, f)
+        t = [int(v) for v in np.asarray(f.values[1]).reshape(-1)]
+        if f.rows(0) != 0 or isinstance(f.states[1], Rows) or not t:
+            return coupled(self, "does not keep the batch on axis 0")
+        is_n = np.zeros(len(t), bool) if f.states[1] == FREE else f.states[1].mask.reshape(-1)
+        lead = (is_n[0] or (t[0] == 0 and not int(self.attr("allowzero", 0))) or t[0] == f.fixed_batch
+                or (t[0] == -1 and -1 not in t[1:]))
+        same_row = int(np.prod(f.shapes[0][1:], dtype=np.int64)) == int(np.prod(f.out_shape[1:], dtype=np.int64))
+        if not lead or is_n[1:].any() or not same_row:
+            return coupled(self, f"to {t} does not keep one row per sample")
+        return Rows(0)

@@ -24,3 +24,13 @@ class Shape(Op):
 
     def lipschitz(self, lx=None):
         return 0.0
+
+    def batch_axis(self, f):
+        from verify.batch_axis import FREE, Dims
+
+        k = f.rows(0)
+        if k is None:
+            return FREE  # the shape of shape arithmetic does not depend on N
+        mask = np.arange(f.rank(0)) == k
+        end = self.attr("end")
+        return Dims(mask[int(self.attr("start", 0)):None if end is None else int(end)])

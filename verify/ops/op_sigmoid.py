@@ -25,3 +25,8 @@ class Sigmoid(Op):
 
     def lipschitz(self, lx=None):
         return scaled([lx], 0.25)
+
+    def batch_axis(self, f):
+        from verify.batch_axis import elementwise
+
+        return elementwise(self, f)

@@ -39,3 +39,13 @@ class Slice(ShapeOp):
             e = None if (st > 0 and e >= big) or (st < 0 and e <= -big) else e
             sl[a % x.ndim] = slice(s, e, st)
         return x[tuple(sl)]
+
+    def batch_axis(self, f):
+        from verify.batch_axis import Dims, dims_through, shape_rows
+
+        if isinstance(f.states[0], Dims):
+            return dims_through(self, f)
+        r = f.rank(0)
+        starts = self._arg(1, "starts")
+        axes = {a % r for a in self._arg(3, "axes") or range(len(starts))}
+        return shape_rows(self, f, axes, lambda k: k)

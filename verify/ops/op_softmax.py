@@ -70,3 +70,8 @@ class Softmax(Op):
 
     def lipschitz(self, lx=None):
         return scaled([lx], 0.5)
+
+    def batch_axis(self, f):
+        from verify.batch_axis import reduce_rows
+
+        return reduce_rows(self, f, {self._axis(f.rank(0))}, True)

@@ -17,3 +17,13 @@ class Squeeze(ShapeOp):
         if axes is None:
             return np.squeeze(x)
         return np.squeeze(x, axis=tuple(a % x.ndim for a in axes))
+
+    def batch_axis(self, f):
+        from verify.batch_axis import Dims, dims_through, shape_rows
+
+        if isinstance(f.states[0], Dims):
+            return dims_through(self, f)
+        r = f.rank(0)
+        axes = axes_from(self, 1)
+        axes = set(range(r)) if axes is None else {a % r for a in axes}  # no axes: N = 1 would go too
+        return shape_rows(self, f, axes, lambda k: k - sum(1 for a in axes if a < k))

@@ -23,3 +23,8 @@ class Sub(Op):
 
     def lipschitz(self, la=None, lb=None):
         return add_up(*(v for v in (la, lb) if v is not None))
+
+    def batch_axis(self, f):
+        from verify.batch_axis import elementwise
+
+        return elementwise(self, f)

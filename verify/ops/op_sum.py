@@ -34,3 +34,8 @@ class Sum(Op):
 
     def lipschitz(self, *in_l):
         return add_up(*(v for v in in_l if v is not None))
+
+    def batch_axis(self, f):
+        from verify.batch_axis import elementwise
+
+        return elementwise(self, f)

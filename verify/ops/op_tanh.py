@@ -20,3 +20,8 @@ class Tanh(Op):
 
     def lipschitz(self, lx=None):
         return scaled([lx], 1.0)  # tanh' = 1 - tanh^2 <= 1
+
+    def batch_axis(self, f):
+        from verify.batch_axis import elementwise
+
+        return elementwise(self, f)

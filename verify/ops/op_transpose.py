@@ -15,3 +15,12 @@ class Transpose(ShapeOp):
         x = np.asarray(x)
         perm = self.attr("perm")
         return np.transpose(x, None if perm is None else [int(p) for p in perm]).copy()
+
+    def batch_axis(self, f):
+        from verify.batch_axis import Dims, dims_through, shape_rows
+
+        if isinstance(f.states[0], Dims):
+            return dims_through(self, f)
+        r = f.rank(0)
+        perm = [int(p) % r for p in self.attr("perm", range(r - 1, -1, -1))]
+        return shape_rows(self, f, (), perm.index)

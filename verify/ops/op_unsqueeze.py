@@ -24,3 +24,12 @@ class Unsqueeze(ShapeOp):
         axes = axes_from(self, 1) or []
         rank = x.ndim + len(axes)
         return np.expand_dims(x, tuple(sorted(a % rank for a in axes)))
+
+    def batch_axis(self, f):
+        from verify.batch_axis import Dims, dims_through, shape_rows
+
+        if isinstance(f.states[0], Dims):
+            return dims_through(self, f)
+        r = len(f.out_shape)
+        new = {a % r for a in axes_from(self, 1) or []}
+        return shape_rows(self, f, (), lambda k: [p for p in range(r) if p not in new][k])
