@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from verify.errors import ModelError
-from verify.runtime import ort_session  # the pinned configuration certificates are about
+from verify.runtime import ort_session
 
 DEFAULT_RTOL = 1e-5
 

@@ -125,23 +125,23 @@ def test_certify_predicted_and_check_agree_with_pinned_onnxruntime_at_eps_zero(c
 
 def _chains(rng):
     """Graphs onnxruntime's default optimiser rewrites (fusions that re-round weights/biases)."""
-    f = lambda *s, scale=1.0: (rng.normal(size=s) * scale).astype(np.float32)  # noqa: E731
-    conv_mul = dict(W=f(3, 2, 3, 3), Bc=f(3, scale=1e3), M=f(48, 4), d=f(4, scale=1e5),
-                    a=f(1, 3, 1, 1, scale=1e4), **{f"k{i}": (1 + f(1, 3, 1, 1) / 8) for i in range(10)})
+    f = lambda *s, scale=1.0: (rng.normal(size=s) * scale).astype(np.float32)
+    conv_mul = {"W": f(3, 2, 3, 3), "Bc": f(3, scale=1e3), "M": f(48, 4), "d": f(4, scale=1e5),
+                "a": f(1, 3, 1, 1, scale=1e4), **{f"k{i}": (1 + f(1, 3, 1, 1) / 8) for i in range(10)}}
     nodes = [h.make_node("Conv", ["input", "W", "Bc"], ["c0"], pads=[1, 1, 1, 1])]
     nodes += [h.make_node("Mul", [f"c{i}", f"k{i}"], [f"c{i + 1}"]) for i in range(10)]
     nodes += [h.make_node("Add", ["c10", "a"], ["r"]), h.make_node("Flatten", ["r"], ["fl"]),
               h.make_node("MatMul", ["fl", "M"], ["g"]), h.make_node("Add", ["g", "d"], ["logits"])]
     yield "conv-mul10-add-matmul-add", nodes, conv_mul, [2, 4, 4], 4
-    bn = dict(W=f(3, 2, 3, 3), Bc=f(3, scale=1e4), s=f(3), b=f(3, scale=1e4), m=f(3, scale=1e3),
-              v=np.abs(f(3)) + np.float32(0.1), G=f(4, 48), e=f(4, scale=1e5))
+    bn = {"W": f(3, 2, 3, 3), "Bc": f(3, scale=1e4), "s": f(3), "b": f(3, scale=1e4), "m": f(3, scale=1e3),
+          "v": np.abs(f(3)) + np.float32(0.1), "G": f(4, 48), "e": f(4, scale=1e5)}
     nodes = [h.make_node("Conv", ["input", "W", "Bc"], ["c"], pads=[1, 1, 1, 1]),
              h.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"]),
              h.make_node("Relu", ["n"], ["r"]), h.make_node("Flatten", ["r"], ["fl"]),
              h.make_node("Gemm", ["fl", "G", "e"], ["logits"], transB=1)]
     yield "conv-bn-relu-gemm", nodes, bn, [2, 4, 4], 4
-    gemm = dict(G1=f(16, 12), e1=f(16, scale=1e4), k=f(16), a=f(16, scale=1e5), G2=f(8, 16),
-                M=f(8, 4), d=f(4, scale=1e6))
+    gemm = {"G1": f(16, 12), "e1": f(16, scale=1e4), "k": f(16), "a": f(16, scale=1e5), "G2": f(8, 16),
+            "M": f(8, 4), "d": f(4, scale=1e6)}
     nodes = [h.make_node("Gemm", ["input", "G1", "e1"], ["g1"], transB=1),
              h.make_node("Mul", ["g1", "k"], ["q"]), h.make_node("Add", ["q", "a"], ["r"]),
              h.make_node("Relu", ["r"], ["t"]), h.make_node("Gemm", ["t", "G2"], ["g2"], transB=1, alpha=0.5),
