@@ -5,8 +5,12 @@ the file's graph *node by node as written*: graph optimisations disabled
 (``GraphOptimizationLevel.ORT_DISABLE_ALL``), so no Conv+Mul / Conv+BN / MatMul+Add fusion re-rounds
 weights, no constant folding evaluates subgraphs in another order, and no node is replaced by a
 contrib kernel. Every command that asks onnxruntime for a prediction or a replay (certify's
-``predicted``, check, attack replay, the intermediate-value probes of the fast paths, props)
-creates its session here, so the verdicts and their replay always agree.
+``predicted``, check, attack replay, the intermediate-value probes of the fast paths, props, export's
+parity check) creates its session here, so the verdicts and their replay always agree
+(export/fast_ort.py, which no verdict uses, adds its custom-op library to these same options).
+
+:func:`kernel_registry` lists the domains and names onnxruntime resolves as its own operators
+(a model-local function there is not what runs: verify/loader.py refuses it).
 
 A model given as bytes or a ModelProto is used as is; a path is read by onnxruntime itself (external
 data beside it). Errors are one-line :class:`verify.errors.ModelError`.
@@ -21,7 +25,7 @@ import numpy as np
 
 from verify.errors import ModelError
 
-__all__ = ["session_options", "ort_session", "ort_logits", "fixed_batch", "kernel_registry", "is_kernel_domain"]
+__all__ = ["fixed_batch", "is_kernel_domain", "kernel_registry", "ort_logits", "ort_session", "session_options"]
 
 #: domains onnxruntime resolves ops in itself (some only in other builds or execution providers),
 #: in addition to those the installed build lists; any domain starting with a prefix counts too
