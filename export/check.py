@@ -1,9 +1,10 @@
 """Self-check of an exported model: onnx full checker, strict shape inference, onnxruntime parity.
 
 `check_exported` raises ModelError (one line) unless: `onnx.checker.check_model(full_check=True)`
-passes, `infer_shapes(strict_mode=True)` passes, plain onnxruntime (CPU, no custom library) runs the
-model, and its logits on random inputs in [0, 1] match the torch model's (eval mode, p = ∞) within
-`rtol · max(1, max|logits|)` with the same argmax wherever the torch top-2 gap exceeds that tolerance.
+passes, `infer_shapes(strict_mode=True)` passes, plain onnxruntime (CPU, no custom library; the
+pinned session of verify/runtime.py that theorem (b) is about) runs the model, and its logits on
+random inputs in [0, 1] match the torch model's (eval mode, p = ∞) within `rtol · max(1, max|logits|)`
+with the same argmax wherever the torch top-2 gap exceeds that tolerance.
 """
 
 from __future__ import annotations
@@ -14,19 +15,9 @@ import torch
 from torch import nn
 
 from verify.errors import ModelError
+from verify.runtime import ort_session
 
 DEFAULT_RTOL = 1e-5
-
-
-def ort_session(model_proto: onnx.ModelProto, threads: int = 1):
-    """A plain CPU onnxruntime session of ``model_proto`` (no custom op library)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(model_proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
 def torch_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -70,7 +61,7 @@ def check_exported(model_proto: onnx.ModelProto, model: nn.Module | None = None,
     shape = [d.dim_value for d in model_proto.graph.input[0].type.tensor_type.shape.dim[1:]]
     x = np.random.default_rng(seed).random((n, *shape), dtype=np.float32)
     try:
-        got = ort_session(model_proto).run(None, {model_proto.graph.input[0].name: x})[0]
+        got = ort_session(model_proto, threads=1).run(None, {model_proto.graph.input[0].name: x})[0]
     except Exception as e:  # onnxruntime raises its own exception types
         raise ModelError(f"onnxruntime cannot run the exported model: {str(e).splitlines()[0]}") from None
     if model is None:

@@ -26,6 +26,7 @@ from onnx import numpy_helper as nh
 
 from verify import linf_spec
 from verify.errors import ModelError
+from verify.runtime import session_options
 
 CONTRIB = "ai.onnx.contrib"
 _REGISTERED = False
@@ -121,10 +122,7 @@ def fast_session(model: onnx.ModelProto | str | Path, threads: int = 1):
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model), load_external_data=False)
     lib = register_pyops()
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+    so = session_options(threads)  # the pinned options (graph as written), plus the extensions library
     so.register_custom_ops_library(lib)
     return ort.InferenceSession(rewrite_for_pyops(model).SerializeToString(), so,
                                 providers=["CPUExecutionProvider"])

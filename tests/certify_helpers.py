@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import onnxruntime as ort
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
@@ -89,8 +88,10 @@ def _out_dim(layers) -> int:
 
 
 def ort_logits(path, x: np.ndarray) -> np.ndarray:
-    """onnxruntime's float32 logits for a batch."""
-    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    """onnxruntime's float32 logits for a batch (the pinned session of verify/runtime.py)."""
+    from verify.runtime import ort_session
+
+    s = ort_session(path)
     return s.run(None, {"input": np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 

@@ -8,7 +8,6 @@ import math
 from fractions import Fraction
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from hypothesis import given, settings
@@ -25,7 +24,9 @@ from verify_cli import app
 
 
 def _ort_logits(path, x):
-    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    from verify.runtime import ort_session
+
+    s = ort_session(path)
     return s.run(None, {s.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})[0]
 
 

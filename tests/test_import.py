@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
@@ -18,6 +17,7 @@ from onnx import numpy_helper as nh
 from verify import linf_spec
 from verify.errors import ModelError
 from verify.model import load_model
+from verify.runtime import ort_session
 
 OPSET = 18
 
@@ -48,7 +48,8 @@ def save(m, tmp_path, name="m.onnx") -> Path:
 
 
 def ort_run(path, x):
-    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    """onnxruntime's outputs in the pinned configuration of theorem (b) (verify/runtime.py)."""
+    s = ort_session(path)
     return s.run(None, {s.get_inputs()[0].name: x})[0]
 
 

@@ -122,21 +122,10 @@ def test_random_mlp_boxes_contain_ort(tmp_path_factory, seed, act, eps):
         assert np.all(blo <= y) and np.all(y <= bhi)
 
 
-def _ort_levels(p, x):
-    import onnxruntime as ort
-
-    outs = []
-    for lvl in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
-        so = ort.SessionOptions()
-        so.graph_optimization_level = lvl
-        s = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
-        outs.append(s.run(None, {"input": x})[0])
-    return outs
-
-
-def test_boxes_cover_onnxruntime_graph_fusions(tmp_path):
-    """Conv+BN+Mul+Add and MatMul+Add chains (which onnxruntime folds into one Conv / Gemm with new
-    weights and bias) with large biases: boxes contain the outputs of both optimisation levels."""
+def test_boxes_cover_onnxruntime_on_fusable_chains(tmp_path):
+    """Conv+BN+Mul+Add and MatMul+Add chains (which onnxruntime's default optimiser would fold into
+    one Conv / Gemm with new weights and bias) with large biases: boxes contain the pinned session's
+    outputs (graph as written; the default options are not covered, tests/test_ort_config.py)."""
     rng = np.random.default_rng(8)
     inits = {
         "W": rng.normal(size=(3, 2, 3, 3)).astype(np.float32),
@@ -157,11 +146,10 @@ def test_boxes_cover_onnxruntime_graph_fusions(tmp_path):
     ]
     p = save(make_model(nodes, inits, [2, 4, 4], 4), tmp_path)
     m = load_model(p)
-    assert sum(1 for op in m.graph.nodes if getattr(op, "ort_slack", None)) == 4
     x = rng.normal(size=(64, 2, 4, 4)).astype(np.float32)
     lo, hi = m.interval(x, x)
-    for y in _ort_levels(p, x):
-        assert np.all(lo <= y) and np.all(y <= hi)
+    y = ort_run(p, x)
+    assert np.all(lo <= y) and np.all(y <= hi)
 
 
 def test_linfdist_extreme_values_exact_and_enclosed(tmp_path):

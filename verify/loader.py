@@ -8,9 +8,10 @@ Guarantees of :func:`read_model`:
 * ``sha256`` is the model's identity (:func:`model_identity`, the one definition every command
   uses): sha256 of the file bytes, followed (when the model uses external data) by the external
   chunks in tensor order, so any change of any weight changes it;
-* model-local functions outside the ``linf`` domain are inlined; each ``linf`` function must equal
-  the canonical body of :mod:`verify.linf_spec` (otherwise onnxruntime would run something else than
-  what we certify);
+* model-local functions outside the ``linf`` domain are inlined only when onnxruntime certainly runs
+  their bodies (a domain it registers no operator in, a name no operator has; otherwise ModelError,
+  see :func:`_check_runs_as_written`); each ``linf`` function must equal the canonical body of
+  :mod:`verify.linf_spec` (otherwise onnxruntime would run something else than what we certify);
 * ``onnx.checker`` and strict shape inference pass.
 """
 
@@ -134,6 +135,42 @@ def tensor_to_numpy(t: TensorProto) -> np.ndarray:
     return np.array(arr, order="C", copy=True)  # (np.ascontiguousarray would make 0-d arrays 1-d)
 
 
+def _check_runs_as_written(functions: list[tuple[str, str]]) -> None:
+    """ModelError unless onnxruntime certainly runs each (domain, name) function's body as written.
+
+    onnxruntime resolves a node against its own operators first: a function in the default domain,
+    ``ai.onnx.ml``, ``com.microsoft``... is ignored when a schema of that name exists (its kernel
+    runs) and otherwise makes the model fail, or runs, depending on the domain; and some of its
+    code keys on the op name alone whatever the domain (a one-input ``foo::Mul`` aborts it). So
+    only functions of domains it registers nothing in, with names no operator has, are inlined."""
+    from verify.runtime import is_kernel_domain, kernel_registry
+
+    domains, names = kernel_registry()
+    for domain, name in functions:
+        label = f"{domain or 'ai.onnx'}::{name}"
+        if is_kernel_domain(domain, domains):
+            raise ModelError(
+                f"model-local function {label}: onnxruntime has its own kernels in domain "
+                f"{domain or 'ai.onnx'!r} and would run its kernel (or refuse the model), not this body; "
+                "refusing (put the function in a custom domain)")
+        if name in names:
+            raise ModelError(
+                f"model-local function {label} has the name of an onnxruntime operator, which onnxruntime "
+                "may treat by name alone, not as this body; refusing (rename the function)")
+
+
+def _check_default_opset(f: onnx.FunctionProto, opset: int) -> None:
+    """A body with default-domain nodes must import the model's default-domain opset (onnxruntime
+    refuses a function without the import; the inliner refuses another version)."""
+    if not any(n.domain in ("", "ai.onnx") for n in f.node):
+        return
+    mine = {("" if o.domain == "ai.onnx" else o.domain): int(o.version) for o in f.opset_import}
+    if mine.get("") != opset:
+        raise ModelError(
+            f"model-local function {f.domain}::{f.name} imports default-domain opset {mine.get('')}, "
+            f"the model {opset}; refusing (onnxruntime would not run it as the model's opset defines)")
+
+
 def _check_functions(model: onnx.ModelProto, opsets: dict[str, int]) -> onnx.ModelProto:
     from verify import linf_spec
 
@@ -142,7 +179,10 @@ def _check_functions(model: onnx.ModelProto, opsets: dict[str, int]) -> onnx.Mod
         if f.domain == linf_spec.DOMAIN:
             linf_spec.check_function(f, opsets.get("", 0))
         else:
+            _check_default_opset(f, opsets.get("", 0))
             other.append((f.domain, f.name))
+    if other:
+        _check_runs_as_written(other)
     used = {n.op_type for n in model.graph.node if n.domain == linf_spec.DOMAIN}
     have = {f.name for f in model.functions if f.domain == linf_spec.DOMAIN}
     missing = sorted(used - have)

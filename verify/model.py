@@ -9,8 +9,8 @@ What ``interval``/``propagate`` guarantee (each op's proof is in its file):
 1. real semantics: for every real input in the box, the exact real value of the function defined by
    the stored float32 weights lies in the returned box (directed rounding, proven error bounds);
 2. float32 semantics: for every float32 input in the box, the float32 output of onnxruntime's CPU
-   execution provider lies in it too, at any graph optimization level (MatMul+Add, Conv+BN/Mul/Add
-   folding are covered, verify/fuse.py), under two stated assumptions: dot products are evaluated
+   execution provider with graph optimisations disabled (the pinned session of verify/runtime.py,
+   which runs the graph node by node as written) lies in it too, under two stated assumptions: dot products are evaluated
    in float32 in some order (error <= γ_n), and MLAS tanh/sigmoid/exp are within 2^-16 relative +
    2^-20 absolute (measured in tests/test_ops_soundness.py). The ℓ∞-dist ops need no assumption:
    their float32 result is the correctly rounded exact value (FACTS.md). FTZ/DAZ voids both, so it
@@ -218,9 +218,6 @@ def build_graph(raw: RawModel) -> Graph:
 
         ranks = tensor_ranks(g, np.zeros([raw.batch_dim or 1] + raw.input_dims, np.float32))
         g = fuse_linf_patterns(g, ranks)
-    from verify.fuse import annotate_ort_fusions
-
-    annotate_ort_fusions(g)
     return g
 
 

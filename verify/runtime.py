@@ -5,8 +5,12 @@ the file's graph *node by node as written*: graph optimisations disabled
 (``GraphOptimizationLevel.ORT_DISABLE_ALL``), so no Conv+Mul / Conv+BN / MatMul+Add fusion re-rounds
 weights, no constant folding evaluates subgraphs in another order, and no node is replaced by a
 contrib kernel. Every command that asks onnxruntime for a prediction or a replay (certify's
-``predicted``, check, attack replay, the intermediate-value probes of the fast paths, props)
-creates its session here, so the verdicts and their replay always agree.
+``predicted``, check, attack replay, the intermediate-value probes of the fast paths, props, export's
+parity check) creates its session here, so the verdicts and their replay always agree
+(export/fast_ort.py, which no verdict uses, adds its custom-op library to these same options).
+
+:func:`kernel_registry` lists the domains and names onnxruntime resolves as its own operators
+(a model-local function there is not what runs: verify/loader.py refuses it).
 
 A model given as bytes or a ModelProto is used as is; a path is read by onnxruntime itself (external
 data beside it). Errors are one-line :class:`verify.errors.ModelError`.
@@ -21,7 +25,16 @@ import numpy as np
 
 from verify.errors import ModelError
 
-__all__ = ["session_options", "ort_session", "ort_logits", "fixed_batch"]
+__all__ = ["fixed_batch", "is_kernel_domain", "kernel_registry", "ort_logits", "ort_session", "session_options"]
+
+#: domains onnxruntime resolves ops in itself (some only in other builds or execution providers),
+#: in addition to those the installed build lists; any domain starting with a prefix counts too
+ORT_DOMAINS = frozenset({
+    "", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview", "ai.onnx.preview.training", "ai.onnx.training",
+    "com.microsoft", "com.microsoft.nchwc", "com.ms.internal.nhwc", "com.microsoft.experimental",
+    "com.microsoft.dml", "com.microsoft.extensions", "ai.onnx.contrib", "org.pytorch.aten",
+})
+ORT_DOMAIN_PREFIXES = ("ai.onnx", "com.microsoft", "com.ms.")
 
 
 def session_options(threads: int | None = None):
@@ -51,6 +64,32 @@ def ort_session(model, threads: int | None = None):
     except Exception as e:  # onnxruntime raises its own exception types
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise ModelError(f"onnxruntime cannot load {what}: {first}") from None
+
+
+def kernel_registry() -> tuple[frozenset[str], frozenset[str]]:
+    """``(domains, names)``: the domains in which onnxruntime resolves a node against its own
+    operators before any model-local function (:data:`ORT_DOMAINS` and every domain of a schema or
+    CPU kernel the installed onnxruntime registers, or ONNX defines), and the names of all those
+    operators. onnxruntime's listing functions are not public API: ONNX's list and the constants
+    remain when they are missing."""
+    import onnx.defs
+
+    pairs = [(s.domain, s.name) for s in onnx.defs.get_all_schemas()]
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as C
+
+        pairs += [(s.domain, s.name) for s in C.get_all_operator_schema()]
+        pairs += [(k.domain, k.op_name) for k in C.get_all_opkernel_def()]
+    except (ImportError, AttributeError, RuntimeError):
+        pass
+    return ORT_DOMAINS | {d for d, _ in pairs}, frozenset(n for _, n in pairs)
+
+
+def is_kernel_domain(domain: str, domains: frozenset[str]) -> bool:
+    """True when onnxruntime may run its own operator for a node of ``domain`` (one of
+    ``domains`` from :func:`kernel_registry`, or a vendor prefix of :data:`ORT_DOMAIN_PREFIXES`)."""
+    d = "" if domain == "ai.onnx" else domain
+    return d in domains or d.startswith(ORT_DOMAIN_PREFIXES)
 
 
 def fixed_batch(sess) -> int | None:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 
 from verify.ops.base import Box
-from verify.rounding import TINY32, U32, down, gamma, step_down, step_up, up
+from verify.rounding import down, step_down, step_up, up
 
 LIBM_REL = 2.0**-16
 LIBM_ABS = 2.0**-20
@@ -59,19 +59,6 @@ def monotone_libm(fn64: Callable, box: Box) -> Box:
         fhi = fn64(box.hi.astype(np.float64))
     lo = down(flo - (np.abs(flo) * LIBM_REL + LIBM_ABS))
     hi = up(fhi + (np.abs(fhi) * LIBM_REL + LIBM_ABS))
-    return Box(lo, hi)
-
-
-def ort_fusion_widen(op, box: Box) -> Box:
-    """Widen ``box`` by γ^{(32)}_{n+8} · beta when ``op.ort_slack = (n, beta)`` is set (an op that
-    onnxruntime may fold into the preceding Gemm/Conv; see verify.fuse.annotate_ort_fusions)."""
-    slack = getattr(op, "ort_slack", None)
-    if not slack:
-        return box
-    n, beta = slack
-    e = gamma(n + 8, U32) * np.asarray(beta, np.float64) * (1 + 2.0**-20) + (n + 8) * TINY32
-    lo = down(box.lo.astype(np.float64) - e)
-    hi = up(box.hi.astype(np.float64) + e)
     return Box(lo, hi)
 
 

@@ -15,7 +15,6 @@ import math
 import numpy as np
 
 from verify.ops._affine import center_radius
-from verify.ops._elementwise import ort_fusion_widen
 from verify.ops.base import Box, Op, scaled
 from verify.rounding import TINY32, U32, U64, down, step_up64, up
 
@@ -63,7 +62,7 @@ class BatchNormalization(Op):
         err = step_up64((e64 + e32) * (1 + 4 * U64))
         mid = a * cm + b
         rad = np.abs(a) * r2
-        return ort_fusion_widen(self, Box(down(mid - rad - err), up(mid + rad + err)))
+        return Box(down(mid - rad - err), up(mid + rad + err))
 
     def lipschitz(self, lx=None, *_):
         scale, var = self.const(1).astype(np.float64), self.const(4).astype(np.float64)

@@ -65,13 +65,6 @@ class Conv(Op):
             xb, lambda v: self._conv(v, w, np.float64), lambda v: self._conv(v, aw, np.float64), n, bias
         )
 
-    def contraction_length(self) -> int:
-        return int(np.prod(self.const(1).shape[1:]))
-
-    def bias_abs(self):
-        b = self.const(2) if len(self.inputs) > 2 and self.inputs[2] else None
-        return 0.0 if b is None else np.abs(b.astype(np.float64)).reshape(1, -1, 1, 1)
-
     def lipschitz(self, lx=None, lw=None, lb=None):
         if lx is None:
             return 0.0

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from verify.ops._elementwise import corner_box, f32, int_div, int_forward, int_interval, is_int, ort_fusion_widen
+from verify.ops._elementwise import corner_box, f32, int_div, int_forward, int_interval, is_int
 from verify.ops.base import Box, Op, mul_up
 
 
@@ -39,7 +39,7 @@ class Div(Op):
             lo = np.where(spans0, -np.inf, np.broadcast_to(box.lo, shape)).astype(np.float32)
             hi = np.where(spans0, np.inf, np.broadcast_to(box.hi, shape)).astype(np.float32)
             return Box(lo, hi)
-        return ort_fusion_widen(self, box)
+        return box
 
     def lipschitz(self, la=None, lb=None):
         if lb is not None:

@@ -57,19 +57,6 @@ class Gemm(Op):
         box = Box(self._op(bb.lo, "transB"), self._op(bb.hi, "transB"))
         return affine_interval(box, lambda v: am @ v, lambda v: aam @ v, am.shape[1], bias, extra)
 
-    def contraction_length(self) -> int:
-        """Number of terms of each output's dot product."""
-        if self.is_var(0) or not self.is_var(1):
-            b = self._op(self.const(1), "transB")
-            return int(b.shape[0])
-        return int(self._op(self.const(0), "transA").shape[1])
-
-    def bias_abs(self):
-        """|beta * C| as float64 (0 without C): the bias onnxruntime may fold later ops into."""
-        c = self.const(2) if len(self.inputs) > 2 and self.inputs[2] else None
-        _, beta = self._mats()
-        return 0.0 if c is None else np.abs(beta * c.astype(np.float64))
-
     def lipschitz(self, la=None, lb=None, lc=None):
         alpha, _ = self._mats()
         if la is not None and lb is not None:

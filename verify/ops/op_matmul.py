@@ -34,16 +34,6 @@ class MatMul(Op):
         n = bm.shape[0] if bm.ndim == 1 else bm.shape[-2]
         return affine_interval(ab, lambda v: np.matmul(v, bm), lambda v: np.matmul(v, abm), n)
 
-    def contraction_length(self) -> int:
-        """Number of terms of each output's dot product."""
-        if self.is_var(1) and not self.is_var(0):
-            return int(self.const(0).shape[-1])
-        b = self.const(1)
-        return int(b.shape[0] if b.ndim == 1 else b.shape[-2])
-
-    def bias_abs(self):
-        return 0.0
-
     def lipschitz(self, la=None, lb=None):
         if la is not None and lb is not None:
             return np.inf if (la or lb) else 0.0

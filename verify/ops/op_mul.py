@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from verify.ops._elementwise import corner_box, f32, int_forward, int_interval, is_int, ort_fusion_widen
+from verify.ops._elementwise import corner_box, f32, int_forward, int_interval, is_int
 from verify.ops.base import Op, mul_up
 
 
@@ -21,7 +21,7 @@ class Mul(Op):
     def interval(self, a, b):
         if is_int(a.lo) and is_int(b.lo):
             return int_interval(self, np.multiply, a, b)
-        return ort_fusion_widen(self, corner_box(np.multiply, a, b))
+        return corner_box(np.multiply, a, b)
 
     def lipschitz(self, la=None, lb=None):
         if la is not None and lb is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from verify.ops._elementwise import f32, int_forward, int_interval, is_int, ort_fusion_widen, outward
+from verify.ops._elementwise import f32, int_forward, int_interval, is_int, outward
 from verify.ops.base import Op, add_up
 
 
@@ -19,7 +19,7 @@ class Sub(Op):
     def interval(self, a, b):
         if is_int(a.lo) and is_int(b.lo):
             return int_interval(self, np.subtract, a, b)
-        return ort_fusion_widen(self, outward(f32(a.lo) - f32(b.hi), f32(a.hi) - f32(b.lo)))
+        return outward(f32(a.lo) - f32(b.hi), f32(a.hi) - f32(b.lo))
 
     def lipschitz(self, la=None, lb=None):
         return add_up(*(v for v in (la, lb) if v is not None))
