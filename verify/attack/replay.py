@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -114,19 +112,13 @@ def witness_array(rec: dict, shape: tuple) -> np.ndarray:
 def write_jsonl_atomic(path: str | Path, records) -> None:
     """Write records (validated by verify.certificates.record_to_line) one per line to ``path``
     via a temp file in the same folder + os.replace: ``path`` never exists half-written."""
+    from verify.outputs import atomic_file
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            for r in records:
-                f.write(record_to_line(r))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        for r in records:
+            f.write(record_to_line(r))
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
