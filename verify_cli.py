@@ -5,6 +5,7 @@ One thin function per command; the work lives in nets/, export/, verify/ and pro
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 from typing import Annotated, Optional
@@ -133,7 +134,7 @@ def certify(
     domain: Annotated[tuple[float, float], typer.Option(help="input domain LO HI")] = (0.0, 1.0),
     method: Annotated[str, typer.Option(help="auto | lipschitz | ibp")] = "auto",
     split: Annotated[str, typer.Option(help="data split for named data sets")] = "test",
-    bisect_steps: Annotated[int, typer.Option(help="IBP bisection steps for the radius")] = 10,
+    bisect_steps: Annotated[int, typer.Option(min=0, max=64, help="IBP bisection steps for the radius (0..64)")] = 10,
 ):
     """Soundly certify every selected sample at --eps; writes one certificate per sample (resumable)."""
     from rich.console import Console
@@ -276,9 +277,10 @@ def train(
 
     check_output(apply_overrides(get_preset(preset), **opts), out)  # config and --out, before any work
     console = Console(stderr=json_out)
-    with output_lock(out, make_parents=True):
+    main = DistInfo.from_env().is_main  # torchrun: rank 0 writes the checkpoint, so it holds the lock
+    with output_lock(out, make_parents=True) if main else contextlib.nullcontext():
         res = train_preset(preset, out, console, **opts)
-    if not DistInfo.from_env().is_main:  # torchrun: rank 0 reports
+    if not main:
         return
     if json_out:
         test = res.metrics["test"]

@@ -219,11 +219,17 @@ def test_demo_out_file_refused_before_training(tmp_path, no_training):
     assert f.read_text() == "keep"
 
 
-def test_lipschitz_check_bad_budget_and_seed_are_usage_errors(files):
-    _, model, _, _ = files
-    for opts in (["--budget", "0"], ["--budget", "-5"], ["--seed", "-1"]):
-        r = runner.invoke(app, ["lipschitz", str(model), "--check", *opts])
+def test_out_of_range_counts_are_usage_errors(files, tmp_path):
+    """lipschitz --check --budget 0 was a traceback; --bisect-steps 100000 ran for hours."""
+    _, model, data, _ = files
+    for args in (["lipschitz", str(model), "--check", "--budget", "0"],
+                 ["lipschitz", str(model), "--check", "--budget", "-5"],
+                 ["lipschitz", str(model), "--check", "--seed", "-1"],
+                 ["certify", str(model), "--data", str(data), "--eps", "0.01", "--out", str(tmp_path / "c.jsonl"),
+                  "--limit", "0", "--bisect-steps", "100000"]):
+        r = runner.invoke(app, args)
         assert r.exit_code == 2 and "Traceback" not in r.output and isinstance(r.exception, SystemExit), r.output
+    assert not (tmp_path / "c.jsonl").exists()
 
 
 def test_exit_codes_are_in_the_help():

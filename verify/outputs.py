@@ -30,19 +30,13 @@ from pathlib import Path
 
 from verify.errors import LinfVerifyError
 
-__all__ = ["OutputError", "OutputBusy", "SystemIOError", "EXIT_CODES", "os_error_line", "model_files",
+__all__ = ["OutputError", "OutputBusy", "EXIT_CODES", "os_error_line", "model_files",
            "data_files", "check_file_output", "check_dir_output", "output_lock", "atomic_file",
            "write_bytes_atomic"]
 
 
 class OutputError(LinfVerifyError):
     """An output path is refused: it is an input, not a regular file, or its folder is missing."""
-
-
-class SystemIOError(LinfVerifyError):
-    """The operating system refused a read or write (permission, read-only, disk full, memory)."""
-
-    exit_code = 4
 
 
 class OutputBusy(LinfVerifyError):
