@@ -312,7 +312,7 @@ def demo(
     from nets.demo import DEMO_CHECKPOINT
     from verify.outputs import check_dir_output, output_lock
 
-    check_dir_output(out, parents_ok=True)
+    check_dir_output(out)
     check_target(out / DEMO_CHECKPOINT)
     with output_lock(out, make_parents=True):
         state = run_demo(out, Console(stderr=json_out), steps=DEMO_STEPS + PIPELINE_STEPS,
@@ -403,7 +403,7 @@ def audit(
     from verify.outputs import check_dir_output, output_lock
 
     sources = checkpoint_files(model) if model.is_dir() else []
-    check_dir_output(out, _inputs(None if model.is_dir() else model, data, data_dir, *sources), parents_ok=True)
+    check_dir_output(out, _inputs(None if model.is_dir() else model, data, data_dir, *sources))
     with output_lock(out, make_parents=True):
         out.mkdir(parents=True, exist_ok=True)
         onnx_path, source = resolve_to_onnx(model, out, dataset=seed_dataset or data)

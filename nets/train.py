@@ -262,7 +262,7 @@ def check_output(cfg: TrainConfig, out: str | os.PathLike) -> None:
     from verify.outputs import check_dir_output, data_files
 
     validate(cfg)
-    check_dir_output(out, data_files(cfg.dataset, cfg.data_dir), parents_ok=True)
+    check_dir_output(out, data_files(cfg.dataset, cfg.data_dir))
     check_target(out)
 
 

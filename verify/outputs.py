@@ -188,14 +188,12 @@ def check_file_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike
 
 
 def check_dir_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), *,
-                     flag: str = "--out", parents_ok: bool = False) -> Path:
+                     flag: str = "--out") -> Path:
     """Refuse a folder output that is a file, is or contains an input, or holds an entry that is a
     link to an input or not a regular file or folder (the command writes files into it by name);
-    returns it. ``parents_ok``: the command creates missing parent folders itself."""
+    returns it. Missing parent folders are fine: the commands that write folders create them."""
     out = Path(out)
     inputs = list(inputs)
-    if not parents_ok:
-        _check_folder(out.absolute(), flag)
     _check_one(out, inputs, flag, want_dir=True)
     _check_one(_lock_path(out.absolute()), inputs, flag, want_dir=False, tree=False)
     real = _real(out)
