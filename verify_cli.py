@@ -5,6 +5,7 @@ One thin function per command; the work lives in nets/, export/, verify/ and pro
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,33 +13,63 @@ from typing import Annotated, Optional
 import typer
 
 from verify.errors import LinfVerifyError
+from verify.outputs import EXIT_CODES
+
+EXIT_HELP = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
+
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="Train, export, soundly certify and falsify ℓ∞-dist nets.",
+    help="Train, export, soundly certify and falsify ℓ∞-dist nets.\n\n" + EXIT_HELP,
 )
 
 
+def _error(e: BaseException) -> tuple[int, str] | None:
+    """(exit code, one line) for an error the user can act on; None for a bug (traceback)."""
+    from verify.outputs import os_error_line
+
+    if isinstance(e, LinfVerifyError):
+        return e.exit_code, str(e)
+    if isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        return 2, os_error_line(e)
+    if isinstance(e, OSError):
+        return 4, os_error_line(e)
+    if isinstance(e, MemoryError):
+        return 4, "out of memory"
+    return None
+
+
 def user_errors(fn):
-    """Turn user-facing errors into one line on stderr and a non-zero exit code."""
+    """Turn user-facing errors into one line on stderr and a distinct exit code (EXIT_HELP)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except LinfVerifyError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(e.exit_code)
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-            typer.echo(f"error: {e.strerror or e}: {e.filename}", err=True)
-            raise typer.Exit(2)
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130)
+        except Exception as e:
+            known = _error(e)
+            if known is None:
+                raise
+            code, line = known
+            typer.echo(f"error: {line}", err=True)
+            raise typer.Exit(code) from None
 
     return wrapper
+
+
+def _inputs(model: Path | None = None, data: str | None = None, data_dir: Path | None = None,
+            *files: Path | None) -> list[Path]:
+    """The files a command reads, which no output may overwrite (model: its external data too)."""
+    from verify.outputs import data_files, model_files
+
+    found = [] if model is None else model_files(model)
+    found += [] if data is None else data_files(data, data_dir)
+    return found + [f for f in files if f is not None]
 
 
 def show(summary: dict, json_out: bool, table=None, title: str = "") -> None:
@@ -74,8 +105,12 @@ def export(
 ):
     """Export a trained checkpoint to one self-contained ONNX file (linf ops + standard-op bodies)."""
     from export import export_checkpoint, read_metadata
+    from nets.checkpoint import checkpoint_files
+    from verify.outputs import check_file_output, output_lock
 
-    m = export_checkpoint(checkpoint, out, opset=opset, check=check)
+    check_file_output(out, _inputs(None, None, None, *checkpoint_files(checkpoint)))
+    with output_lock(out):
+        m = export_checkpoint(checkpoint, out, opset=opset, check=check)
     meta = read_metadata(m)
     linf_nodes = sum(1 for n in m.graph.node if n.domain == "linf")
     summary = {"out": str(out), "bytes": out.stat().st_size, "opset": opset, "nodes": len(m.graph.node),
@@ -99,14 +134,16 @@ def certify(
     domain: Annotated[tuple[float, float], typer.Option(help="input domain LO HI")] = (0.0, 1.0),
     method: Annotated[str, typer.Option(help="auto | lipschitz | ibp")] = "auto",
     split: Annotated[str, typer.Option(help="data split for named data sets")] = "test",
-    bisect_steps: Annotated[int, typer.Option(help="IBP bisection steps for the radius")] = 10,
+    bisect_steps: Annotated[int, typer.Option(min=0, max=64, help="IBP bisection steps for the radius (0..64)")] = 10,
 ):
     """Soundly certify every selected sample at --eps; writes one certificate per sample (resumable)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from verify.certify_run import run_certify
+    from verify.outputs import check_file_output, output_lock
 
+    check_file_output(out, _inputs(model, data, data_dir), companions=(".partial",))
     err = Console(stderr=True)
     bar = Progress(TextColumn("certifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=err, transient=True, disable=not err.is_terminal)
@@ -119,13 +156,15 @@ def certify(
             task = bar.add_task("certify", total=total)
         bar.update(task, completed=done, total=total)
 
-    try:
-        summary = run_certify(model, data, eps=eps, out=out, method=method, domain=domain,
-                              batch_size=batch_size, limit=limit, shard=shard, data_dir=data_dir,
-                              split=split, bisect_steps=bisect_steps, progress=progress)
-    finally:
-        if task is not None:
-            bar.stop()
+    with output_lock(out):
+        try:
+            summary = run_certify(model, data, eps=eps, out=out, method=method, domain=domain,
+                                  batch_size=batch_size, limit=limit, shard=shard, data_dir=data_dir,
+                                  split=split, bisect_steps=bisect_steps, progress=progress)
+        finally:
+            if task is not None:
+                bar.stop()
+
     from verify.report import certify_table
 
     show(summary, json_out, certify_table)
@@ -154,8 +193,8 @@ def lipschitz(
     model: Annotated[Path, typer.Argument(help="ONNX model file")],
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
     check_search: Annotated[bool, typer.Option("--check", help="also run the empirical Lipschitz search (props)")] = False,
-    budget: Annotated[int, typer.Option(help="model evaluations for --check")] = 4096,
-    seed: Annotated[int, typer.Option(help="seed for --check")] = 0,
+    budget: Annotated[int, typer.Option(min=16, help="model evaluations for --check (at least 16)")] = 4096,
+    seed: Annotated[int, typer.Option(min=0, help="seed for --check")] = 0,
 ):
     """Per-node proven ℓ∞ Lipschitz bounds, the global bound, and the nodes that break 1-Lipschitzness."""
     import json
@@ -232,11 +271,16 @@ def train(
                 data_dir=None if data_dir is None else str(data_dir))
     if out is None:
         out = Path("runs") / f"{preset}-seed{0 if seed is None else seed}"
-    from nets.train import DistInfo
+    from nets.presets import apply_overrides, get_preset
+    from nets.train import DistInfo, check_output
+    from verify.outputs import output_lock
 
+    check_output(apply_overrides(get_preset(preset), **opts), out)  # config and --out, before any work
     console = Console(stderr=json_out)
-    res = train_preset(preset, out, console, **opts)
-    if not DistInfo.from_env().is_main:  # torchrun: rank 0 reports
+    main = DistInfo.from_env().is_main  # torchrun: rank 0 writes the checkpoint, so it holds the lock
+    with output_lock(out, make_parents=True) if main else contextlib.nullcontext():
+        res = train_preset(preset, out, console, **opts)
+    if not main:
         return
     if json_out:
         test = res.metrics["test"]
@@ -264,8 +308,15 @@ def demo(
     from export.pipeline import PIPELINE_STEPS
     from nets.demo import DEMO_STEPS, run_demo
 
-    state = run_demo(out, Console(stderr=json_out), steps=DEMO_STEPS + PIPELINE_STEPS,
-                     epochs=epochs, seed=seed)
+    from nets.checkpoint import check_target
+    from nets.demo import DEMO_CHECKPOINT
+    from verify.outputs import check_dir_output, output_lock
+
+    check_dir_output(out)
+    check_target(out / DEMO_CHECKPOINT)
+    with output_lock(out, make_parents=True):
+        state = run_demo(out, Console(stderr=json_out), steps=DEMO_STEPS + PIPELINE_STEPS,
+                         epochs=epochs, seed=seed)
     if json_out:
         typer.echo(json.dumps(state.summary))
 
@@ -294,11 +345,14 @@ def attack(
     """Falsify with APGD (CE, DLR, targeted; smoothed gradients for ℓ∞-dist layers); every witness is replayed in onnxruntime."""
     from verify.attack.api import run_attack
     from verify.attack.pgd import AttackConfig
+    from verify.outputs import check_file_output, output_lock
 
+    check_file_output(out, _inputs(model, data, data_dir, certs))
     cfg = AttackConfig(steps=steps, restarts=restarts, n_target_classes=targets, surrogate=surrogate,
                        batch_size=batch_size, seed=seed)
-    summary = run_attack(model, data, eps=eps, out=out, cfg=cfg, domain=domain, limit=limit,
-                         data_dir=data_dir, split=split, certs=certs, skip_certified=skip_certified)
+    with output_lock(out):
+        summary = run_attack(model, data, eps=eps, out=out, cfg=cfg, domain=domain, limit=limit,
+                             data_dir=data_dir, split=split, certs=certs, skip_certified=skip_certified)
     from verify.report import attack_table
 
     show(summary, json_out, attack_table)
@@ -344,15 +398,18 @@ def audit(
         raise LinfVerifyError(f"--grid must be comma-separated numbers, got {grid!r}") from None
     if not eps > 0 or any(not e > 0 for e in eps_grid or []):
         raise LinfVerifyError("--eps and every --grid value must be > 0")
-    if out.exists() and not out.is_dir():
-        raise LinfVerifyError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
     from export.pipeline import resolve_to_onnx
+    from nets.checkpoint import checkpoint_files
+    from verify.outputs import check_dir_output, output_lock
 
-    onnx_path, source = resolve_to_onnx(model, out, dataset=seed_dataset or data)
-    cfg = AttackConfig(steps=steps, restarts=restarts)
-    summary = run_audit(onnx_path, data, eps=eps, out_dir=out, eps_grid=eps_grid, limit=limit, cfg=cfg,
-                        data_dir=data_dir, domain=domain, source=source)
+    sources = checkpoint_files(model) if model.is_dir() else []
+    check_dir_output(out, _inputs(None if model.is_dir() else model, data, data_dir, *sources))
+    with output_lock(out, make_parents=True):
+        out.mkdir(parents=True, exist_ok=True)
+        onnx_path, source = resolve_to_onnx(model, out, dataset=seed_dataset or data)
+        cfg = AttackConfig(steps=steps, restarts=restarts)
+        summary = run_audit(onnx_path, data, eps=eps, out_dir=out, eps_grid=eps_grid, limit=limit, cfg=cfg,
+                            data_dir=data_dir, domain=domain, source=source)
     if json_out:
         typer.echo(json.dumps(summary))
         return

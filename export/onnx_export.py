@@ -10,7 +10,6 @@ fold rounded to float32 -- is the model the verifier certifies.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from export.graph import INPUT_NAME, OUTPUT_NAME, GraphBuilder, emit_ensemble, e
 from export.metadata import build_metadata
 from verify import linf_spec
 from verify.errors import ModelError
+from verify.outputs import write_bytes_atomic
 
 MAX_BYTES = 2_000_000_000  # protobuf's 2 GB limit: we never write external data
 
@@ -106,12 +106,6 @@ def _num_classes(model: nn.Module, parts) -> int:
     return int(getattr(last, "out_features"))
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def write_atomic(data: bytes, path: str | os.PathLike) -> Path:
     """Write ``data`` to ``path`` via a temp file in the same folder + os.replace."""
     path = Path(path)
@@ -120,19 +114,7 @@ def write_atomic(data: bytes, path: str | os.PathLike) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ModelError(f"output folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_bytes_atomic(path, data)
 
 
 def export_model(model: nn.Module, path: str | os.PathLike, *, dataset: str = "unknown",

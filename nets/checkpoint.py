@@ -92,6 +92,23 @@ def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 
 
+def checkpoint_files(path: str | os.PathLike) -> list[Path]:
+    """The files a checkpoint directory consists of (what a reader of it reads)."""
+    return [Path(path) / CONFIG_NAME, Path(path) / WEIGHTS_NAME]
+
+
+def check_target(path: str | os.PathLike) -> None:
+    """Refuse (ModelError) a path `save_checkpoint` must not replace: anything but an absent path, an
+    empty directory or a checkpoint directory (so nothing unrelated is ever deleted). Cheap; callers
+    run it before training so a bad --out never costs a training run."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not path.is_dir() or path.is_symlink():
+            raise ModelError(f"refusing to overwrite {path}: it is not a checkpoint directory")
+        if any(path.iterdir()) and not (path / CONFIG_NAME).is_file():
+            raise ModelError(f"refusing to overwrite {path}: non-empty directory without {CONFIG_NAME}")
+
+
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict | None = None) -> Path:
     """Write `model` (+ JSON `meta`) as a checkpoint directory at `path`, atomically; returns the path.
 
@@ -113,11 +130,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict | None
         text = json.dumps(doc, indent=2, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise ModelError(f"checkpoint meta is not plain JSON: {e}") from None
-    if path.exists() or path.is_symlink():
-        if not path.is_dir() or path.is_symlink():
-            raise ModelError(f"refusing to overwrite {path}: it is not a checkpoint directory")
-        if any(path.iterdir()) and not (path / CONFIG_NAME).is_file():
-            raise ModelError(f"refusing to overwrite {path}: non-empty directory without {CONFIG_NAME}")
+    check_target(path)
     parent = path.parent if str(path.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=parent))

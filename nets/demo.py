@@ -18,7 +18,7 @@ from rich.table import Table
 
 from nets.presets import TrainConfig, apply_overrides, get_preset
 
-__all__ = ["DemoState", "DEMO_STEPS", "run_demo", "epoch_printer", "result_table",
+__all__ = ["DemoState", "DEMO_CHECKPOINT", "DEMO_STEPS", "run_demo", "epoch_printer", "result_table",
            "train_preset"]
 
 
@@ -84,6 +84,9 @@ def train_preset(preset: str, out: str | Path | None, console: Console | None = 
 # ---------------------------------------------------------------- demo
 
 
+DEMO_CHECKPOINT = "checkpoint"  # the demo's checkpoint folder inside its --out folder
+
+
 @dataclass
 class DemoState:
     """What the demo steps share."""
@@ -99,7 +102,7 @@ class DemoState:
 
 def step_train(state: DemoState) -> None:
     """Train the offline preset (scikit-learn digits, no network, no ../shared) and evaluate."""
-    res = train_preset(state.preset, state.out / "checkpoint", state.console, **state.overrides)
+    res = train_preset(state.preset, state.out / DEMO_CHECKPOINT, state.console, **state.overrides)
     state.result, state.checkpoint = res, res.checkpoint
     test = res.metrics["test"]
     state.summary.update(checkpoint=str(res.checkpoint), clean_accuracy=test["clean_accuracy"],

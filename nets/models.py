@@ -31,6 +31,8 @@ from nets.ops import check_p, conv_output_size
 from verify.errors import ModelError
 
 ARCHS = ("linf", "linf-mlp", "conv-linf-mlp")
+MAX_DEPTH = 1024    # layers (the paper's nets: 5 to 6)
+MAX_PARAMS = 2**30  # parameter elements per model: 4 GiB of float32 weights (the paper's nets: ~1e8)
 
 
 @dataclass
@@ -112,6 +114,31 @@ def validate_config(cfg: ModelConfig) -> None:
             raise ModelError("conv_channels and conv_strides must be non-empty and of equal length")
         if min(cfg.conv_channels) < 1 or min(cfg.conv_strides) < 1 or cfg.conv_kernel < 1:
             raise ModelError("conv channels, strides and kernel must be positive")
+    if cfg.depth > MAX_DEPTH or len(cfg.conv_channels) > MAX_DEPTH:
+        raise ModelError(f"depth and the number of conv layers must be <= {MAX_DEPTH}, got {cfg.depth}")
+    n = approx_params(cfg)
+    if n > MAX_PARAMS:
+        raise ModelError(f"the model would have about {n:.3g} parameters (more than {MAX_PARAMS:.3g}, "
+                         f"{4 * MAX_PARAMS / 2**30:.0f} GiB of float32 weights); reduce width, depth or hidden")
+
+
+def approx_params(cfg: ModelConfig) -> int:
+    """Parameter elements of the model `cfg` describes (weights; biases and buffers left out),
+    computed without building it, so an absurd size is refused before any memory is allocated."""
+    c, h, w = cfg.input_shape
+    n = 0
+    if cfg.arch == "conv-linf-mlp":
+        k = cfg.conv_kernel
+        for out_ch, s in zip(cfg.conv_channels, cfg.conv_strides):
+            n += out_ch * c * k * k
+            c, h, w = out_ch, max(1, -(-h // s)), max(1, -(-w // s))
+    n_in = c * h * w
+    pure = cfg.arch == "linf"
+    layers = max(cfg.depth - 1, 0) if pure else cfg.depth
+    n += n_in * cfg.width + max(layers - 1, 0) * cfg.width * cfg.width if layers else 0
+    last = cfg.width if layers else n_in
+    n += last * cfg.num_classes if pure else last * cfg.hidden + cfg.hidden * cfg.num_classes
+    return n
 
 
 class LinfDistNet(nn.Module):

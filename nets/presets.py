@@ -174,8 +174,26 @@ def apply_overrides(cfg: TrainConfig, **overrides) -> TrainConfig:
     return new
 
 
+_FLOATS = ("eps_test", "eps_train", "mix", "kappa", "kappa_start", "lam_start", "lam_end", "clip",
+           "p_warm_epochs", "anneal_epochs", "eps_warm_epochs", "p_start", "p_end", "lr", "beta1",
+           "beta2", "adam_eps", "weight_decay", "head_weight_decay", "ema_decay")
+_COUNTS = ("holdout", "train_limit", "test_limit", "eval_limit", "seed")  # >= 0 (None: unset)
+
+
 def validate(cfg: TrainConfig) -> None:
-    """Raise ConfigError with one line for an inconsistent configuration."""
+    """Raise ConfigError with one line for an inconsistent configuration (before any work: it also
+    bounds the model's size and checks the data set, backend and device names)."""
+    import math
+
+    for name in _FLOATS:
+        v = getattr(cfg, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            raise ConfigError(f"{name} must be a finite number, got {v!r}")
+    for name in _COUNTS:
+        v = getattr(cfg, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise ConfigError(f"{name} must be an integer >= 0, got {v!r}")
+    _check_names(cfg)
     if cfg.epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {cfg.epochs}")
     if cfg.p_warm_epochs < 0 or cfg.anneal_epochs < 0 or cfg.eps_warm_epochs < 0:
@@ -205,3 +223,40 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"threads must be >= 1, got {cfg.threads}")
     if cfg.loss == "mixture" and cfg.eps_train <= 0:
         raise ConfigError("the mixture loss needs eps_train > 0")
+    for name in ("beta1", "beta2"):
+        if not 0.0 <= getattr(cfg, name) < 1.0:
+            raise ConfigError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
+    if cfg.adam_eps <= 0 or cfg.weight_decay < 0 or (cfg.head_weight_decay or 0.0) < 0:
+        raise ConfigError("adam_eps must be > 0 and weight decays >= 0")
+    for name in ("train_limit", "test_limit", "eval_limit"):
+        if getattr(cfg, name) == 0:
+            raise ConfigError(f"{name} must be >= 1 (or unset), got 0")
+    _check_size(cfg)
+
+
+def _check_names(cfg: TrainConfig) -> None:
+    import re
+
+    from nets.ops import BACKENDS
+    from verify.datasets import DATASETS, canonical_name
+
+    if canonical_name(str(cfg.dataset)) is None:
+        raise ConfigError(f"unknown data set {cfg.dataset!r}; choose one of {', '.join(sorted(DATASETS))}")
+    if cfg.backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {cfg.backend!r}; choose one of {', '.join(BACKENDS)}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(cfg.device)):
+        raise ConfigError(f"unknown device {cfg.device!r}; use auto, cpu, cuda or cuda:N")
+
+
+def _check_size(cfg: TrainConfig) -> None:
+    """The model (each member) must pass nets.models.validate_config, size bound included."""
+    from nets.models import validate_config
+    from nets.train import model_config_for
+    from verify.datasets import DATASETS, canonical_name
+    from verify.errors import ModelError
+
+    spec = DATASETS[canonical_name(str(cfg.dataset))]
+    try:
+        validate_config(model_config_for(cfg, spec.input_shape, spec.num_classes))
+    except ModelError as e:
+        raise ConfigError(str(e)) from None

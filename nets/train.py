@@ -255,6 +255,17 @@ def _eval_slice(cfg: TrainConfig, splits: DataSplits) -> tuple[str, tuple[Tensor
     return name, (x, y)
 
 
+def check_output(cfg: TrainConfig, out: str | os.PathLike) -> None:
+    """Refuse (one line, before any work) a checkpoint path that run_training must not write: a file,
+    a folder that is no checkpoint, a folder holding the training data, a device or fifo."""
+    from nets.checkpoint import check_target
+    from verify.outputs import check_dir_output, data_files
+
+    validate(cfg)
+    check_dir_output(out, data_files(cfg.dataset, cfg.data_dir))
+    check_target(out)
+
+
 def run_training(cfg: TrainConfig, out: str | os.PathLike | None = None, *,
                  log: Callable[[EpochLog], None] | None = None,
                  splits: DataSplits | None = None) -> TrainResult:
@@ -264,6 +275,8 @@ def run_training(cfg: TrainConfig, out: str | os.PathLike | None = None, *,
     pass already-loaded data.
     """
     validate(cfg)
+    if out is not None:
+        check_output(cfg, out)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     dist = DistInfo.from_env()

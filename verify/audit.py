@@ -67,9 +67,10 @@ def lipschitz_verdict(claimed, proven: float) -> str:
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False, default=str))
-    os.replace(tmp, path)
+    from verify.outputs import atomic_file
+
+    with atomic_file(path) as f:
+        f.write(json.dumps(obj, indent=2, allow_nan=False, default=str))
 
 
 def _finite(v: float):

@@ -6,8 +6,9 @@ The plot uses matplotlib's Agg backend (no display needed).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from verify.outputs import atomic_file
 
 __all__ = ["write_report", "markdown", "plot_curve", "rich_tables"]
 
@@ -87,17 +88,17 @@ def plot_curve(s: dict, path: Path) -> None:
     ax.set_title(f"{Path(s['model']).name}: n = {s['n']}")
     ax.legend(loc="lower left")
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_file(path, "wb") as f:
+            fig.savefig(f, dpi=100, format="png")
+    finally:
+        plt.close(fig)
 
 
 def write_report(s: dict, out_dir: Path) -> None:
     """report.md and accuracy_vs_eps.png in ``out_dir``."""
-    tmp = out_dir / "report.md.tmp"
-    tmp.write_text(markdown(s))
-    os.replace(tmp, out_dir / "report.md")
+    with atomic_file(out_dir / "report.md") as f:
+        f.write(markdown(s))
     plot_curve(s, out_dir / "accuracy_vs_eps.png")
 
 

@@ -309,14 +309,12 @@ class CertWriter:
     def __init__(self, out: str | os.PathLike, header: Mapping[str, Any], keep: Iterable[Mapping[str, Any]] = ()):
         self.out = Path(out)
         self.partial = self.out.with_name(self.out.name + ".partial")
-        tmp = self.out.with_name(self.out.name + ".partial.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
+        from verify.outputs import atomic_file
+
+        with atomic_file(self.partial) as f:  # a failure leaves no temp file and the old partial
             f.write(header_line(header))
             for rec in keep:
                 f.write(record_to_line(rec))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.partial)
         self._f = open(self.partial, "a", encoding="utf-8")
 
     def write_batch(self, records: Iterable[Mapping[str, Any]]) -> None:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -118,20 +116,14 @@ def write_jsonl_atomic(path: str | Path, header: dict, records) -> None:
     """Write the run's header line, then the records (validated by verify.certificates) one per
     line to ``path`` via a temp file in the same folder + os.replace: ``path`` never exists
     half-written."""
+    from verify.outputs import atomic_file
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(header_line(header))
-            for r in records:
-                f.write(record_to_line(r))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        f.write(header_line(header))
+        for r in records:
+            f.write(record_to_line(r))
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
