@@ -25,7 +25,9 @@ Method (centre-radius form in float64, proven error bound, directed rounding to 
 5. ``lo = down(sd(sd(sd(yc - yr) + b) - E))``, ``hi = up(su(su(su(yc + yr) + b) + E))`` with
    sd/su one float64 step down/up after every rounded float64 operation.
 
-Non-finite input bounds give the trivially sound [-inf, +inf] output (documented limitation).
+Non-finite input bounds never reach here (``Op.bound`` refuses them: 0 * inf and inf - inf are NaN in
+onnxruntime). Where onnxruntime's float32 evaluation may overflow, it may return ±inf or NaN whatever
+the exact value: refused with a ModelError (the sample is ``unknown``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from verify.errors import ModelError
 from verify.ops.base import Box
 from verify.rounding import (
     U64,
@@ -74,8 +77,7 @@ def affine_interval(
     a float64-representable array broadcastable to the output (or None).
     """
     if not (np.all(np.isfinite(box.lo)) and np.all(np.isfinite(box.hi))):
-        out = apply(np.zeros(box.shape, dtype=np.float64))
-        return Box(np.full(out.shape, -np.inf, np.float32), np.full(out.shape, np.inf, np.float32))
+        raise ModelError("an input of a linear map may be ±inf (onnxruntime may compute NaN); cannot certify")
     c, r = center_radius(box)
     yc = apply(c)
     yr = apply_abs(r)
@@ -87,9 +89,8 @@ def affine_interval(
     err = step_up64(step_up64(e64 + e32) * (1.0 + 4 * U64))
     lo = step_down64(step_down64(step_down64(yc - yr) + b) - err)
     hi = step_up64(step_up64(step_up64(yc + yr) + b) + err)
-    # where onnxruntime's float32 evaluation may overflow, only (-inf, inf) holds its value
-    risky = np.broadcast_to(may_overflow32(abs_in, e32), lo.shape)
-    if risky.any():
-        lo = np.where(risky, -np.inf, lo)
-        hi = np.where(risky, np.inf, hi)
+    # where onnxruntime's float32 evaluation may overflow it may return ±inf, or NaN when two
+    # partial sums overflow with opposite signs (vectorised kernels keep several): no box holds NaN
+    if np.any(may_overflow32(abs_in, e32)):
+        raise ModelError("a float32 dot product may overflow (onnxruntime may return ±inf or NaN); cannot certify")
     return Box(down(lo), up(hi))

@@ -10,6 +10,7 @@ from verify.ops.base import Box, Op, scaled
 
 class Abs(Op):
     op_type = "Abs"
+    inf_safe = True
 
     def forward(self, x):
         return np.abs(f32(x))

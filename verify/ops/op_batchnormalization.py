@@ -6,6 +6,9 @@ each further float64 op one). onnxruntime's float32 evaluation: ASSUMED to use a
 rounded float32 operations per element (sqrt, add, divide/reciprocal, multiply, subtract, add in any
 association), so its error is <= γ_10^{(32)} (|a| (|x| + |mean|) + |B|) + 10·2^-149 (we use 12 u32).
 Lipschitz: max |a| (upward rounded).
+Constants: finite (Op.nonfinite_constants), var + epsilon > 0 in float64 and in float32 (else
+onnxruntime divides by 0 or takes the root of a negative number), |a| < FLT_MAX / 2; a box where
+onnxruntime's float32 evaluation may overflow is refused (ModelError, the sample is ``unknown``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 from verify.ops._affine import center_radius
 from verify.ops._elementwise import ort_fusion_widen
 from verify.ops.base import Box, Op, scaled
-from verify.rounding import TINY32, U32, U64, down, step_up64, up
+from verify.rounding import F32_MAX, TINY32, U32, U64, down, may_overflow32, step_up64, up
 
 
 class BatchNormalization(Op):
@@ -37,6 +40,18 @@ class BatchNormalization(Op):
             return "scale, B, mean and var must be constants"
         return None
 
+    def constants_problem(self):
+        if len({np.asarray(self.const(i)).size for i in range(1, 5)}) != 1:
+            return "scale, B, mean and var must have the same size"
+        var = self.const(4).astype(np.float32)
+        eps32 = np.float32(self.attr("epsilon", 1e-5))
+        if not (np.all(var.astype(np.float64) + float(eps32) > 0) and np.all(var + eps32 > 0)):
+            return "var + epsilon must be > 0"
+        a, _, _ = self._params(2)
+        if not np.all(np.abs(a) < F32_MAX / 2):
+            return "scale / sqrt(var + epsilon) overflows float32"
+        return None
+
     def _params(self, ndim: int):
         shape = [1, -1] + [1] * (ndim - 2)
         scale, bias, mean, var = (self.const(i).astype(np.float64).reshape(shape) for i in range(1, 5))
@@ -51,15 +66,14 @@ class BatchNormalization(Op):
 
     def interval(self, bx, *_):
         a, b, mean = self._params(bx.lo.ndim)
-        if not (np.all(np.isfinite(bx.lo)) and np.all(np.isfinite(bx.hi))):
-            shape = np.broadcast_shapes(bx.lo.shape, a.shape)
-            return Box(np.full(shape, -np.inf, np.float32), np.full(shape, np.inf, np.float32))
         c, r = center_radius(bx)
         cm = c - mean
         r2 = step_up64(r + np.abs(cm) * 2 * U64)
         mag = np.abs(a) * (np.abs(cm) + r2) + np.abs(b)
         e64 = 16 * U64 * mag
         e32 = 12 * U32 * (np.abs(a) * (np.abs(c) + r + np.abs(mean)) + np.abs(b)) * (1 + 2.0**-20) + 10 * TINY32
+        if np.any(may_overflow32(np.abs(a) * (np.abs(c) + r + np.abs(mean)) + np.abs(b), e32)):
+            raise self.fail("float32 overflow is possible (onnxruntime may return ±inf or NaN); cannot certify")
         err = step_up64((e64 + e32) * (1 + 4 * U64))
         mid = a * cm + b
         rad = np.abs(a) * r2

@@ -10,6 +10,8 @@ from verify.ops.base import Box, Op, scaled
 
 class Clip(Op):
     op_type = "Clip"
+    inf_safe = True
+    inf_consts_ok = True
     known_attrs = frozenset({"min", "max"})
 
     def unsupported(self):

@@ -8,6 +8,7 @@ from verify.ops.base import Box, Op, scaled
 
 class Neg(Op):
     op_type = "Neg"
+    inf_safe = True
 
     def forward(self, x):
         return -f32(x)

@@ -10,6 +10,7 @@ from verify.ops.base import Box, Op, scaled
 
 class Relu(Op):
     op_type = "Relu"
+    inf_safe = True
 
     def forward(self, x):
         return np.maximum(f32(x), np.float32(0.0))
