@@ -130,3 +130,21 @@ def test_inf_safe_ops_stay_bounded_at_infinity(tmp_path, op, attrs):
     nodes = [N("Mul", ["input", "big"], ["a"]), N(op, ["a"], ["logits"], **attrs)]
     got = assert_sound_or_unknown(_model(tmp_path, nodes, {"big": BIG}), [-1e10], [1e10], extra=[0.0, 1e9, -1e9])
     assert got == "bounded"
+
+
+@pytest.mark.parametrize("nodes,inits", [
+    ([N("Mul", ["input", "big"], ["a"]), N("Concat", ["a", "input"], ["c"], axis=1),
+      N("Softmax", ["c"], ["logits"], axis=1)], {"big": f32(1e28)}),
+    ([N("Mul", ["input", "big"], ["a"]), N("Clip", ["a", "ninf", "pinf"], ["logits"])],
+     {"big": BIG, "ninf": f32(-np.inf), "pinf": f32(np.inf)}),
+    ([N("Mul", ["input", "big"], ["a"]), N("Pad", ["a", "pads", "ninf"], ["p"]), N("ReduceMax", ["p", "ax"], ["r"], keepdims=1),
+      N("Max", ["r", "a"], ["logits"])], {"big": BIG, "pads": np.array([0, 1, 0, 1], np.int64), "ninf": f32(-np.inf), "ax": np.array([1], np.int64)}),
+    ([N("Mul", ["input", "big"], ["a"]), N("LinfDist", ["a", "W", "B"], ["logits"], domain="linf")],
+     {"big": BIG, "W": np.array([[0.0], [1e30]], np.float32), "B": np.array([1.0, -3e38], np.float32)}),
+], ids=["softmax_huge_finite", "clip_inf_bounds", "pad_reducemax_inf", "linfdist_inf_input"])
+def test_extreme_but_nan_free_graphs_stay_sound(tmp_path, nodes, inits):
+    k = 2 if nodes[-1].op_type in ("Softmax", "LinfDist") else 1
+    linf = ["LinfDist"] if nodes[-1].domain == "linf" else []
+    p = save(make_model(nodes, inits, [1], k, linf_ops=linf), tmp_path)
+    got = assert_sound_or_unknown(p, [-1e10], [1e10], extra=[0.0, 1e-20, -1e-20, 1e9, -1e9])
+    assert got == "bounded"
