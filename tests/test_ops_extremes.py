@@ -148,3 +148,24 @@ def test_extreme_but_nan_free_graphs_stay_sound(tmp_path, nodes, inits):
     p = save(make_model(nodes, inits, [1], k, linf_ops=linf), tmp_path)
     got = assert_sound_or_unknown(p, [-1e10], [1e10], extra=[0.0, 1e-20, -1e-20, 1e9, -1e9])
     assert got == "bounded"
+
+
+@pytest.mark.parametrize("op", ["Abs", "Neg"])
+def test_integer_abs_neg_of_int_min(tmp_path, op):
+    """|INT64_MIN| and -INT64_MIN wrap to INT64_MIN in onnxruntime; a float32 detour gave +2^63."""
+    nodes = [N("Cast", ["input"], ["i"], to=T.INT64), N(op, ["i"], ["j"]), N("Cast", ["j"], ["logits"], to=T.FLOAT)]
+    lo = -(2.0**63)
+    assert assert_sound_or_unknown(_model(tmp_path, nodes, {}), [lo], [lo + 2.0**40]) == "unknown"
+
+
+def test_integer_clip_and_relu_stay_integer(tmp_path):
+    """Integer Relu/Clip of a shape are exact: no float32 rounding of 2^40 + 1."""
+    nodes = [N("Shape", ["input"], ["s"]), N("Gather", ["s", "i1"], ["d"]), N("Add", ["d", "big"], ["e"]),
+             N("Relu", ["e"], ["r"]), N("Clip", ["r", "lo", "hi"], ["c"]), N("Sub", ["c", "big"], ["k"]),
+             N("Cast", ["k"], ["kf"], to=T.FLOAT), N("Mul", ["input", "kf"], ["logits"])]
+    inits = {"i1": np.array(1, np.int64), "big": np.array(2**40 + 1, np.int64),
+             "lo": np.array(0, np.int64), "hi": np.array(2**41, np.int64)}
+    p = _model(tmp_path, nodes, inits)
+    x = np.array([[3.0]], np.float32)
+    assert load_model(p).forward(x)[0, 0] == 3.0 == ort_logits(ort_session(p), x)[0, 0]
+    assert assert_sound_or_unknown(p, [2.0], [3.0]) == "bounded"
