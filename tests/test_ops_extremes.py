@@ -169,3 +169,21 @@ def test_integer_clip_and_relu_stay_integer(tmp_path):
     x = np.array([[3.0]], np.float32)
     assert load_model(p).forward(x)[0, 0] == 3.0 == ort_logits(ort_session(p), x)[0, 0]
     assert assert_sound_or_unknown(p, [2.0], [3.0]) == "bounded"
+
+
+@pytest.mark.parametrize("idx", [[6], [-7], [2**40]])
+def test_gather_out_of_range_is_a_model_error(tmp_path, idx):
+    nodes = [N("Gather", ["input", "gi"], ["logits"], axis=1)]
+    with pytest.raises(ModelError, match="out of range"):
+        load_model(_model(tmp_path, nodes, {"gi": np.array(idx, np.int64)}, d=6))
+
+
+@pytest.mark.parametrize("st,en,stp", [([2**62], [-2**62], [-2**62]), ([-2**63], [2**63 - 1], [2**62]),
+                                       ([5], [-2**63], [-1]), ([-1], [-7], [-3]), ([-100], [100], [4])])
+def test_slice_with_huge_arguments_matches_onnxruntime(tmp_path, st, en, stp):
+    nodes = [N("Slice", ["input", "st", "en", "ax", "stp"], ["logits"])]
+    inits = {"st": np.array(st, np.int64), "en": np.array(en, np.int64), "ax": np.array([1], np.int64),
+             "stp": np.array(stp, np.int64)}
+    p = save(make_model(nodes, inits, [6], "K"), tmp_path)
+    x = np.arange(12, dtype=np.float32).reshape(2, 6)
+    assert np.array_equal(load_model(p).forward(x), ort_logits(ort_session(p), x))
