@@ -9,6 +9,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto as T
 from onnx import helper as h
 
@@ -84,3 +86,49 @@ def test_integer_constants_that_wrap_are_refused(tmp_path, nodes, inits):
     nodes = nodes + [N("Cast", ["k"], ["kf"], to=T.FLOAT), N("Add", ["input", "kf"], ["logits"])]
     with pytest.raises(ModelError, match="overflow|range"):
         load_model(save(make_model(nodes, inits, [1], 1), tmp_path))
+
+
+_VALS = [1.0, -1.0, 2.0**-30, 2.0**30, 0.5, 3.0, 0.1, -7.0, 1e-45, 1e30, 2.0**-24]
+_EXACT = {"Add": lambda a, b: a + b, "Sub": lambda a, b: a - b, "Mul": lambda a, b: a * b,
+          "Div": lambda a, b: a / b}
+
+
+def _chain_property(tmp_path, consts, steps):
+    """Constants c0..c3, three random Add/Sub/Mul/Div steps on them, logits = x + last: the box at
+    x = 0.25 holds the exact rational value and onnxruntime's, or the sample is refused."""
+    inits = {f"c{i}": f32(v) for i, v in enumerate(consts)}
+    exact = {k: Fraction(float(v)) for k, v in inits.items()}
+    names, nodes = list(inits), []
+    for j, (op, ia, ib) in enumerate(steps):
+        a, b = names[ia % len(names)], names[ib % len(names)]
+        if op == "Div" and exact[b] == 0:
+            return
+        nodes.append(N(op, [a, b], [f"t{j}"]))
+        exact[f"t{j}"] = _EXACT[op](exact[a], exact[b])
+        names.append(f"t{j}")
+    nodes.append(N("Add", ["input", names[-1]], ["logits"]))
+    p = save(make_model(nodes, inits, [1], 1), tmp_path)
+    try:
+        _check(p, 0.25, Fraction(1, 4) + exact[names[-1]])
+    except ModelError:
+        pass  # refused (e.g. an overflowed constant reaching Add): unknown, never wrong
+
+
+_chain_strategy = dict(
+    consts=st.lists(st.sampled_from(_VALS).flatmap(lambda v: st.sampled_from([v, -v])), min_size=4, max_size=4),
+    steps=st.lists(st.tuples(st.sampled_from(sorted(_EXACT)), st.integers(0, 6), st.integers(0, 6)),
+                   min_size=3, max_size=3),
+)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(**_chain_strategy)
+def test_constant_chains_hold_exact_and_onnxruntime_values(tmp_path, consts, steps):
+    _chain_property(tmp_path, consts, steps)
+
+
+@pytest.mark.slow
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(**_chain_strategy)
+def test_constant_chains_hold_exact_and_onnxruntime_values_slow(tmp_path, consts, steps):
+    _chain_property(tmp_path, consts, steps)

@@ -16,7 +16,8 @@ class Mul(Op):
     def forward(self, a, b):
         if is_int(a) and is_int(b):
             return int_forward(np.multiply, a, b)
-        return f32(a) * f32(b)
+        with np.errstate(over="ignore", under="ignore"):
+            return f32(a) * f32(b)
 
     def exact_forward(self, a, b):
         return exact_result("mul", self.forward(a, b), a, b)
