@@ -41,7 +41,9 @@ class BatchNormalization(Op):
         return None
 
     def constants_problem(self):
-        if len({np.asarray(self.const(i)).size for i in range(1, 5)}) != 1:
+        if any(self.const(i) is None for i in range(1, 5)):
+            return "scale, B, mean and var must be constants"
+        if len({self.const(i).size for i in range(1, 5)}) != 1:
             return "scale, B, mean and var must have the same size"
         var = self.const(4).astype(np.float32)
         eps32 = np.float32(self.attr("epsilon", 1e-5))
