@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from onnx import helper as h
-
 from test_import import make_model, save
 from test_ops_registry import CASES
+
 from verify.errors import ModelError
 from verify.model import load_model
 from verify.ops._op_list import OPS

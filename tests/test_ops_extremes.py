@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
-
 from test_import import make_model, save
+
 from verify.certify import CertifyConfig, certify_batch
 from verify.errors import ModelError
 from verify.model import load_model
