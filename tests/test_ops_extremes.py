@@ -187,3 +187,14 @@ def test_slice_with_huge_arguments_matches_onnxruntime(tmp_path, st, en, stp):
     p = save(make_model(nodes, inits, [6], "K"), tmp_path)
     x = np.arange(12, dtype=np.float32).reshape(2, 6)
     assert np.array_equal(load_model(p).forward(x), ort_logits(ort_session(p), x))
+
+
+@pytest.mark.parametrize("op", ["AveragePool", "MaxPool"])
+def test_pool_padding_as_large_as_the_kernel_is_refused(tmp_path, op):
+    """onnxruntime refuses pads >= kernel (a window of padding only: 0/0 = NaN for AveragePool)."""
+    nodes = [N(op, ["input"], ["y"], kernel_shape=[2, 2], pads=[2, 0, 0, 0]), N("Flatten", ["y"], ["logits"])]
+    p = save(make_model(nodes, {}, [1, 3, 3], "K"), tmp_path)
+    with pytest.raises(ModelError):
+        ort_session(p)
+    with pytest.raises(ModelError, match="pads must be smaller"):
+        load_model(p)
