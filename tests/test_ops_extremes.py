@@ -198,3 +198,33 @@ def test_pool_padding_as_large_as_the_kernel_is_refused(tmp_path, op):
         ort_session(p)
     with pytest.raises(ModelError, match="pads must be smaller"):
         load_model(p)
+
+
+# ---- partial sums that overflow before a scaling, subnormal coefficients ----
+
+def test_gemm_with_small_alpha_overflows_before_the_scaling(tmp_path):
+    """alpha (A B) with A B = 1.2e39: onnxruntime returns inf, the exact value is 1.2e9."""
+    nodes = [N("Gemm", ["input", "W"], ["logits"], alpha=1e-30)]
+    p = save(make_model(nodes, {"W": np.ones((4, 2), np.float32)}, [4], 2), tmp_path)
+    assert assert_sound_or_unknown(p, [3e38] * 4, [3e38] * 4) == "unknown"
+
+
+def test_average_pool_sum_overflows_before_the_division(tmp_path):
+    """The window sum of four -3e38 is -inf in float32; the average is -3e38."""
+    nodes = [N("Reshape", ["input", "shp"], ["r"]), N("AveragePool", ["r"], ["y"], kernel_shape=[2, 2]),
+             N("Flatten", ["y"], ["logits"])]
+    p = save(make_model(nodes, {"shp": np.array([-1, 1, 2, 2], np.int64)}, [4], 1), tmp_path)
+    assert assert_sound_or_unknown(p, [-3e38] * 4, [-3e38] * 4) == "unknown"
+
+
+@pytest.mark.parametrize("scale,mean,lo,hi", [
+    (3.960609e-39, -1.752896e-38, -8.2808155e+29, -8.2808155e+29),  # a = scale / sqrt(var) is subnormal
+    (1e-30, -3e38, 3e38, 3e38),  # x - mean overflows although a (x - mean) is 6e8
+])
+def test_batchnorm_subnormal_coefficient_and_overflowing_difference(tmp_path, scale, mean, lo, hi):
+    nodes = [N("Reshape", ["input", "shp"], ["r"]), N("BatchNormalization", ["r", "s", "b", "m", "v"], ["y"]),
+             N("Flatten", ["y"], ["logits"])]
+    inits = {"shp": np.array([-1, 1, 1, 1], np.int64), "s": np.array([scale], np.float32),
+             "b": np.array([-0.0], np.float32), "m": np.array([mean], np.float32),
+             "v": np.array([61.527267], np.float32)}
+    assert_sound_or_unknown(save(make_model(nodes, inits, [1], 1), tmp_path), [lo], [hi])

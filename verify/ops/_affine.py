@@ -69,12 +69,16 @@ def affine_interval(
     n: int,
     bias: np.ndarray | None = None,
     extra_ops: int = 0,
+    overflow_factor: float = 1.0,
 ) -> Box:
     """Sound box of ``apply(x) + bias`` for x in ``box`` (see the module docstring for the proof).
 
     ``apply`` is the linear map in float64, ``apply_abs`` the same map with every coefficient
     replaced by its absolute value, ``n`` the number of terms of the longest dot product, ``bias``
-    a float64-representable array broadcastable to the output (or None).
+    a float64-representable array broadcastable to the output (or None). ``overflow_factor`` (>= 1):
+    onnxruntime's partial sums may reach that multiple of |A||x| + |b| before a final scaling
+    (1/|alpha| for Gemm, the window size for AveragePool's sum before its division), so the overflow
+    check uses it.
     """
     if not (np.all(np.isfinite(box.lo)) and np.all(np.isfinite(box.hi))):
         raise ModelError("an input of a linear map may be ±inf (onnxruntime may compute NaN); cannot certify")
@@ -91,6 +95,6 @@ def affine_interval(
     hi = step_up64(step_up64(step_up64(yc + yr) + b) + err)
     # where onnxruntime's float32 evaluation may overflow it may return ±inf, or NaN when two
     # partial sums overflow with opposite signs (vectorised kernels keep several): no box holds NaN
-    if np.any(may_overflow32(abs_in, e32)):
+    if np.any(may_overflow32(abs_in * overflow_factor, e32 * overflow_factor)):
         raise ModelError("a float32 dot product may overflow (onnxruntime may return ±inf or NaN); cannot certify")
     return Box(down(lo), up(hi))
