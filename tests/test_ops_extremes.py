@@ -228,3 +228,11 @@ def test_batchnorm_subnormal_coefficient_and_overflowing_difference(tmp_path, sc
              "b": np.array([-0.0], np.float32), "m": np.array([mean], np.float32),
              "v": np.array([61.527267], np.float32)}
     assert_sound_or_unknown(save(make_model(nodes, inits, [1], 1), tmp_path), [lo], [hi])
+
+
+def test_gemm_with_large_alpha_scales_underflowed_products(tmp_path):
+    """alpha (A B) with products 1e-46 that underflow to 0 in float32: onnxruntime returns 0, the
+    exact value is 4e-16; the absolute underflow error is multiplied by alpha = 1e30."""
+    nodes = [N("Gemm", ["input", "W"], ["logits"], alpha=1e30)]
+    p = save(make_model(nodes, {"W": np.full((4, 2), 1e-16, np.float32)}, [4], 2), tmp_path)
+    assert assert_sound_or_unknown(p, [1e-30] * 4, [1e-30] * 4) == "bounded"

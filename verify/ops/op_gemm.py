@@ -45,8 +45,7 @@ class Gemm(Op):
 
     def interval(self, ab, bb, cb=None):
         alpha, beta = self._mats()
-        extra = (alpha != 1.0) + (beta != 1.0)
-        grow = max(1.0, 1.0 / abs(alpha))  # A B is summed before the scaling by alpha
+        extra = (alpha != 1.0) + (beta != 1.0)  # onnxruntime sums A B, then scales by alpha (measured)
         bias = None
         if cb is not None:
             bias = beta * np.asarray(cb.lo, np.float64)  # float32 * float32 is exact in float64
@@ -54,11 +53,11 @@ class Gemm(Op):
             bm = alpha * self._op(np.asarray(bb.lo, np.float64), "transB")
             abm = np.abs(bm)
             box = Box(self._op(ab.lo, "transA"), self._op(ab.hi, "transA"))
-            return affine_interval(box, lambda v: v @ bm, lambda v: v @ abm, bm.shape[0], bias, extra, grow)
+            return affine_interval(box, lambda v: v @ bm, lambda v: v @ abm, bm.shape[0], bias, extra, alpha)
         am = alpha * self._op(np.asarray(ab.lo, np.float64), "transA")
         aam = np.abs(am)
         box = Box(self._op(bb.lo, "transB"), self._op(bb.hi, "transB"))
-        return affine_interval(box, lambda v: am @ v, lambda v: aam @ v, am.shape[1], bias, extra, grow)
+        return affine_interval(box, lambda v: am @ v, lambda v: aam @ v, am.shape[1], bias, extra, alpha)
 
     def contraction_length(self) -> int:
         """Number of terms of each output's dot product."""
