@@ -14,8 +14,8 @@ Every op class (``verify/ops/op_<name>.py``) subclasses :class:`Op` and implemen
   rounded upward.
 * ``unsupported()``: None, or a short reason when an attribute value is outside what we can bound.
 
-Non-finite values (docs/SOUNDNESS.md, "Op layer: non-finite values, casts, constants and folding"). A box never contains NaN;
-±inf endpoints mean the tensor may really be ±inf (float32 overflow). Callers bound ops through
+Non-finite values (docs/SOUNDNESS.md, "Op layer: non-finite values, casts, constants and
+folding"). A box never contains NaN; ±inf endpoints mean the tensor may really be ±inf (overflow). Callers bound ops through
 :meth:`Op.bound`, which refuses (ModelError, reported as ``unknown``) an input box with a non-finite
 endpoint unless the op sets ``inf_safe`` (its interval handles ±inf and onnxruntime never computes NaN
 from ±inf inputs: no inf - inf, 0 * inf, inf / inf), and refuses a NaN output box. Constants are
