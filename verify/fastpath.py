@@ -129,7 +129,7 @@ class ChainBound:
             if fast is not None:
                 out = fast.interval(args[0], args[2] if len(args) > 2 else None)
             else:
-                out = op.interval(*args)
+                out = op.bound(*args)
             vals[op.outputs[0]] = out
         b = vals[g.output_name]
         return b.lo, b.hi

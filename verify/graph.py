@@ -130,11 +130,9 @@ def propagate(g: Graph, box: Box, keep_all: bool = True) -> dict[str, Box]:
                 args.append(Box.point(g.constants[i]))
             else:
                 args.append(vals[i])
-        out = op.interval(*args)
+        out = op.bound(*args)  # refuses NaN bounds and ±inf inputs of ops that are not inf_safe
         outs = out if isinstance(out, tuple) else (out,)
         for name, b in zip(op.outputs, outs):
-            if np.any(np.isnan(b.lo)) or np.any(np.isnan(b.hi)):
-                raise ModelError(f"node {op.name!r} ({op.op_type}): bound is NaN; cannot certify")
             vals[name] = b
         if not keep_all:
             for i in op.inputs:

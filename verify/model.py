@@ -1,8 +1,8 @@
 """``load_model(path) -> VerifiedModel``: the verifier's view of an ONNX file (see docs/DESIGN.md).
 
 Pipeline: safe read (verify/loader.py) -> NodeSpecs in topological order -> bind every node to its
-registry op (ONE ModelError naming every unsupported node) -> fold constant subgraphs whose ops are
-bit-identical to onnxruntime -> fuse standard-op ℓ∞-dist layers into linf::LinfDist
+registry op (ONE ModelError naming every unsupported node or invalid constant) -> fold constant
+subgraphs whose value is provably exact (``Op.fold``; the rest stay nodes bounded from point boxes) -> fuse standard-op ℓ∞-dist layers into linf::LinfDist
 (verify/fuse.py) -> dry run on zeros, checking every tensor's shape against ONNX shape inference.
 
 What ``interval``/``propagate`` guarantee (each op's proof is in its file):
@@ -58,9 +58,15 @@ def _specs(raw: RawModel) -> list[NodeSpec]:
 
 
 def _bind(specs: list[NodeSpec], constants: dict[str, np.ndarray]) -> list[Op]:
+    """Bound ops in order; nodes whose inputs are all constants are folded into ``constants`` only
+    when ``Op.fold`` proves the folded value exact (theorem (a) is about exact arithmetic on the stored
+    weights: (1 + 2^-30 - 1) * 2^30 is 1, not float32's 0); the others stay as nodes, bounded from
+    point boxes of their constants. Every node's constants are validated (``Op.nonfinite_constants``,
+    ``Op.constants_problem``)."""
     from verify.ops._op_list import OPS, supported_ops
 
     ops, bad = [], []
+    inexact: set[str] = set()  # outputs of constant nodes left unfolded (rounding happened)
     for s in specs:
         cls = OPS.get((s.domain, s.op_type))
         label = f"{s.name} ({s.domain + '::' if s.domain else ''}{s.op_type})"
@@ -68,15 +74,21 @@ def _bind(specs: list[NodeSpec], constants: dict[str, np.ndarray]) -> list[Op]:
             bad.append(label)
             continue
         op = cls(s, {i: constants[t] for i, t in enumerate(s.inputs) if t in constants})
-        reason = op.unsupported()
+        reason = op.nonfinite_constants() or op.unsupported() or op.constants_problem()
         if not reason and any(o for o in s.outputs[1:]):
             reason = "optional extra outputs are not supported"
         if reason:
+            rounded = sorted(set(s.inputs) & inexact)
+            if rounded:
+                reason += f" (input(s) {', '.join(rounded)} are computed from constants with rounding, so not folded)"
             bad.append(f"{label}: {reason}")
             continue
         ops.append(op)
-        if op.foldable and all(t == "" or t in constants for t in s.inputs):
-            outs = op.forward(*[None if t == "" else constants[t] for t in s.inputs])
+        if all(t == "" or t in constants for t in s.inputs):
+            outs = op.fold(*[None if t == "" else constants[t] for t in s.inputs])
+            if outs is None:
+                inexact.update(s.outputs)
+                continue
             for name, v in zip(s.outputs, outs if len(s.outputs) > 1 else (outs,)):
                 constants[name] = np.asarray(v)
             ops.pop()

@@ -24,7 +24,9 @@ Method (centre-radius form in float64, proven error bound, directed rounding to 
 5. ``lo = down(sd(sd(sd(yc - yr) + b) - E))``, ``hi = up(su(su(su(yc + yr) + b) + E))`` with
    sd/su one float64 step down/up after every rounded float64 operation.
 
-Non-finite input bounds give the trivially sound [-inf, +inf] output (documented limitation).
+Non-finite input bounds never reach here (``Op.bound`` refuses them: 0 * inf and inf - inf are NaN in
+onnxruntime). Where onnxruntime's float32 evaluation may overflow, it may return ±inf or NaN whatever
+the exact value: refused with a ModelError (the sample is ``unknown``).
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from verify.errors import ModelError
 from verify.ops.base import Box
 from verify.rounding import (
+    TINY32,
     U64,
     dot_error_bound,
     down,
@@ -64,16 +68,19 @@ def affine_interval(
     n: int,
     bias: np.ndarray | None = None,
     extra_ops: int = 0,
+    scaling: float = 1.0,
 ) -> Box:
     """Sound box of ``apply(x) + bias`` for x in ``box`` (see the module docstring for the proof).
 
     ``apply`` is the linear map in float64, ``apply_abs`` the same map with every coefficient
     replaced by its absolute value, ``n`` the number of terms of the longest dot product, ``bias``
-    a float64-representable array broadcastable to the output (or None).
+    a float64-representable array broadcastable to the output (or None). ``scaling``: a factor that
+    onnxruntime applies after summing (Gemm's alpha, AveragePool's 1/window; ``apply`` includes it):
+    its partial sums may reach 1/|scaling| times |A||x| + |b| (overflow check), and the absolute
+    (underflow) errors of its products are multiplied by |scaling|.
     """
     if not (np.all(np.isfinite(box.lo)) and np.all(np.isfinite(box.hi))):
-        out = apply(np.zeros(box.shape, dtype=np.float64))
-        return Box(np.full(out.shape, -np.inf, np.float32), np.full(out.shape, np.inf, np.float32))
+        raise ModelError("an input of a linear map may be ±inf (onnxruntime may compute NaN); cannot certify")
     c, r = center_radius(box)
     yc = apply(c)
     yr = apply_abs(r)
@@ -81,13 +88,14 @@ def affine_interval(
     b = np.zeros((), np.float64) if bias is None else np.asarray(bias, dtype=np.float64)
     e64 = 4.0 * gamma(n + 2, U64) * s + 1e-290
     abs_in = s * (1.0 + 2.0**-30) + np.abs(b)
-    e32 = dot_error_bound(n + 1 + extra_ops, abs_in)
+    m = n + 1 + extra_ops
+    grow, amp = max(1.0, 1.0 / abs(scaling)), max(1.0, abs(scaling))
+    e32 = dot_error_bound(m, abs_in) + (amp - 1.0) * (m + 1) * TINY32  # underflowed products, scaled
     err = step_up64(step_up64(e64 + e32) * (1.0 + 4 * U64))
     lo = step_down64(step_down64(step_down64(yc - yr) + b) - err)
     hi = step_up64(step_up64(step_up64(yc + yr) + b) + err)
-    # where onnxruntime's float32 evaluation may overflow, only (-inf, inf) holds its value
-    risky = np.broadcast_to(may_overflow32(abs_in, e32), lo.shape)
-    if risky.any():
-        lo = np.where(risky, -np.inf, lo)
-        hi = np.where(risky, np.inf, hi)
+    # where onnxruntime's float32 evaluation may overflow it may return ±inf, or NaN when two
+    # partial sums overflow with opposite signs (vectorised kernels keep several): no box holds NaN
+    if np.any(may_overflow32(abs_in * grow, e32 * grow)):
+        raise ModelError("a float32 dot product may overflow (onnxruntime may return ±inf or NaN); cannot certify")
     return Box(down(lo), up(hi))

@@ -62,8 +62,49 @@ def monotone_libm(fn64: Callable, box: Box) -> Box:
     return Box(lo, hi)
 
 
+def _sum64(a64: np.ndarray, b64: np.ndarray) -> np.ndarray:
+    """a + b in float64 where that sum is exact, NaN elsewhere (Knuth's TwoSum: the rounding error
+    of s = fl(a + b) is exactly (a - (s - bb)) + (b - bb) with bb = s - a)."""
+    s = a64 + b64
+    bb = s - a64
+    return np.where((a64 - (s - bb)) + (b64 - bb) == 0, s, np.nan)
+
+
+def _quot64(r64: np.ndarray, a64: np.ndarray, b64: np.ndarray) -> np.ndarray:
+    """r where r * b = a exactly (r * b of float32 values is exact in float64), NaN elsewhere."""
+    return np.where(r64 * b64 == a64, r64, np.nan)
+
+
+_EXACT64 = {  # float64 arrays holding the exact real result (NaN where it is not found exactly)
+    "add": lambda r, a, b: _sum64(a, b),
+    "sub": lambda r, a, b: _sum64(a, -b),
+    "mul": lambda r, a, b: a * b,  # a product of two float32 values is exact in float64
+    "div": _quot64,
+}
+
+
+def exact_result(kind: str, r32: np.ndarray, a, b) -> np.ndarray | None:
+    """``r32``, the float32 result of the correctly rounded op ``kind`` on float operands ``a``, ``b``,
+    when it is finite and equals the exact real result everywhere (no rounding happened), else None
+    (also for integer operands, whose exactness ``int_interval`` decides)."""
+    if is_int(a) and is_int(b):
+        return None
+    r32 = np.asarray(r32)
+    with np.errstate(all="ignore"):
+        exact = _EXACT64[kind](r32.astype(np.float64), f32(a).astype(np.float64), f32(b).astype(np.float64))
+        ok = np.isfinite(r32).all() and np.array_equal(r32.astype(np.float64), np.broadcast_to(exact, r32.shape))
+    return r32 if ok else None
+
+
 def is_int(a) -> bool:
     return np.issubdtype(np.asarray(a).dtype, np.integer)
+
+
+def same_kind(xs) -> list[np.ndarray]:
+    """Operands of a variadic elementwise op: integers stay integers (shape arithmetic: a float32
+    detour would round int64 values past 2^24), anything else becomes float32."""
+    xs = [np.asarray(x) for x in xs]
+    return xs if all(is_int(x) for x in xs) else [f32(x) for x in xs]
 
 
 def int_forward(fn: Callable, a, b) -> np.ndarray:
@@ -72,14 +113,26 @@ def int_forward(fn: Callable, a, b) -> np.ndarray:
         return np.asarray(fn(np.asarray(a), np.asarray(b)))
 
 
+def int_exact(fn: Callable, a, b) -> np.ndarray | None:
+    """``fn(a, b)`` in the integers' own dtype when it equals the exact (unbounded) integer result,
+    else None (the fixed-width result wrapped around, as onnxruntime's would)."""
+    r = int_forward(fn, a, b)
+    exact = fn(np.asarray(a).astype(object), np.asarray(b).astype(object))
+    return r if np.array_equal(r.astype(object), np.asarray(exact, dtype=object)) else None
+
+
 def int_interval(op, fn: Callable, a: Box, b: Box) -> Box:
-    """Integer operands (shape arithmetic): only data-independent (point) boxes are supported."""
+    """Integer operands (shape arithmetic): only data-independent (point) boxes are supported, and
+    only results without wrap-around (their exact value is the real semantics)."""
     if not (np.array_equal(a.lo, a.hi) and np.array_equal(b.lo, b.hi)):
         raise op.fail("integer arithmetic on values that depend on the input")
-    return Box.point(int_forward(fn, a.lo, b.lo))
+    r = int_exact(fn, a.lo, b.lo)
+    if r is None:
+        raise op.fail("integer overflow (the result would wrap around)")
+    return Box.point(r)
 
 
 def int_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """ONNX integer Div: truncation towards zero."""
+    """ONNX integer Div: truncation towards zero (also on object arrays of python ints)."""
     q = np.abs(a) // np.abs(b)
-    return (np.sign(a) * np.sign(b) * q).astype(np.result_type(a, b))
+    return np.where((np.asarray(a) < 0) != (np.asarray(b) < 0), -q, q).astype(np.result_type(a, b))

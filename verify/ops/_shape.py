@@ -13,6 +13,9 @@ from verify.ops.base import Box, Op, scaled
 class ShapeOp(Op):
     """An op applying the same value-preserving map to lo and hi (forward = the map)."""
 
+    inf_safe = True
+    inf_consts_ok = True
+
     def interval(self, b: Box, *rest: Box) -> Box:
         for r in rest:
             if r is not None and not np.array_equal(r.lo, r.hi):

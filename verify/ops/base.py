@@ -14,6 +14,15 @@ Every op class (``verify/ops/op_<name>.py``) subclasses :class:`Op` and implemen
   rounded upward.
 * ``unsupported()``: None, or a short reason when an attribute value is outside what we can bound.
 * ``batch_axis(flow)``: where the batch axis of the output is (verify/batch_axis.py); default refuse.
+
+Non-finite values (docs/SOUNDNESS.md, "Op layer: non-finite values, casts, constants and
+folding"). A box never contains NaN; ±inf endpoints mean the tensor may really be ±inf (overflow). Callers bound ops through
+:meth:`Op.bound`, which refuses (ModelError, reported as ``unknown``) an input box with a non-finite
+endpoint unless the op sets ``inf_safe`` (its interval handles ±inf and onnxruntime never computes NaN
+from ±inf inputs: no inf - inf, 0 * inf, inf / inf), and refuses a NaN output box. Constants are
+checked once at load by :meth:`Op.nonfinite_constants`: NaN anywhere (constant inputs, float
+attributes) is refused, ±inf unless the op sets ``inf_consts_ok``; ops add their own checks (e.g.
+BatchNormalization's var + epsilon > 0) in :meth:`Op.constants_problem`.
 """
 
 from __future__ import annotations
@@ -95,10 +104,15 @@ class Op:
 
     op_type: str = ""
     domain: str = ""
-    #: True when ``forward`` on constants is bit-identical to onnxruntime (safe to fold at load time)
+    #: False for ops whose result on constants is never worth trying to fold (see ``fold``)
     foldable: bool = True
     #: attributes this op understands; any other attribute makes the node unsupported
     known_attrs: frozenset[str] = frozenset()
+    #: ``interval`` is sound for input boxes with ±inf endpoints and onnxruntime never turns ±inf
+    #: inputs into NaN (see the module docstring); otherwise such a box is refused by ``bound``
+    inf_safe: bool = False
+    #: constant inputs / float attributes may hold ±inf (NaN is never accepted)
+    inf_consts_ok: bool = False
 
     def __init__(self, spec: NodeSpec, consts: dict[int, np.ndarray]):
         self.spec = spec
@@ -133,6 +147,64 @@ class Op:
             return f"unsupported attribute(s) {', '.join(extra)}"
         return None
 
+    def nonfinite_constants(self) -> str | None:
+        """None, or why the node's constants (constant inputs, float attributes) cannot be bounded:
+        NaN anywhere, ±inf unless ``inf_consts_ok``. Checked for every node before ``unsupported``."""
+        vals = [(f"input {i}", v) for i, v in sorted(self.consts.items())]
+        vals += [(f"attribute {k}", v) for k, v in sorted(self.attrs.items())]
+        for what, v in vals:
+            a = _float_values(v)
+            if a is None:
+                continue
+            if np.isnan(a).any():
+                return f"{what} contains NaN"
+            if not self.inf_consts_ok and np.isinf(a).any():
+                return f"{what} contains an infinite value"
+        return None
+
+    def constants_problem(self) -> str | None:
+        """None, or why a constant's value is outside what the op accepts (checked after
+        ``unsupported``; e.g. BatchNormalization's var + epsilon > 0)."""
+        return None
+
+    def bound(self, *boxes: Box | None) -> Box:
+        """``interval`` guarded against non-finite values (the entry point of every caller): a
+        ModelError (the sample is ``unknown``) when an input box reaches ±inf and the op is not
+        ``inf_safe``, or when a bound comes out NaN."""
+        for b in boxes:
+            if b is None or not np.issubdtype(np.asarray(b.lo).dtype, np.floating):
+                continue
+            if np.isnan(b.lo).any() or np.isnan(b.hi).any():
+                raise self.fail("an input bound is NaN; cannot certify")
+            if not self.inf_safe and not (np.isfinite(b.lo).all() and np.isfinite(b.hi).all()):
+                raise self.fail("an input may be ±inf (float32 overflow) and onnxruntime may then compute "
+                                "NaN (inf - inf, 0 * inf, inf / inf); cannot certify")
+        out = self.interval(*boxes)
+        for o in out if isinstance(out, tuple) else (out,):
+            if np.isnan(o.lo).any() or np.isnan(o.hi).any():
+                raise self.fail("bound is NaN; cannot certify")
+        return out
+
+    def fold(self, *xs: np.ndarray | None):
+        """The outputs on constant inputs ``xs`` when they are provably the exact real values (then
+        also onnxruntime's float32 values, and folding changes neither theorem), else None: the node
+        stays in the graph and is bounded like any other node, its constants as point boxes.
+        Exact when the op's own sound box on the point inputs is a point, or ``exact_forward`` says so.
+        A ModelError (e.g. a constant cast past the integer range) refuses the model."""
+        if not self.foldable:
+            return None
+        out = self.bound(*[None if x is None else Box.point(np.asarray(x)) for x in xs])
+        outs = out if isinstance(out, tuple) else (out,)
+        if all(np.array_equal(o.lo, o.hi) for o in outs):
+            vals = tuple(o.lo for o in outs)
+            return vals if isinstance(out, tuple) else vals[0]
+        return self.exact_forward(*xs)
+
+    def exact_forward(self, *xs: np.ndarray | None) -> np.ndarray | None:
+        """``forward(*xs)`` when it is exact for these constants (no rounding happened), else None.
+        Correctly rounded float ops (Add, Sub, Mul, Div) override it; others never fold inexactly."""
+        return None
+
     def forward(self, *xs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -151,6 +223,18 @@ class Op:
     def local_lipschitz(self) -> float:
         """The op's own bound: ``lipschitz`` with 1 for every variable input, None for constants."""
         return self.lipschitz(*[1.0 if self.is_var(i) else None for i in range(len(self.inputs))])
+
+
+def _float_values(v: Any) -> np.ndarray | None:
+    """``v`` as a float64 array when it is a float (array, scalar or list of floats), else None."""
+    if isinstance(v, (str, bytes)) or v is None:
+        return None
+    if isinstance(v, list) and not all(isinstance(e, (int, float, np.number)) for e in v):
+        return None
+    a = np.asarray(v)
+    if not np.issubdtype(a.dtype, np.floating):
+        return None
+    return a.astype(np.float64)
 
 
 def var_l(in_l) -> list[float]:

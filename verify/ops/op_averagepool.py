@@ -49,7 +49,7 @@ class AveragePool(Op):
         k, _, _, _ = pool_params(self)
         n = int(np.prod(k))
         f = lambda v: self._pool(v, np.float64)  # noqa: E731 - non-negative weights: |A| = A
-        return affine_interval(b, f, f, n, None, extra_ops=2)
+        return affine_interval(b, f, f, n, None, extra_ops=2, scaling=1.0 / n)  # sum, then divide
 
     def lipschitz(self, lx=None):
         return scaled([lx], 1.0)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from verify.ops._elementwise import f32
+from verify.ops._elementwise import same_kind
 from verify.ops.base import Box, Op, scaled
 
 
 class Clip(Op):
     op_type = "Clip"
+    inf_safe = True
+    inf_consts_ok = True
     known_attrs = frozenset({"min", "max"})
 
     def unsupported(self):
@@ -27,11 +29,11 @@ class Clip(Op):
 
     def forward(self, x, *_):
         lo, hi = self._bounds()
-        y = f32(x)
+        (y,) = same_kind([x])  # integer Clip stays integer (exact), float becomes float32
         if lo is not None:
-            y = np.maximum(y, np.float32(lo))
+            y = np.maximum(y, np.asarray(lo).astype(y.dtype))
         if hi is not None:
-            y = np.minimum(y, np.float32(hi))
+            y = np.minimum(y, np.asarray(hi).astype(y.dtype))
         return y
 
     def interval(self, b, *_):

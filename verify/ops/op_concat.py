@@ -9,6 +9,8 @@ from verify.ops.base import Box, Op, var_l
 
 class Concat(Op):
     op_type = "Concat"
+    inf_safe = True
+    inf_consts_ok = True
     known_attrs = frozenset({"axis"})
 
     def forward(self, *xs):

@@ -11,6 +11,8 @@ _KEYS = ("value", "value_float", "value_floats", "value_int", "value_ints")
 
 class Constant(Op):
     op_type = "Constant"
+    inf_safe = True
+    inf_consts_ok = True
     known_attrs = frozenset(_KEYS)
 
     def unsupported(self):

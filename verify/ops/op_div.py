@@ -1,5 +1,7 @@
 """Div (numpy broadcasting): corner quotients when the divisor's box excludes 0, one rounding,
-stepped outward; a divisor box containing 0 gives [-inf, inf] (documented; 0/0 would be NaN)."""
+stepped outward. A divisor box containing 0 gives [-inf, inf] when the dividend's box excludes 0
+(a / ±0 = ±inf, never NaN); when both contain 0, onnxruntime may compute 0/0 = NaN, which no box
+holds: refused (ModelError, the sample is ``unknown``). Integer division by 0 is refused too."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import math
 
 import numpy as np
 
-from verify.ops._elementwise import corner_box, f32, int_div, int_forward, int_interval, is_int
+from verify.ops._elementwise import corner_box, exact_result, f32, int_div, int_forward, int_interval, is_int
 from verify.ops.base import Box, Op, mul_up
 
 
@@ -26,13 +28,20 @@ class Div(Op):
     def forward(self, a, b):
         if is_int(a) and is_int(b):
             return int_forward(int_div, a, b)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(all="ignore"):
             return f32(a) / f32(b)
+
+    def exact_forward(self, a, b):
+        return exact_result("div", self.forward(a, b), a, b)
 
     def interval(self, a, b):
         if is_int(a.lo) and is_int(b.lo):
+            if np.any(b.lo == 0):
+                raise self.fail("integer division by 0")
             return int_interval(self, int_div, a, b)
         spans0 = (f32(b.lo) <= 0) & (f32(b.hi) >= 0)
+        if np.any(spans0 & (f32(a.lo) <= 0) & (f32(a.hi) >= 0)):
+            raise self.fail("0 / 0 (NaN in onnxruntime) is possible in this box; cannot certify")
         box = corner_box(np.divide, a, Box(np.where(spans0, 1, b.lo), np.where(spans0, 1, b.hi)))
         if np.any(spans0):
             shape = np.broadcast_shapes(box.lo.shape, spans0.shape)

@@ -9,6 +9,7 @@ from verify.ops.base import Box, Op, scaled
 
 class Dropout(Op):
     op_type = "Dropout"
+    inf_safe = True
     known_attrs = frozenset({"seed", "ratio", "is_test"})
 
     def unsupported(self):
@@ -19,6 +20,12 @@ class Dropout(Op):
             t = self.const(2)
             if t is None or bool(np.asarray(t).reshape(-1)[0]):
                 return "training_mode must be a constant false"
+        return None
+
+    def constants_problem(self):
+        r = self.attrs.get("ratio", self.const(1) if len(self.inputs) > 1 and self.inputs[1] else None)
+        if r is not None and not 0.0 <= float(np.asarray(r, np.float32).reshape(-1)[0]) < 1.0:
+            return "ratio must lie in [0, 1) (onnxruntime refuses to run otherwise)"
         return None
 
     def forward(self, x, *_):

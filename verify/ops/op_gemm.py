@@ -22,6 +22,8 @@ class Gemm(Op):
             return r
         if self.is_var(0) and self.is_var(1):
             return "A and B both variable (bilinear) is not supported"
+        if self._mats()[0] == 0.0:
+            return "alpha = 0 is not supported"
         if len(self.inputs) > 2 and self.is_var(2):
             return "a variable C input is not supported"
         return None
@@ -43,7 +45,7 @@ class Gemm(Op):
 
     def interval(self, ab, bb, cb=None):
         alpha, beta = self._mats()
-        extra = (alpha != 1.0) + (beta != 1.0)
+        extra = (alpha != 1.0) + (beta != 1.0)  # onnxruntime sums A B, then scales by alpha (measured)
         bias = None
         if cb is not None:
             bias = beta * np.asarray(cb.lo, np.float64)  # float32 * float32 is exact in float64
@@ -51,11 +53,11 @@ class Gemm(Op):
             bm = alpha * self._op(np.asarray(bb.lo, np.float64), "transB")
             abm = np.abs(bm)
             box = Box(self._op(ab.lo, "transA"), self._op(ab.hi, "transA"))
-            return affine_interval(box, lambda v: v @ bm, lambda v: v @ abm, bm.shape[0], bias, extra)
+            return affine_interval(box, lambda v: v @ bm, lambda v: v @ abm, bm.shape[0], bias, extra, alpha)
         am = alpha * self._op(np.asarray(ab.lo, np.float64), "transA")
         aam = np.abs(am)
         box = Box(self._op(bb.lo, "transB"), self._op(bb.hi, "transB"))
-        return affine_interval(box, lambda v: am @ v, lambda v: aam @ v, am.shape[1], bias, extra)
+        return affine_interval(box, lambda v: am @ v, lambda v: aam @ v, am.shape[1], bias, extra, alpha)
 
     def lipschitz(self, la=None, lb=None, lc=None):
         alpha, _ = self._mats()

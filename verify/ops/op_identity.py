@@ -9,6 +9,8 @@ from verify.ops.base import Box, Op, scaled
 
 class Identity(Op):
     op_type = "Identity"
+    inf_safe = True
+    inf_consts_ok = True
 
     def forward(self, x):
         return np.asarray(x)

@@ -14,6 +14,10 @@ class LeakyRelu(Op):
     op_type = "LeakyRelu"
     known_attrs = frozenset({"alpha"})
 
+    @property
+    def inf_safe(self) -> bool:  # alpha * -inf is NaN for alpha = 0
+        return bool(self._alpha() > 0)
+
     def _alpha(self):
         return np.float32(self.attr("alpha", 0.01))
 

@@ -27,6 +27,7 @@ def dist_box(lo: np.ndarray, hi: np.ndarray, w: np.ndarray) -> tuple[np.ndarray,
 class LinfDist(Op):
     op_type = "LinfDist"
     domain = "linf"
+    inf_safe = True  # |x - w| with finite W: never NaN
 
     def unsupported(self):
         if self.attrs:

@@ -18,6 +18,7 @@ _DEFAULTS = {"strides": (1, 1), "pads": (0, 0, 0, 0), "dilations": (1, 1)}
 class LinfDistConv(Op):
     op_type = "LinfDistConv"
     domain = "linf"
+    inf_safe = True  # |x - w| with finite W: never NaN
     known_attrs = frozenset(_DEFAULTS)
 
     def params(self):

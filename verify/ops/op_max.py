@@ -6,15 +6,17 @@ from functools import reduce
 
 import numpy as np
 
-from verify.ops._elementwise import f32
+from verify.ops._elementwise import same_kind
 from verify.ops.base import Box, Op, var_l
 
 
 class Max(Op):
     op_type = "Max"
+    inf_safe = True
+    inf_consts_ok = True
 
     def forward(self, *xs):
-        return reduce(np.maximum, [f32(x) for x in xs])
+        return reduce(np.maximum, same_kind(xs))
 
     def interval(self, *bs):
         return Box(self.forward(*[b.lo for b in bs]), self.forward(*[b.hi for b in bs]))

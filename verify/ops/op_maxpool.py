@@ -26,6 +26,10 @@ def pool_unsupported(op, nd=2):
     k, s, p, d = pool_params(op, nd)
     if len(k) != nd or len(s) != nd or len(p) != 2 * nd or len(d) != nd:
         return "only 2-D pooling (4-D input) is supported"
+    if min(k + s + d) < 1 or min(p) < 0:
+        return "kernel_shape/strides/dilations must be >= 1 and pads >= 0"
+    if any(p[i] >= k[i % nd] for i in range(2 * nd)):  # an all-padding window: NaN / -inf
+        return "pads must be smaller than the kernel (onnxruntime refuses to run otherwise)"
     if len(op.outputs) > 1:
         return "the Indices output is not supported"
     return None

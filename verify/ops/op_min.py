@@ -6,15 +6,17 @@ from functools import reduce
 
 import numpy as np
 
-from verify.ops._elementwise import f32
+from verify.ops._elementwise import same_kind
 from verify.ops.base import Box, Op, var_l
 
 
 class Min(Op):
     op_type = "Min"
+    inf_safe = True
+    inf_consts_ok = True
 
     def forward(self, *xs):
-        return reduce(np.minimum, [f32(x) for x in xs])
+        return reduce(np.minimum, same_kind(xs))
 
     def interval(self, *bs):
         return Box(self.forward(*[b.lo for b in bs]), self.forward(*[b.hi for b in bs]))

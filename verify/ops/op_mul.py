@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from verify.ops._elementwise import corner_box, f32, int_forward, int_interval, is_int
+from verify.ops._elementwise import corner_box, exact_result, f32, int_forward, int_interval, is_int
 from verify.ops.base import Op, mul_up
 
 
@@ -16,7 +16,11 @@ class Mul(Op):
     def forward(self, a, b):
         if is_int(a) and is_int(b):
             return int_forward(np.multiply, a, b)
-        return f32(a) * f32(b)
+        with np.errstate(over="ignore", under="ignore"):
+            return f32(a) * f32(b)
+
+    def exact_forward(self, a, b):
+        return exact_result("mul", self.forward(a, b), a, b)
 
     def interval(self, a, b):
         if is_int(a.lo) and is_int(b.lo):

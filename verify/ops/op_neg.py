@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from verify.ops._elementwise import f32
+import numpy as np
+
+from verify.ops._elementwise import f32, int_interval, is_int
 from verify.ops.base import Box, Op, scaled
 
 
 class Neg(Op):
     op_type = "Neg"
+    inf_safe = True
 
     def forward(self, x):
-        return -f32(x)
+        return np.negative(x) if is_int(x) else -f32(x)  # integers: -INT_MIN wraps like onnxruntime
 
     def interval(self, b):
+        if is_int(b.lo):  # shape arithmetic: a point box, refused where it wraps
+            return int_interval(self, lambda a, _: np.negative(a), b, b)
         return Box(-f32(b.hi), -f32(b.lo))
 
     def lipschitz(self, lx=None):

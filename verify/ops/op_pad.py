@@ -10,6 +10,8 @@ from verify.ops.base import Box, Op, scaled
 
 class Pad(Op):
     op_type = "Pad"
+    inf_safe = True
+    inf_consts_ok = True
     known_attrs = frozenset({"mode", "pads", "value"})
 
     def unsupported(self):

@@ -27,7 +27,10 @@ class ReduceMax(ShapeOp):
             if int(self.attr("noop_with_empty_axes", 0)):
                 return x
             axes = list(range(x.ndim))
-        return np.max(x, axis=tuple(a % x.ndim for a in axes), keepdims=keep)
+        axes = tuple(a % x.ndim for a in axes)
+        if any(x.shape[a] == 0 for a in axes):
+            raise self.fail("reduction over an empty axis")
+        return np.max(x, axis=axes, keepdims=keep)
 
     def batch_axis(self, f):
         from verify.batch_axis import reduce_rows

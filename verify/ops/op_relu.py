@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from verify.ops._elementwise import f32
+from verify.ops._elementwise import same_kind
 from verify.ops.base import Box, Op, scaled
 
 
 class Relu(Op):
     op_type = "Relu"
+    inf_safe = True
 
     def forward(self, x):
-        return np.maximum(f32(x), np.float32(0.0))
+        (v,) = same_kind([x])  # integers stay integers (exact), floats become float32
+        return np.maximum(v, v.dtype.type(0))
 
     def interval(self, b):
         return Box(self.forward(b.lo), self.forward(b.hi))

@@ -10,6 +10,8 @@ from verify.ops.base import Box, Op
 
 class Shape(Op):
     op_type = "Shape"
+    inf_safe = True
+    inf_consts_ok = True
     foldable = False
     known_attrs = frozenset({"start", "end"})
 

@@ -15,6 +15,7 @@ def _sigmoid64(x: np.ndarray) -> np.ndarray:
 
 class Sigmoid(Op):
     op_type = "Sigmoid"
+    inf_safe = True
     foldable = False
 
     def forward(self, x):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from verify.ops._elementwise import f32, int_forward, int_interval, is_int, outward
+from verify.ops._elementwise import exact_result, f32, int_forward, int_interval, is_int, outward
 from verify.ops.base import Op, add_up
 
 
@@ -15,6 +15,9 @@ class Sub(Op):
         if is_int(a) and is_int(b):
             return int_forward(np.subtract, a, b)
         return f32(a) - f32(b)
+
+    def exact_forward(self, a, b):
+        return exact_result("sub", self.forward(a, b), a, b)
 
     def interval(self, a, b):
         if is_int(a.lo) and is_int(b.lo):

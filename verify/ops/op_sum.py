@@ -1,6 +1,9 @@
 """Sum (variadic, broadcasting). Two inputs: one rounded add (like Add). More: onnxruntime may
 add in any order, so the bound is the float64 sum of the endpoints widened by a proven error bound
-(γ_k in float64 for our own sum, γ^{(32)}_k for onnxruntime's float32 sum) and rounded outward."""
+(γ_k in float64 for our own sum, γ^{(32)}_k for onnxruntime's float32 sum) and rounded outward.
+That error bound assumes no float32 overflow: where a partial sum may overflow (the magnitudes sum to
+about FLT_MAX) onnxruntime may return ±inf, or NaN when two partial sums overflow with opposite
+signs, even though the exact sum is finite: refused (ModelError, the sample is ``unknown``)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import numpy as np
 
 from verify.ops._elementwise import f32, outward
 from verify.ops.base import Box, Op, add_up
-from verify.rounding import U64, dot_error_bound, down, gamma, step_down64, step_up64, up
+from verify.rounding import U64, dot_error_bound, down, gamma, may_overflow32, step_down64, step_up64, up
 
 
 class Sum(Op):
@@ -29,7 +32,10 @@ class Sum(Op):
         lo64 = reduce(np.add, [b.lo.astype(np.float64) for b in bs])
         hi64 = reduce(np.add, [b.hi.astype(np.float64) for b in bs])
         mag = reduce(np.add, [np.maximum(np.abs(b.lo.astype(np.float64)), np.abs(b.hi.astype(np.float64))) for b in bs])
-        err = step_up64(2.0 * gamma(k, U64) * mag + dot_error_bound(k, mag * (1.0 + 2.0**-30)))
+        e32 = dot_error_bound(k, mag * (1.0 + 2.0**-30))
+        if np.any(may_overflow32(mag, e32)):
+            raise self.fail("a float32 partial sum may overflow (onnxruntime may return ±inf or NaN); cannot certify")
+        err = step_up64(2.0 * gamma(k, U64) * mag + e32)
         return Box(down(step_down64(lo64 - err)), up(step_up64(hi64 + err)))
 
     def lipschitz(self, *in_l):

@@ -10,6 +10,7 @@ from verify.ops.base import Op, scaled
 
 class Tanh(Op):
     op_type = "Tanh"
+    inf_safe = True
     foldable = False
 
     def forward(self, x):
