@@ -82,9 +82,11 @@ def test_cast_overflowed_inf_to_int(tmp_path):
 def test_cast_out_of_range_sample_does_not_certify(tmp_path):
     """Logits (trunc(x), 0) with the int32 cast: onnxruntime gives INT_MIN past 2^31, so class 0
     loses inside the ball around x = 2.1e9; the old endpoint-wise box certified it."""
+    # the second logit is c - c (0 in onnxruntime; a per-sample graph, unlike a concatenated
+    # constant row, which the batch analysis refuses)
     nodes = [N("Cast", ["input"], ["i"], to=T.INT32), N("Cast", ["i"], ["c"], to=T.FLOAT),
-             N("Concat", ["c", "z"], ["logits"], axis=1)]
-    p = _model(tmp_path, nodes, {"z": np.zeros((1, 1), np.float32)}, k=2)
+             N("Sub", ["c", "c"], ["z"]), N("Concat", ["c", "z"], ["logits"], axis=1)]
+    p = _model(tmp_path, nodes, {}, k=2)
     x = np.array([[2.1e9]], np.float32)
     ball = np.array([[2.1e9 + 1e8]], np.float32)
     assert ort_logits(ort_session(p), ball)[0, 0] < 0  # not robust in onnxruntime
