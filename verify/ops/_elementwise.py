@@ -51,6 +51,27 @@ def corner_box(fn: Callable, a: Box, b: Box) -> Box:
     return outward(lo, hi)
 
 
+def unbounded_where_nan(box: Box) -> Box:
+    """``box`` with every entry that has a NaN endpoint (0·inf, inf − inf) widened to [-inf, inf]."""
+    bad = np.isnan(box.lo) | np.isnan(box.hi)
+    if not bad.any():
+        return box
+    return Box(np.where(bad, -np.inf, box.lo).astype(np.float32), np.where(bad, np.inf, box.hi).astype(np.float32))
+
+
+def scale_box(box: Box, k: float) -> Box:
+    """Sound box of ``fl32(k · v)`` and of the real ``k · v`` for v in ``box`` (one correctly rounded
+    product by the float32 scalar k: monotone, so corners stepped outward; 0 · inf gives [-inf, inf])."""
+    kk = Box.point(np.float32(k))
+    return unbounded_where_nan(corner_box(np.multiply, kk, box))
+
+
+def add_boxes(a: Box, b: Box) -> Box:
+    """Sound box of one correctly rounded float32 addition (and the real sum) of values in a and b."""
+    with np.errstate(invalid="ignore"):
+        return unbounded_where_nan(outward(f32(a.lo) + f32(b.lo), f32(a.hi) + f32(b.hi)))
+
+
 def monotone_libm(fn64: Callable, box: Box) -> Box:
     """Sound box of a non-decreasing transcendental ``fn`` (float64 endpoints, widened by the error
     model, rounded outward; deliberately not clipped to fn's real range, see the module docstring)."""

@@ -2,8 +2,10 @@
 
 count_include_pad = 1: each output is sum(window incl. zero padding) / prod(kernel);
 count_include_pad = 0: sum over the in-bounds elements / their count. Lipschitz 1 either way (the
-weights of each output are non-negative and sum to 1). Bounds via the sound affine helper with two
-extra rounded operations (a division, or a reciprocal and a product)."""
+weights of each output are non-negative and sum to 1). onnxruntime sums each window in float32, then
+divides by the count (or multiplies by its rounded reciprocal): the sum may overflow where the mean
+does not, so the window SUM is bounded with the sound affine helper, then both divisions (each one
+correctly rounded, monotone operation) and stepped outward."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from verify.ops._affine import affine_interval
-from verify.ops.base import Op, scaled
+from verify.ops.base import Box, Op, scaled
+from verify.rounding import step_down, step_up
 from verify.ops.op_maxpool import pool_params, pool_unsupported
 
 
@@ -30,26 +33,33 @@ class AveragePool(Op):
             return "dilations != 1 are not supported"
         return None
 
-    def _pool(self, x: np.ndarray, dtype) -> np.ndarray:
+    def _sum_and_count(self, x: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
+        """The window sums (zero padding) in ``dtype`` and the divisor of each output (float32)."""
         k, s, p, _ = pool_params(self)
         xt = torch.from_numpy(np.require(x, dtype, ["C", "W"]))
         xp = F.pad(xt, (p[1], p[3], p[0], p[2]))
         with torch.no_grad():
-            summed = F.avg_pool2d(xp, k, s, 0, divisor_override=1)
+            summed = F.avg_pool2d(xp, k, s, 0, divisor_override=1).numpy()
             if int(self.attr("count_include_pad", 0)):
-                return (summed / float(np.prod(k))).numpy()
-            ones = F.pad(torch.ones_like(xt[:1, :1]), (p[1], p[3], p[0], p[2]))
-            count = F.avg_pool2d(ones, k, s, 0, divisor_override=1)
-            return (summed / count).numpy()
+                return summed, np.float32(np.prod(k))
+            ones = F.pad(torch.ones_like(xt[:1, :1], dtype=torch.float32), (p[1], p[3], p[0], p[2]))
+            return summed, F.avg_pool2d(ones, k, s, 0, divisor_override=1).numpy()
 
     def forward(self, x):
-        return self._pool(x, np.float32).astype(np.float32)
+        total, count = self._sum_and_count(x, np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return (total / count).astype(np.float32)
 
     def interval(self, b):
         k, _, _, _ = pool_params(self)
-        n = int(np.prod(k))
-        f = lambda v: self._pool(v, np.float64)  # noqa: E731 - non-negative weights: |A| = A
-        return affine_interval(b, f, f, n, None, extra_ops=2)
+        f = lambda v: self._sum_and_count(v, np.float64)[0]  # noqa: E731 - weights 1: |A| = A
+        total = affine_interval(b, f, f, int(np.prod(k)), None)
+        _, count = self._sum_and_count(b.lo, np.float32)
+        inv = np.float32(1.0) / count
+        with np.errstate(over="ignore", invalid="ignore"):
+            lo = np.minimum(step_down(total.lo / count), step_down(total.lo * inv))
+            hi = np.maximum(step_up(total.hi / count), step_up(total.hi * inv))
+        return Box(lo.astype(np.float32), hi.astype(np.float32))
 
     def lipschitz(self, lx=None):
         return scaled([lx], 1.0)

@@ -4,7 +4,8 @@ Real bound: with x ∈ [c - r, c + r] (float64 centre-radius), y ∈ a (c - mean
 in float64 with a relative slack of 16 u64 on |a| (|c - mean| + r) + |B| (a has <= 3 roundings,
 each further float64 op one). onnxruntime's float32 evaluation: ASSUMED to use at most 10 correctly
 rounded float32 operations per element (sqrt, add, divide/reciprocal, multiply, subtract, add in any
-association), so its error is <= γ_10^{(32)} (|a| (|x| + |mean|) + |B|) + 10·2^-149 (we use 12 u32).
+association), so its error is <= γ_10^{(32)} (|a| (|x| + |mean|) + |B|) + 10·2^-149 (we use 12 u32), unless an
+intermediate may overflow (|a|, |a x|, |a mean|, the sum): there the box is [-inf, inf].
 Lipschitz: max |a| (upward rounded).
 """
 
@@ -17,7 +18,7 @@ import numpy as np
 from verify.ops._affine import center_radius
 from verify.ops._elementwise import ort_fusion_widen
 from verify.ops.base import Box, Op, scaled
-from verify.rounding import TINY32, U32, U64, down, step_up64, up
+from verify.rounding import TINY32, U32, U64, down, may_overflow32, step_up64, up
 
 
 class BatchNormalization(Op):
@@ -59,11 +60,16 @@ class BatchNormalization(Op):
         r2 = step_up64(r + np.abs(cm) * 2 * U64)
         mag = np.abs(a) * (np.abs(cm) + r2) + np.abs(b)
         e64 = 16 * U64 * mag
-        e32 = 12 * U32 * (np.abs(a) * (np.abs(c) + r + np.abs(mean)) + np.abs(b)) * (1 + 2.0**-20) + 10 * TINY32
+        mag32 = np.abs(a) * (np.abs(c) + r + np.abs(mean)) + np.abs(b)
+        e32 = 12 * U32 * mag32 * (1 + 2.0**-20) + 10 * TINY32
         err = step_up64((e64 + e32) * (1 + 4 * U64))
         mid = a * cm + b
         rad = np.abs(a) * r2
-        return ort_fusion_widen(self, Box(down(mid - rad - err), up(mid + rad + err)))
+        box = ort_fusion_widen(self, Box(down(mid - rad - err), up(mid + rad + err)))
+        # onnxruntime computes x·s + (B - mean·s), s = scale/sqrt(var + eps): s, x·s or mean·s may
+        # overflow (inf - inf = NaN) where a·(x - mean) + B does not
+        risky = may_overflow32(mag32 + np.abs(a), e32)
+        return Box(np.where(risky, -np.inf, box.lo).astype(np.float32), np.where(risky, np.inf, box.hi).astype(np.float32))
 
     def lipschitz(self, lx=None, *_):
         scale, var = self.const(1).astype(np.float64), self.const(4).astype(np.float64)

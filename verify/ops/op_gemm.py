@@ -1,10 +1,17 @@
-"""Gemm: Y = alpha * A' B' + beta * C (A' = A or Aᵀ per transA, B' likewise), one side constant."""
+"""Gemm: Y = alpha * A' B' + beta * C (A' = A or Aᵀ per transA, B' likewise), one side constant.
+
+With alpha = beta = 1 one affine bound (verify/ops/_affine.py). Otherwise the float32 evaluation is
+bounded as onnxruntime (MLAS) performs it: the dot product A'B' (which may overflow, or whose
+products may underflow, where alpha·A'B' would not), one rounded product by alpha, one rounded
+sum with fl(beta·C) (FMA or not: each stage's box bounds the real value too, and rounding is
+monotone)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from verify.ops._affine import affine_interval
+from verify.ops._elementwise import add_boxes, scale_box
 from verify.ops.base import Box, Op, inf_norm_up, mul_up
 
 
@@ -43,19 +50,28 @@ class Gemm(Op):
 
     def interval(self, ab, bb, cb=None):
         alpha, beta = self._mats()
-        extra = (alpha != 1.0) + (beta != 1.0)
-        bias = None
+        if alpha == 1.0 and (beta == 1.0 or cb is None):  # one affine map: bias inside the proven bound
+            bias = None if cb is None else np.asarray(cb.lo, np.float64)
+            return self._affine(ab, bb, bias)
+        # onnxruntime (MLAS) scales the float32 dot product by alpha, then adds beta·C: the dot
+        # product may overflow (or its products underflow) where alpha·(A·B) does not, so bound
+        # A·B first, then the rounded product by alpha and the rounded sum with fl(beta·C)
+        y = scale_box(self._affine(ab, bb, None), alpha)
         if cb is not None:
-            bias = beta * np.asarray(cb.lo, np.float64)  # float32 * float32 is exact in float64
+            y = add_boxes(y, cb if beta == 1.0 else scale_box(cb, beta))
+        return y
+
+    def _affine(self, ab, bb, bias):
+        """Sound box of ``A'B' + bias`` (the variable side as the box, the other constant)."""
         if not (self.is_var(1) and not self.is_var(0)):
-            bm = alpha * self._op(np.asarray(bb.lo, np.float64), "transB")
+            bm = self._op(np.asarray(bb.lo, np.float64), "transB")
             abm = np.abs(bm)
             box = Box(self._op(ab.lo, "transA"), self._op(ab.hi, "transA"))
-            return affine_interval(box, lambda v: v @ bm, lambda v: v @ abm, bm.shape[0], bias, extra)
-        am = alpha * self._op(np.asarray(ab.lo, np.float64), "transA")
+            return affine_interval(box, lambda v: v @ bm, lambda v: v @ abm, bm.shape[0], bias)
+        am = self._op(np.asarray(ab.lo, np.float64), "transA")
         aam = np.abs(am)
         box = Box(self._op(bb.lo, "transB"), self._op(bb.hi, "transB"))
-        return affine_interval(box, lambda v: am @ v, lambda v: aam @ v, am.shape[1], bias, extra)
+        return affine_interval(box, lambda v: am @ v, lambda v: aam @ v, am.shape[1], bias)
 
     def contraction_length(self) -> int:
         """Number of terms of each output's dot product."""
