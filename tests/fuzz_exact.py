@@ -144,8 +144,10 @@ def _maxpool(x, a, dom):
 
 
 def _cast(x, to, dom):
-    if to not in _INT:
-        return dom.lift(x) if np.issubdtype(np.asarray(x).dtype, np.integer) else x
+    if to not in _INT:  # to float: an integer keeps its exact value (the float32 rounding is
+        if not np.issubdtype(np.asarray(x).dtype, np.integer):  # within the verifier's box)
+            return x
+        return np.vectorize(Fraction, otypes=[object])(x) if dom.exact else x.astype(np.float64)
     if np.issubdtype(np.asarray(x).dtype, np.integer):
         return x.astype(_INT[to])
     info = np.iinfo(_INT[to])
@@ -246,7 +248,7 @@ def _node(n, ins, dom):
         "Concat": lambda: np.concatenate(ins, axis=int(a["axis"])),
         "Pad": lambda: _pad_op(x, ins, dom),
         "ReduceMax": lambda: x.max(axis=_reduce_axes(a, ins, x), keepdims=bool(a.get("keepdims", 1))),
-        "Constant": lambda: dom.lift(a["value"]),
+        "Constant": lambda: dom.lift(np.asarray(next(iter(a.values())), np.float32)),
     }
     if t == "Clip":
         y = x

@@ -237,8 +237,11 @@ def gen_cast(b):
 def gen_constant(b):
     x = b.pick()
     s = b.shape(x)
-    shape = b.draw(st.sampled_from([(), s[-1:], (1, *s[1:])]))
-    c = b.emit("Constant", [], value=nh.from_array(b.draw(float_arrays(shape, b.avoid))))
+    form = b.draw(st.sampled_from(["value", "value", "value_float", "value_floats"]))
+    shape = {"value": b.draw(st.sampled_from([(), s[-1:], (1, *s[1:])])), "value_float": (), "value_floats": s[-1:]}[form]
+    v = b.draw(float_arrays(shape, b.avoid))
+    attr = nh.from_array(v) if form == "value" else float(v) if form == "value_float" else v.tolist()
+    c = b.emit("Constant", [], **{form: attr})
     b.push(b.emit(b.draw(st.sampled_from(["Add", "Sub", "Mul", "Div"])), [x, c]))
 
 
