@@ -73,3 +73,11 @@ def test_batchnorm_folded_scale_overflows(tmp_path):
         inits = {"s": c(scale), "b": c(0.0), "m": c(x), "v": c(1.0)}
         nodes = [N("BatchNormalization", ["input", "s", "b", "m", "v"], ["y"])]
         _assert_sound(_fuzzed(nodes, inits, [1], 1, [x]), tmp_path)
+
+
+def test_softmax_of_an_infinite_input_is_nan_in_onnxruntime(tmp_path):
+    """x + x overflows to inf; onnxruntime's softmax computes x - max(x) = inf - inf = NaN, while
+    the bound of s_i = 1 / (1 + sum_j exp(x_j - x_i)) said [1, 1] (one class) or [0, 1]."""
+    for k in (1, 2):
+        nodes = [N("Add", ["input", "input"], ["a"]), N("Softmax", ["a"], ["y"], axis=1)]
+        _assert_sound(_fuzzed(nodes, {}, [k], k, [3e38] * k), tmp_path)
