@@ -81,3 +81,12 @@ def test_softmax_of_an_infinite_input_is_nan_in_onnxruntime(tmp_path):
     for k in (1, 2):
         nodes = [N("Add", ["input", "input"], ["a"]), N("Softmax", ["a"], ["y"], axis=1)]
         _assert_sound(_fuzzed(nodes, {}, [k], k, [3e38] * k), tmp_path)
+
+
+def test_batchnorm_subnormal_folded_scale(tmp_path):
+    """scale = 1e-45: onnxruntime's s = scale/√(var+ε) is a subnormal (absolute error 2^-150, not
+    relative), then multiplied by x = 3e38: 4.20390e-7 where a·x = 4.20387e-7."""
+    c = lambda v: np.asarray([v], np.float32)  # noqa: E731
+    inits = {"s": c(1e-45), "b": c(0.0), "m": c(0.0), "v": c(1.0)}
+    nodes = [N("BatchNormalization", ["input", "s", "b", "m", "v"], ["y"])]
+    _assert_sound(_fuzzed(nodes, inits, [1], 1, [3e38]), tmp_path)

@@ -4,7 +4,8 @@ Real bound: with x ∈ [c - r, c + r] (float64 centre-radius), y ∈ a (c - mean
 in float64 with a relative slack of 16 u64 on |a| (|c - mean| + r) + |B| (a has <= 3 roundings,
 each further float64 op one). onnxruntime's float32 evaluation: ASSUMED to use at most 10 correctly
 rounded float32 operations per element (sqrt, add, divide/reciprocal, multiply, subtract, add in any
-association), so its error is <= γ_10^{(32)} (|a| (|x| + |mean|) + |B|) + 10·2^-149 (we use 12 u32), unless an
+association), so its error is <= γ_10^{(32)} (|a| (|x| + |mean|) + |B|) + 10·2^-149 (we use 12 u32) plus
+2·2^-149 (|x| + |mean|) for a subnormal folded scale s = scale/sqrt(var + eps), unless an
 intermediate may overflow (|a|, |a x|, |a mean|, the sum): there the box is [-inf, inf].
 Lipschitz: max |a| (upward rounded).
 """
@@ -61,7 +62,8 @@ class BatchNormalization(Op):
         mag = np.abs(a) * (np.abs(cm) + r2) + np.abs(b)
         e64 = 16 * U64 * mag
         mag32 = np.abs(a) * (np.abs(c) + r + np.abs(mean)) + np.abs(b)
-        e32 = 12 * U32 * mag32 * (1 + 2.0**-20) + 10 * TINY32
+        # + a subnormal s = scale/sqrt(var + eps) (absolute error 2^-150 per rounding) times x, mean
+        e32 = 12 * U32 * mag32 * (1 + 2.0**-20) + 10 * TINY32 + 2 * TINY32 * (np.abs(c) + r + np.abs(mean))
         err = step_up64((e64 + e32) * (1 + 4 * U64))
         mid = a * cm + b
         rad = np.abs(a) * r2
