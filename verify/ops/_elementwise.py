@@ -51,6 +51,9 @@ def corner_box(fn: Callable, a: Box, b: Box) -> Box:
     return outward(lo, hi)
 
 
+
+
+
 def monotone_libm(fn64: Callable, box: Box) -> Box:
     """Sound box of a non-decreasing transcendental ``fn`` (float64 endpoints, widened by the error
     model, rounded outward; deliberately not clipped to fn's real range, see the module docstring)."""

@@ -8,7 +8,8 @@ terms (|x_j - m| <= 104), so the ratio e_i / sum e_j is within relative 2η + γ
 division) of s_i, plus (K + 2) 2^-148 absolute for underflowing terms (the sum is >= 1), plus
 2^-126 (1 + 2η) absolute: onnxruntime's AVX2 exp kernel flushes subnormal results to 0 (measured on
 onnxruntime 1.32, AMD EPYC without AVX-512: softmax 0 where the exact value is 5e-43), so any term
-e_j < 2^-126, and hence any output below 2^-126, may come back as 0.
+e_j < 2^-126, and hence any output below 2^-126, may come back as 0. A slice whose box has an
+infinite endpoint gets [-inf, inf]: onnxruntime's x - max(x) is then inf - inf = NaN.
 
 Lipschitz 1/2 (ℓ∞→ℓ∞): the Jacobian of one slice is J = diag(s) - s sᵀ; the ℓ1 norm of row i is
 s_i (1 - s_i) + s_i sum_{j != i} s_j = 2 s_i (1 - s_i) <= 1/2, and slices do not interact, so by the
@@ -66,6 +67,10 @@ class Softmax(Op):
         # exp >= 0, so onnxruntime's result is >= 0 too; no upper clip (a reciprocal-multiply
         # kernel could return 1 + ulp, like tanh does, see _elementwise)
         lo_out = np.maximum(lo_out, np.float32(0.0)).astype(np.float32)
+        # an infinite input makes onnxruntime's x - max(x) inf - inf = NaN for its whole slice
+        inf_slice = ~(np.isfinite(lo) & np.isfinite(hi)).all(axis=-1, keepdims=True)
+        lo_out = np.where(inf_slice, -np.inf, lo_out).astype(np.float32)
+        hi_out = np.where(inf_slice, np.inf, hi_out).astype(np.float32)
         return Box(np.moveaxis(lo_out, -1, ax), np.moveaxis(hi_out, -1, ax))
 
     def lipschitz(self, lx=None):
