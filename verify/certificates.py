@@ -46,6 +46,7 @@ __all__ = [
     "read_records",
     "read_sections",
     "header_line",
+    "json_line",
     "resume_records",
     "CertWriter",
 ]
@@ -163,7 +164,7 @@ def _parse_run_fields(obj: dict[str, Any], where: str) -> None:
     obj["domain"] = [float(d[0]), float(d[1])]
     s = obj["shard"]
     parts = s.split("/") if isinstance(s, str) else []
-    if len(parts) != 2 or not all(p.isdigit() for p in parts) or not int(parts[0]) < int(parts[1]):
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() and len(p) < 19 for p in parts) or not int(parts[0]) < int(parts[1]):
         raise CertificateError(f"{where}: shard must be 'I/N' with 0 <= I < N, got {s!r}")
     if not _is_int(obj["n_total"]) or obj["n_total"] < 0:
         raise CertificateError(f"{where}: n_total must be a non-negative integer")
@@ -175,8 +176,8 @@ def _decode_line(line: str, where: str) -> dict[str, Any]:
 
 def _decode_header(line: str, where: str) -> dict[str, Any]:
     try:
-        obj = json.loads(line)
-    except ValueError:
+        obj = json_line(line, where)
+    except CertificateError:
         obj = None
     return parse_header(obj, where=where)
 
@@ -220,11 +221,40 @@ def read_sections(path: str | os.PathLike) -> list[tuple[dict[str, Any], list[di
     return sections
 
 
-def _json_object(line: str, where: str) -> dict[str, Any]:
+INT_BOUND = 2**63  # |int| in a certificate line; larger ones are refused (float() would overflow)
+
+
+def _bounded_int(s: str) -> int:
+    if len(s) > 20 or abs(int(s)) >= INT_BOUND:
+        raise ValueError("integer out of range")
+    return int(s)
+
+
+def _finite_float(s: str) -> float:
+    v = float(s)
+    if not math.isfinite(v):
+        raise ValueError("number out of range")
+    return v
+
+
+def _no_constant(s: str) -> Any:
+    raise ValueError(f"{s} is not JSON")
+
+
+def json_line(line: str, where: str) -> Any:
+    """The ONE decoder of a line of a certificate / witness file: strict JSON (no NaN/Infinity),
+    every float finite, every int below 2**63 in magnitude, any nesting depth that Python's parser
+    cannot take refused. Any defect is a one-line CertificateError, never another exception."""
     try:
-        obj = json.loads(line)
-    except ValueError:
-        raise CertificateError(f"{where}: not valid JSON") from None
+        return json.loads(line, parse_int=_bounded_int, parse_float=_finite_float,
+                          parse_constant=_no_constant)
+    except (ValueError, RecursionError, OverflowError, MemoryError) as e:
+        why = "nested too deeply" if isinstance(e, RecursionError) else "not valid JSON (or a number out of range)"
+        raise CertificateError(f"{where}: {why}") from None
+
+
+def _json_object(line: str, where: str) -> dict[str, Any]:
+    obj = json_line(line, where)
     if not isinstance(obj, dict):
         raise CertificateError(f"{where}: not a JSON object")
     return obj

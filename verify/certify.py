@@ -296,8 +296,9 @@ def check_inputs(x: np.ndarray, y: np.ndarray, model, domain, indices=None) -> N
         raise DataError(f"labels must lie in 0..{model.num_classes - 1}")
     if len(y) == 0:
         return
-    flat = x.reshape(len(x), -1)
-    bad = ~np.isfinite(flat).all(axis=1) | (flat < domain[0]).any(axis=1) | (flat > domain[1]).any(axis=1)
+    from verify.attack.box import in_domain
+
+    bad = ~in_domain(x, domain)
     if bad.any():
         i = int(np.argmax(bad))
         i = int(indices[i]) if indices is not None else i

@@ -8,7 +8,8 @@ Guarantees:
 - every input problem (model, data, shapes, labels, domain, options, output folder) is detected
   before any file is created, and raises a ``verify.errors`` exception with one line;
 - ``OUT`` appears only complete (atomic rename); after an interruption a rerun with the same
-  arguments keeps every record of the batches that were complete, recomputes the rest with the same
+  arguments keeps every record of the batches that were complete and whose claims ``check``'s direct
+  re-proof confirms (verify/check.py ``unproven``), recomputes the rest with the same
   batch boundaries, and produces a file identical to an uninterrupted run;
 - shards: ``--shard I/N`` takes the selected positions p ≡ I (mod N) (strided, so every shard
   gets a similar mix); the records of the N shard files hold every selected index exactly once;
@@ -101,6 +102,11 @@ def run_certify(
     batches = [idx[s:s + batch_size] for s in range(0, len(idx), batch_size)]
     partial = out.with_name(out.name + ".partial")
     kept = {r["index"]: r for r in resume_records(partial, header, inputs)}
+    if kept:  # re-prove every kept claim as `check` does; a record that does not is recomputed
+        from verify.check import unproven
+
+        bad = unproven(list(kept.values()), x, header, model, model_path, batch_size)
+        kept = {i: r for i, r in kept.items() if i not in bad}
     done = [all(int(i) in kept for i in b) for b in batches]
     keep = [kept[int(i)] for b, ok in zip(batches, done) if ok for i in b]
     writer = CertWriter(out, header, keep)

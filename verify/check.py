@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
 from verify import margins
+from verify.attack.box import in_domain, within_eps
 from verify.certificates import STATUSES, read_sections
 from verify.certify import guarantee_of, pair_lipschitz_of, propagate_boxes
 from verify.errors import CertificateError, ModelError
@@ -39,7 +39,7 @@ from verify.header import RECORD_METHODS, data_sha256, header_selection
 from verify.loader import model_identity
 from verify.runtime import ort_logits, ort_session
 
-__all__ = ["run_check", "ort_predict"]
+__all__ = ["run_check", "ort_predict", "unproven"]
 
 _TOL = 1e-6
 MAX_LISTED = 5
@@ -116,14 +116,6 @@ def _coverage(sections, n_data: int) -> list[str]:
     return out
 
 
-def _linf_within(w: np.ndarray, x: np.ndarray, eps: float) -> bool:
-    """Exact test ‖w − x‖∞ ≤ eps for float32 arrays (float64 screen, rationals near the edge)."""
-    d = np.abs(w.astype(np.float64) - x.astype(np.float64))
-    near = np.nonzero(d > eps * (1 - 1e-9) - 1e-300)[0]
-    fe = Fraction(eps)
-    return all(abs(Fraction(float(w.flat[k])) - Fraction(float(x.flat[k]))) <= fe for k in near)
-
-
 def run_check(certs, model_path, data, *, data_dir=None, split: str = "test",
               batch_size: int = 256) -> dict[str, Any]:
     """Re-verify ``certs``; returns a summary dict, raises CertificateError on any mismatch."""
@@ -163,7 +155,7 @@ def run_check(certs, model_path, data, *, data_dir=None, split: str = "test",
         else:
             good.append(r)
     for s in range(0, len(good), batch_size):
-        bad += _check_batch(good[s:s + batch_size], x, header, prover)
+        bad += [f"index {i}: {why}" for i, why in _check_batch(good[s:s + batch_size], x, header, prover)]
     if bad:
         listed = "; ".join(bad[:MAX_LISTED])
         raise CertificateError(f"{len(bad)} mismatch(es) in {certs}: {listed}")
@@ -175,7 +167,19 @@ def run_check(certs, model_path, data, *, data_dir=None, split: str = "test",
             "counts": counts, "model_sha256": sha, "lipschitz": prover.lip}
 
 
-def _check_batch(recs, x, header, prover) -> list[str]:
+def unproven(records, x, header, model, model_path, batch_size: int = 256) -> dict[int, str]:
+    """{index: why} of the records whose claim ``check``'s direct re-proof (above) does not confirm;
+    ``records`` must already match the data (input hash, label) and the ``header`` of their run.
+    certify's resume keeps only records absent from it (verify/certify_run.py)."""
+    prover = _Prover(model, model_path)
+    bad: dict[int, str] = {}
+    for s in range(0, len(records), batch_size):
+        bad.update(_check_batch(records[s:s + batch_size], x, header, prover))
+    return bad
+
+
+def _check_batch(recs, x, header, prover) -> list[tuple[int, str]]:
+    """(index, why) of every record of the batch whose claim does not re-prove."""
     idx = np.array([r["index"] for r in recs], dtype=np.int64)
     xb = np.ascontiguousarray(x[idx])
     yb = np.array([r["label"] for r in recs], dtype=np.int64)
@@ -185,18 +189,18 @@ def _check_batch(recs, x, header, prover) -> list[str]:
     return _check_claims(recs, xb, yb, pred, header, prover)
 
 
-def _check_attack(recs, yb, pred, header, prover, x_all) -> list[str]:
+def _check_attack(recs, yb, pred, header, prover, x_all) -> list[tuple[int, str]]:
     """An attack run claims no robustness: misclassified / unknown follow onnxruntime's
     prediction, falsified witnesses are replayed."""
     out = []
     for k, r in enumerate(recs):
         i, st = r["index"], r["status"]
         if r["predicted"] != pred[k]:
-            out.append(f"index {i}: predicted {r['predicted']} but onnxruntime says {int(pred[k])}")
+            out.append((i, f"predicted {r['predicted']} but onnxruntime says {int(pred[k])}"))
         elif st == "misclassified" and pred[k] == yb[k]:
-            out.append(f"index {i}: 'misclassified' but onnxruntime predicts the label")
+            out.append((i, "'misclassified' but onnxruntime predicts the label"))
         elif st == "unknown" and pred[k] != yb[k]:
-            out.append(f"index {i}: 'unknown' but onnxruntime misclassifies it")
+            out.append((i, "'unknown' but onnxruntime misclassifies it"))
         elif st == "falsified":
             out += _check_witness(r, x_all[i], tuple(header["domain"]), prover)
     return out
@@ -221,52 +225,52 @@ def _check_claims(recs, xb, yb, pred, header, prover) -> list[str]:
     for k, r in enumerate(recs):
         i, st, meth = r["index"], r["status"], r["method"]
         if r["predicted"] != pred[k]:
-            out.append(f"index {i}: predicted {r['predicted']} but onnxruntime says {int(pred[k])}")
+            out.append((i, f"predicted {r['predicted']} but onnxruntime says {int(pred[k])}"))
             continue
         mine = bound[meth][k]
         proves = [m for m in allowed if bound[m][k] > 0]
         ml = r["margin_lower"]
         if ml is not None and np.isfinite(mine) and ml > mine + _TOL * (1 + abs(mine)):
-            out.append(f"index {i}: margin_lower {ml!r} exceeds the re-computed bound {mine!r}")
+            out.append((i, f"margin_lower {ml!r} exceeds the re-computed bound {mine!r}"))
         if st == "misclassified":
             if pred[k] == yb[k]:
-                out.append(f"index {i}: 'misclassified' but onnxruntime predicts the label")
+                out.append((i, "'misclassified' but onnxruntime predicts the label"))
         elif pred[k] != yb[k]:
-            out.append(f"index {i}: {st!r} but onnxruntime misclassifies it")
+            out.append((i, f"{st!r} but onnxruntime misclassifies it"))
         elif st == "certified":
             if not mine > 0:
-                out.append(f"index {i}: 'certified' at eps {header['eps']!r} does not re-prove ({meth})")
+                out.append((i, f"'certified' at eps {header['eps']!r} does not re-prove ({meth})"))
             elif rad[k] < eps[k] or not (r_ok[k] or rad[k] == eps[k]):
-                out.append(f"index {i}: radius {rad[k]!r} is not provable")
+                out.append((i, f"radius {rad[k]!r} is not provable"))
         elif proves:
-            out.append(f"index {i}: {st!r} but {proves[0]} proves eps {header['eps']!r} (a downgrade)")
+            out.append((i, f"{st!r} but {proves[0]} proves eps {header['eps']!r} (a downgrade)"))
         elif st == "unknown" and rad[k] != 0:
-            out.append(f"index {i}: 'unknown' with radius {rad[k]!r} (must be 0)")
+            out.append((i, f"'unknown' with radius {rad[k]!r} (must be 0)"))
         elif rad[k] > eps[k] or not r_ok[k]:
-            out.append(f"index {i}: radius {rad[k]!r} is not provable")
+            out.append((i, f"radius {rad[k]!r} is not provable"))
     return out
 
 
 def _check_witness(r, x, dom, prover) -> list[str]:
     i, w = r["index"], r.get("witness")
     if not isinstance(w, list) or len(w) != x.size:
-        return [f"index {i}: 'falsified' without a witness of {x.size} values"]
+        return [(i, f"'falsified' without a witness of {x.size} values")]
     try:
         wa = np.asarray(w, dtype=np.float64)
-    except (TypeError, ValueError):
-        return [f"index {i}: witness is not a list of numbers"]
+    except (TypeError, ValueError, OverflowError):
+        return [(i, "witness is not a list of numbers")]
     w32 = wa.astype(np.float32)
     if not np.isfinite(wa).all() or not np.array_equal(w32.astype(np.float64), wa):
-        return [f"index {i}: witness values are not finite float32 numbers"]
+        return [(i, "witness values are not finite float32 numbers")]
     w32 = w32.reshape(x.shape)
     ws = r.get("witness_sha256")
     if ws is not None and ws != hashlib.sha256(np.ascontiguousarray(w32).tobytes()).hexdigest():
-        return [f"index {i}: witness_sha256 does not match the witness"]
-    if (w32 < dom[0]).any() or (w32 > dom[1]).any():
-        return [f"index {i}: witness lies outside the domain {list(dom)}"]
-    if not _linf_within(w32, x, r["eps"]):
-        return [f"index {i}: witness is farther than eps {r['eps']!r} from the input"]
+        return [(i, "witness_sha256 does not match the witness")]
+    if not in_domain(w32[None], dom)[0]:
+        return [(i, f"witness lies outside the domain {list(dom)}")]
+    if not within_eps(x, w32, r["eps"]):
+        return [(i, f"witness is farther than eps {r['eps']!r} from the input")]
     p = ort_predict(None, w32[None], sess=prover.sess)[0]
     if p == r["label"]:
-        return [f"index {i}: witness is classified as the label by onnxruntime"]
+        return [(i, "witness is classified as the label by onnxruntime")]
     return []

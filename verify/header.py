@@ -58,7 +58,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     if text is None:
         return 0, 1
     parts = str(text).split("/")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+    if len(parts) != 2 or not all(p.strip().isascii() and p.strip().isdigit() and len(p.strip()) < 19 for p in parts):
         raise LinfVerifyError(f"--shard must look like I/N (e.g. 0/4), got {text!r}")
     i, n = int(parts[0]), int(parts[1])
     if not 0 <= i < n:

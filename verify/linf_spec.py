@@ -268,8 +268,9 @@ def conv_attributes(node: NodeProto) -> dict[str, tuple[int, ...]]:
     """``strides``, ``pads``, ``dilations`` of a LinfDistConv node, defaults filled in, validated."""
     out = dict(CONV_DEFAULTS)
     for a in node.attribute:
-        if a.name not in CONV_DEFAULTS:
-            raise ModelError(f"linf::LinfDistConv node {node.name!r}: unknown attribute {a.name!r}")
+        if a.name not in CONV_DEFAULTS or a.type != AttributeProto.INTS or a.ref_attr_name:
+            raise ModelError(f"linf::LinfDistConv node {node.name!r}: unknown attribute {a.name!r} "
+                             "(strides, pads, dilations: INTS values)")
         out[a.name] = tuple(int(v) for v in h.get_attribute_value(a))
     for k, v in out.items():
         want = 4 if k == "pads" else 2

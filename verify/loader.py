@@ -171,6 +171,43 @@ def _check_default_opset(f: onnx.FunctionProto, opset: int) -> None:
             f"the model {opset}; refusing (onnxruntime would not run it as the model's opset defines)")
 
 
+def _subgraph_nodes(nodes):
+    """The nodes and, recursively, the nodes of every subgraph attribute (If, Loop, Scan bodies)."""
+    for n in nodes:
+        yield n
+        for a in n.attribute:
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from _subgraph_nodes(g.node)
+
+
+def _check_function_attributes(model: onnx.ModelProto, local: list[onnx.FunctionProto]) -> None:
+    """ModelError unless every attribute reference of a model-local function is bound, with a
+    value, at EVERY call site. onnxruntime applies a function's default attribute values
+    (FunctionProto.attribute_proto) but onnx's inliner drops them (the body op then gets ITS OWN
+    default: LeakyRelu alpha 0.01 where onnxruntime runs 5), and what either does with a reference
+    left unbound, or bound to a name the function does not declare, is not ours to guess: so a
+    function with defaults, a reference to an undeclared attribute, or a call site that does not
+    set every referenced attribute is refused (docs/SOUNDNESS.md, model-local functions)."""
+    refs = {}
+    for f in local:
+        label = f"{f.domain}::{f.name}"
+        if len(f.attribute_proto):
+            raise ModelError(f"model-local function {label} declares default attribute values; "
+                             "refusing (onnx's inliner drops them, onnxruntime applies them)")
+        refs[(f.domain, f.name)] = {a.ref_attr_name for n in _subgraph_nodes(f.node)
+                                    for a in n.attribute if a.ref_attr_name}
+        undeclared = sorted(refs[(f.domain, f.name)] - set(f.attribute))
+        if undeclared:
+            raise ModelError(f"model-local function {label} references undeclared attribute(s) "
+                             f"{', '.join(undeclared)}; refusing")
+    bodies = [model.graph.node] + [f.node for f in model.functions]
+    for n in (n for body in bodies for n in _subgraph_nodes(body)):
+        unbound = sorted(refs.get((n.domain, n.op_type), set()) - {a.name for a in n.attribute})
+        if unbound:
+            raise ModelError(f"a call of model-local function {n.domain}::{n.op_type} (node {n.name!r}) "
+                             f"leaves attribute(s) {', '.join(unbound)} unset; refusing (set them)")
+
+
 def _check_functions(model: onnx.ModelProto, opsets: dict[str, int]) -> onnx.ModelProto:
     from verify import linf_spec
 
@@ -183,6 +220,7 @@ def _check_functions(model: onnx.ModelProto, opsets: dict[str, int]) -> onnx.Mod
             other.append((f.domain, f.name))
     if other:
         _check_runs_as_written(other)
+        _check_function_attributes(model, [f for f in model.functions if f.domain != linf_spec.DOMAIN])
     used = {n.op_type for n in model.graph.node if n.domain == linf_spec.DOMAIN}
     have = {f.name for f in model.functions if f.domain == linf_spec.DOMAIN}
     missing = sorted(used - have)

@@ -20,7 +20,7 @@ from verify.attack.runner import attack_arrays
 from verify.errors import CertificateError, LinfVerifyError
 from verify.header import data_sha256
 
-__all__ = ["run_attack", "alarm_against"]
+__all__ = ["run_attack", "alarm_against", "read_certs"]
 
 
 def _check_out(out: Path) -> None:
@@ -31,15 +31,16 @@ def _check_out(out: Path) -> None:
 
 
 def alarm_against(cert_path: str | os.PathLike, witness_records: list[dict], witness_path,
-                  x: np.ndarray, model_sha256: str) -> int:
+                  x: np.ndarray, model_sha256: str, certs: list[dict] | None = None) -> int:
     """Soundness alarm of witness records against a certificate file of the same model.
 
     Raises CertificateError when the certificates are for another model (so a hash mismatch can
     never silently disable the alarm) and SoundnessAlarm on a conflict; returns pairs compared.
+    ``certs``: the file's records when already read (and validated, :func:`read_certs`).
     """
     from verify.certificates import input_sha256, read_records
 
-    certs = read_records(cert_path)
+    certs = read_records(cert_path) if certs is None else certs
     other = {c["model_sha256"] for c in certs} - {model_sha256}
     if other:
         raise CertificateError(f"{cert_path} holds certificates of another model (sha256 {sorted(other)[0][:12]}…)")
@@ -47,12 +48,40 @@ def alarm_against(cert_path: str | os.PathLike, witness_records: list[dict], wit
     return check_consistency(certs, cert_path, witness_records, witness_path, inputs)
 
 
-def _proven_mask(cert_path, x: np.ndarray, eps: float) -> np.ndarray:
-    """Samples whose certificate proves the closed ε-ball (status certified at eps' ≥ ε)."""
-    from verify.certificates import input_sha256, read_records
+def read_certs(cert_path, *, model_sha256: str, data_sha256: str, domain, eps: float,
+               skip_certified: bool) -> list[dict]:
+    """The records of ``--certs``, validated BEFORE any attack or write: a complete certify run
+    (verify/header.py) of this model, on this data, over this domain (and, to skip samples, at
+    eps ≥ the attack's eps). Anything else is a one-line LinfVerifyError (exit 2)."""
+    from verify.certificates import read_sections
 
-    proven = {c["input_sha256"] for c in read_records(cert_path)
-              if c["status"] == "certified" and c["eps"] >= eps}
+    try:
+        sections = read_sections(cert_path)
+    except CertificateError as e:
+        raise LinfVerifyError(f"--certs: {e}") from None
+    h = sections[0][0]
+    why = None
+    if h["model_sha256"] != model_sha256:
+        why = f"certificates of another model (sha256 {h['model_sha256'][:12]}…)"
+    elif h["data_sha256"] != data_sha256:
+        why = f"certificates of another data set (sha256 {h['data_sha256'][:12]}…)"
+    elif h["method"] == "pgd":
+        why = "a witness file, not a certify run"
+    elif h["domain"] != [float(domain[0]), float(domain[1])]:
+        why = f"certificates over the domain {h['domain']}, the attack's is {list(domain)}"
+    elif skip_certified and not h["eps"] >= eps:
+        why = f"certificates at eps {h['eps']!r} < the attack's eps {eps!r}: --skip-certified would skip nothing"
+    if why:
+        raise LinfVerifyError(f"--certs {cert_path}: {why}")
+    return [r for _, recs in sections for r in recs]
+
+
+def _proven_mask(certs: list[dict], x: np.ndarray, eps: float) -> np.ndarray:
+    """Samples whose certificate (records validated by :func:`read_certs`) proves the closed
+    ε-ball (status certified at eps' ≥ ε)."""
+    from verify.certificates import input_sha256
+
+    proven = {c["input_sha256"] for c in certs if c["status"] == "certified" and c["eps"] >= eps}
     return np.array([input_sha256(xi) in proven for xi in x], dtype=bool)
 
 
@@ -75,16 +104,19 @@ def run_attack(model_path: str | os.PathLike, data: str | os.PathLike, *, eps: f
         raise LinfVerifyError(f"--limit must be ≥ 1, got {limit}")
     if not (domain[0] < domain[1]):
         raise LinfVerifyError(f"the domain must be LO < HI, got {domain[0]} {domain[1]}")
-    load_model(model_path)  # the verifier's safe loader: refuses what certify would refuse
+    model = load_model(model_path)  # the verifier's safe loader: refuses what certify would refuse
     x, y = load_arrays(data, split, data_dir)
     n_data, data_sha = len(x), data_sha256(x, y)
+    if skip_certified and certs is None:
+        raise LinfVerifyError("--skip-certified needs --certs")
+    cert_records = None if certs is None else read_certs(
+        certs, model_sha256=model.sha256, data_sha256=data_sha, domain=domain, eps=float(eps),
+        skip_certified=skip_certified)
     n = len(x) if limit is None else min(limit, len(x))
     x, y = x[:n], y[:n]
     skip = None
     if skip_certified:
-        if certs is None:
-            raise LinfVerifyError("--skip-certified needs --certs")
-        skip = _proven_mask(certs, x, eps)
+        skip = _proven_mask(cert_records, x, eps)
     res = attack_arrays(model_path, x, y, eps, cfg, domain, skip=skip)
     records = res.records(x)
     write_jsonl_atomic(out, res.header(data_sha, n_data, limit), records)
@@ -92,5 +124,5 @@ def run_attack(model_path: str | os.PathLike, data: str | os.PathLike, *, eps: f
     if skip is not None:
         summary["skipped_certified"] = int(skip.sum())
     if certs is not None:
-        summary["alarm_pairs_checked"] = alarm_against(certs, records, out, x, res.model_sha256)
+        summary["alarm_pairs_checked"] = alarm_against(certs, records, out, x, res.model_sha256, cert_records)
     return summary

@@ -14,7 +14,7 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["linf_box", "linf_distance", "inside_box"]
+__all__ = ["linf_box", "linf_distance", "inside_box", "in_domain", "within_eps"]
 
 
 def _inside_down(target: np.ndarray) -> np.ndarray:
@@ -73,12 +73,25 @@ def linf_distance(x: np.ndarray, x_adv: np.ndarray) -> float:
                                - np.asarray(x, np.float32).astype(np.float64))))
 
 
+def in_domain(x: np.ndarray, domain: tuple[float, float]) -> np.ndarray:
+    """Per row of ``x`` (float32 [N, ...]): every element finite and domain_lo ≤ x ≤ domain_hi,
+    compared EXACTLY (the float32 values widened to float64 against the float64 bounds; comparing
+    in float32 would round a bound such as 0.9 to 0.89999998 first)."""
+    x64 = np.asarray(x, np.float32).astype(np.float64).reshape(len(x), -1)
+    lo, hi = float(domain[0]), float(domain[1])
+    return np.isfinite(x64).all(axis=1) & (x64 >= lo).all(axis=1) & (x64 <= hi).all(axis=1)
+
+
+def within_eps(x: np.ndarray, x_adv: np.ndarray, eps: float) -> bool:
+    """‖x_adv − x‖∞ ≤ ε exactly (float32 arrays of one shape)."""
+    return bool(np.all(_exact_ok(np.asarray(x, np.float32), np.asarray(x_adv, np.float32), float(eps))))
+
+
 def inside_box(x: np.ndarray, x_adv: np.ndarray, eps: float, domain: tuple[float, float]) -> bool:
-    """True iff ‖x_adv − x‖∞ ≤ ε exactly and domain_lo ≤ x_adv ≤ domain_hi elementwise."""
+    """True iff x_adv is finite, domain_lo ≤ x_adv ≤ domain_hi elementwise and ‖x_adv − x‖∞ ≤ ε,
+    all exactly: THE test of "inside the ball ∩ domain" (attack, check, certify's input check)."""
     x = np.asarray(x, np.float32)
     xa = np.asarray(x_adv, np.float32)
-    if xa.shape != x.shape or not np.all(np.isfinite(xa)):
+    if xa.shape != x.shape or not in_domain(xa[None], domain)[0]:
         return False
-    if not (np.all(xa.astype(np.float64) >= domain[0]) and np.all(xa.astype(np.float64) <= domain[1])):
-        return False
-    return bool(np.all(_exact_ok(x, xa, float(eps))))
+    return within_eps(x, xa, eps)

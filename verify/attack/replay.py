@@ -13,13 +13,12 @@ bytes), and are written atomically (temp file in the same folder + ``os.replace`
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 
 from verify.attack.box import inside_box, linf_distance
-from verify.certificates import header_line, record_to_line
+from verify.certificates import header_line, json_line, record_to_line
 from verify.errors import CertificateError
 
 __all__ = ["OrtReplayer", "sha256_f32", "witness_record", "write_jsonl_atomic", "read_jsonl",
@@ -101,7 +100,7 @@ def witness_array(rec: dict, shape: tuple) -> np.ndarray:
     """The float32 witness of a record, checked against its sha256 (CertificateError if tampered)."""
     try:
         w = np.asarray(rec["witness"], dtype=np.float64)
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise CertificateError(f"record {rec.get('index')} has no readable witness") from None
     w32 = w.astype(np.float32)
     if w32.size != int(np.prod(shape)) or not np.array_equal(w32.astype(np.float64), w):
@@ -133,10 +132,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                raise CertificateError(f"{path}:{n}: not a JSON object") from None
+            rec = json_line(line, f"{path}:{n}")
             if not isinstance(rec, dict):
                 raise CertificateError(f"{path}:{n}: not a JSON object")
             out.append(rec)
