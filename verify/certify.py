@@ -124,7 +124,7 @@ class Certifier:
         if self.affine is None:
             zlo, zhi = self.model.interval(lo, hi)
             return margins.box_margin(zlo, zhi, y)
-        boxes = propagate_boxes(self.model, lo, hi)
+        boxes = self.model.boxes(lo, hi, [self.model.output_name, self.affine.input_name])
         zlo, zhi = boxes[self.model.output_name]
         plain = margins.box_margin(zlo, zhi, y)
         hlo, hhi = boxes[self.affine.input_name]
@@ -304,22 +304,6 @@ def check_inputs(x: np.ndarray, y: np.ndarray, model, domain, indices=None) -> N
         i = int(indices[i]) if indices is not None else i
         raise DataError(f"sample {i} is not finite or lies outside the input domain "
                         f"[{domain[0]}, {domain[1]}] (set --domain LO HI)")
-
-
-def propagate_boxes(model, lo, hi) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """model.propagate for any N (pads to a fixed batch size when the model has one)."""
-    bs = getattr(model, "batch_size", None)
-    if not bs:
-        return {k: (b.lo, b.hi) for k, b in model.propagate(lo, hi).items()}
-    parts: dict[str, list] = {}
-    for s in range(0, lo.shape[0], bs):
-        li, hi_i, k = lo[s:s + bs], hi[s:s + bs], min(bs, lo.shape[0] - s)
-        if k < bs:
-            li = np.concatenate([li, np.repeat(li[-1:], bs - k, 0)])
-            hi_i = np.concatenate([hi_i, np.repeat(hi_i[-1:], bs - k, 0)])
-        for name, b in model.propagate(li, hi_i).items():
-            parts.setdefault(name, []).append((b.lo[:k], b.hi[:k]))
-    return {k: (np.concatenate([a for a, _ in v]), np.concatenate([b for _, b in v])) for k, v in parts.items()}
 
 
 def certify_batch(model, x: np.ndarray, y: np.ndarray, cfg: CertifyConfig) -> BatchResult:

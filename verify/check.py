@@ -33,7 +33,7 @@ import numpy as np
 from verify import margins
 from verify.attack.box import in_domain, within_eps
 from verify.certificates import STATUSES, read_sections
-from verify.certify import guarantee_of, pair_lipschitz_of, propagate_boxes
+from verify.certify import guarantee_of, pair_lipschitz_of
 from verify.errors import CertificateError, ModelError
 from verify.header import RECORD_METHODS, data_sha256, header_selection
 from verify.loader import model_identity
@@ -87,8 +87,7 @@ class _Prover:
             zlo, zhi = self.model.interval(lo, hi)
             m = margins.box_margin(zlo, zhi, y)
             if self.affine is not None:
-                boxes = propagate_boxes(self.model, lo, hi)
-                hlo, hhi = boxes[self.affine.input_name]
+                hlo, hhi = self.model.boxes(lo, hi, [self.affine.input_name])[self.affine.input_name]
                 m = np.fmax(m, margins.merged_margin(self.affine.weight, self.affine.bias, hlo, hhi, y))
             return m
         except ModelError:

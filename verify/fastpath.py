@@ -52,15 +52,17 @@ class ChainBound:
             self._sess = None
 
     def _values(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """The float32 tensors the bound needs: from onnxruntime itself when it could expose them
-        (faster, and by construction what onnxruntime computes), else from the core's forward."""
+        """The float32 tensors the bound needs for ONE chunk of rows (``model.per_chunk``): from
+        onnxruntime itself when it could expose them (faster, and by construction what onnxruntime
+        computes; dynamic batch only), else from the core's forward."""
         if self._sess is not None:
             outs = self._sess.run(self._names, {self.model.input_name: x})
             return dict(zip(self._names, outs))
         return evaluate(self.model.graph, x, keep_all=True)
 
     def _same_as_ours(self) -> bool:
-        """Probe: onnxruntime's intermediate values equal the core's forward bit for bit."""
+        """Probe: onnxruntime's intermediate values equal the core's forward bit for bit (the
+        session exists for a dynamic batch only, so any row count is the model's)."""
         rng = np.random.default_rng(0)
         x = rng.random((3, *self.model.input_shape)).astype(np.float32)
         ours = evaluate(self.model.graph, x, keep_all=True)
@@ -91,16 +93,32 @@ class ChainBound:
         return cls(model, steps)
 
     def forward_with_error(self, x: np.ndarray, eps: float = 0.0):
-        """(ŷ float32 [B, K], e float64 [B], e′ float64 [B]) — see the module docstring."""
-        vals = self._values(np.ascontiguousarray(x, dtype=np.float32))
+        """(ŷ float32 [B, K], e float64 [B], e′ float64 [B]) — see the module docstring. Runs in
+        the model's chunks (``VerifiedModel.per_chunk``): a fixed batch size is never fed other row
+        counts."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        eps = np.broadcast_to(np.asarray(eps, np.float64), (x.shape[0],))  # a scalar or one per sample
+        return self.model.per_chunk(self._chunk_error, x, eps)
+
+    def _chunk_error(self, x: np.ndarray, eps: np.ndarray):
+        """forward_with_error of one chunk. With a dynamic batch row i of every chain tensor is
+        sample i (per-sample graph, verify/batch_axis.py), so magnitudes are taken per row. With a
+        fixed batch size B > 1 an intermediate tensor need not be laid out by samples (a Reshape
+        may name B), so the bound is taken over the whole chunk: every chain op is 1-Lipschitz in
+        ℓ∞ of the whole tensor, so the proof holds for the chunk as one input, at the largest ε of
+        the chunk (B = 1: the same)."""
+        vals = self._values(x)
         n = x.shape[0]
-        e = np.zeros(n)
-        e2 = np.zeros(n)
+        rows = 1 if self.model.batch_size else n
+        eps = eps.reshape(n) if rows == n else np.max(eps, initial=0.0, keepdims=True)
+        e = np.zeros(rows)
+        e2 = np.zeros(rows)
         denom = 1.0 - 2 * U * _SLACK  # e2_k (1 - 2u·slack) ≤ e2_{k-1} + u·slack·(2(|ŷ|+ε+e_k) + |b|)
         for name, kind, bias in self.steps:
             if kind == "exact":
                 continue
-            mag = np.max(np.abs(vals[name].reshape(n, -1).astype(np.float64)), axis=1) if vals[name].size else np.zeros(n)
+            v = vals[name]
+            mag = np.max(np.abs(v.reshape(rows, -1).astype(np.float64)), axis=1) if v.size else np.zeros(rows)
             if not np.isfinite(mag).all():
                 mag = np.where(np.isfinite(mag), mag, np.inf)
             if kind == "dist":
@@ -110,18 +128,23 @@ class ChainBound:
             e = _up(e + local)
             grow = _up(2 * _up(_up(mag + eps) + e) + (bias if kind == "dist" else 0.0))
             e2 = _up(_up(_up(e2 + _up(U * _SLACK * grow)) + SUB) / denom)
+        e, e2 = np.broadcast_to(e, n).copy(), np.broadcast_to(e2, n).copy()
         return vals[self.model.graph.output_name], e, np.maximum(e2, e)
-
 
     def interval(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Sound logit box for the input box [lo, hi], the same float32 values as the core's
         ``VerifiedModel.interval``: ℓ∞-dist layers through onnxruntime (verify/fastibp.py, each
         probe-checked bit-identical to the core's kernel), every other node through the core op's
-        own ``interval``. The caller checks FTZ/DAZ (rounding.require_ieee_subnormals)."""
+        own ``interval``; in the model's chunks (``VerifiedModel.per_chunk``). The caller checks
+        FTZ/DAZ (rounding.require_ieee_subnormals)."""
+        lo, hi = np.asarray(lo, np.float32), np.asarray(hi, np.float32)
+        return self.model.per_chunk(self._chunk_interval, lo, hi)
+
+    def _chunk_interval(self, lo: np.ndarray, hi: np.ndarray):
         from verify.ops.base import Box
 
         g = self.model.graph
-        vals = {g.input_name: Box(np.asarray(lo, np.float32), np.asarray(hi, np.float32))}
+        vals = {g.input_name: Box(lo, hi)}
         for op in g.nodes:
             args = [None if i == "" else Box.point(g.constants[i]) if i in g.constants else vals[i]
                     for i in op.inputs]

@@ -3,13 +3,18 @@
 ``fuse_linf_patterns``: a third-party ℓ∞-dist layer written with standard ops,
 
     U = Unsqueeze(X[N, D], axes=[1] or [-2])            -> [N, 1, D]
-    S = Sub(U, C) or Sub(C, U), C constant [M, D] or [1, M, D]
+    S = Sub(U, C) or Sub(C, U), C constant [M, D] or [1, M, D], or any shape that broadcasts
+        against U to [N, M, D] without changing U ([D], [M, 1], [1, M, 1]...)
     A = Abs(S);  R = ReduceMax(A, axes=[2] or [-1], keepdims=0)  -> [N, M]
     optional Y = Add(R, B) or Add(B, R), B constant broadcastable to [1, M]
 
 is replaced by one ``linf::LinfDist(X, W, B)`` node. Why this is exact: onnxruntime computes
 ``RN(x - w)`` per element (``RN(w - x) = -RN(x - w)``, so abs agrees), abs and max exactly, and the
-bias as one rounded add -- precisely the LinfDist semantics; the fused graph therefore has the same
+bias as one rounded add -- precisely the LinfDist semantics (a C that broadcasts along D is the
+same subtraction of W = C broadcast to [M, D], which is what the fused node gets, so every
+consumer of W -- the core kernels, the onnxruntime box kernel of verify/fastibp.py -- sees the
+[M, D] weights LinfDist is defined on; a C wider than X would broadcast X, so it is not fused);
+the fused graph therefore has the same
 float32 outputs and is bounded by the same (tight) LinfDist interval and Lipschitz rules.
 Intermediate tensors must have exactly one consumer and must not be the graph output.
 """
@@ -38,11 +43,14 @@ def _single_consumer(g: Graph, tensor: str, producer_of: dict[str, Op]) -> Op | 
     return users[0] if len(users) == 1 and users[0].inputs.count(tensor) == 1 else None
 
 
-def _match(g: Graph, red: Op, prod: dict[str, Op], ranks: dict[str, int]):
+def _match(g: Graph, red: Op, prod: dict[str, Op], shapes: dict[str, tuple]):
     """Return (nodes to remove, X name, W [M, D], B [M] or None, output name) or None."""
+    def rank(t):
+        return len(shapes[t]) if t in shapes else None
+
     if red.op_type != "ReduceMax" or red.domain or int(red.attrs.get("keepdims", 1)) != 0:
         return None
-    if ranks.get(red.inputs[0]) != 3 or _axes(red, 1) not in ([2], [-1]):
+    if rank(red.inputs[0]) != 3 or _axes(red, 1) not in ([2], [-1]):
         return None
     ab = prod.get(red.inputs[0])
     if ab is None or ab.op_type != "Abs" or _single_consumer(g, ab.outputs[0], prod) is not red:
@@ -58,12 +66,15 @@ def _match(g: Graph, red: Op, prod: dict[str, Op], ranks: dict[str, int]):
     if uns is None or uns.op_type != "Unsqueeze" or _single_consumer(g, uns.outputs[0], prod) is not sub:
         return None
     x = uns.inputs[0]
-    if ranks.get(x) != 2 or _axes(uns, 1) not in ([1], [-2]) or c.dtype != np.float32:
+    if rank(x) != 2 or _axes(uns, 1) not in ([1], [-2]) or c.dtype != np.float32:
         return None
-    if c.ndim == 3 and c.shape[0] == 1:
-        c = c[0]
-    if c.ndim != 2:
+    d = shapes[x][1]
+    if not 1 <= c.ndim <= 3:
         return None
+    c3 = c.reshape((1,) * (3 - c.ndim) + c.shape)
+    if c3.shape[0] != 1 or c3.shape[1] < 1 or c3.shape[2] not in (1, d):
+        return None  # C would broadcast along N, or X along D (LinfDist's W is [M, D], X [N, D])
+    c = np.broadcast_to(c3[0], (c3.shape[1], d))
     remove = [uns, sub, ab, red]
     out, bias = red.outputs[0], None
     add = _single_consumer(g, out, prod)
@@ -83,13 +94,13 @@ def _match(g: Graph, red: Op, prod: dict[str, Op], ranks: dict[str, int]):
     return remove, x, np.ascontiguousarray(c), bias, out
 
 
-def fuse_linf_patterns(g: Graph, ranks: dict[str, int] | None = None) -> Graph:
+def fuse_linf_patterns(g: Graph, shapes: dict[str, tuple] | None = None) -> Graph:
     """Rewrite standard-op ℓ∞-dist layers into linf::LinfDist (see module docstring).
 
-    ``ranks``: tensor name -> rank (from a dry run, :func:`tensor_ranks`); nothing is fused without."""
+    ``shapes``: tensor name -> shape (from a dry run, :func:`tensor_shapes`); nothing is fused without."""
     from verify.ops.op_linfdist import LinfDist
 
-    if not ranks or not any(op.op_type == "ReduceMax" for op in g.nodes):
+    if not shapes or not any(op.op_type == "ReduceMax" for op in g.nodes):
         return g
     nodes = list(g.nodes)
     consts = dict(g.constants)
@@ -99,7 +110,7 @@ def fuse_linf_patterns(g: Graph, ranks: dict[str, int] | None = None) -> Graph:
         prod = {o: op for op in nodes for o in op.outputs}
         cur = Graph(g.input_name, g.output_name, nodes, consts)
         for op in nodes:
-            m = _match(cur, op, prod, ranks)
+            m = _match(cur, op, prod, shapes)
             if m is None:
                 continue
             remove, x, w, b, out = m
@@ -122,9 +133,9 @@ def fuse_linf_patterns(g: Graph, ranks: dict[str, int] | None = None) -> Graph:
     return Graph(g.input_name, g.output_name, nodes, consts)
 
 
-def tensor_ranks(g: Graph, x: np.ndarray) -> dict[str, int]:
-    """Rank of every tensor from one evaluation on ``x`` (used to make fusion rank-aware)."""
-    return {k: np.ndim(v) for k, v in evaluate(g, x, keep_all=True).items()}
+def tensor_shapes(g: Graph, x: np.ndarray) -> dict[str, tuple]:
+    """Shape of every tensor from one evaluation on ``x`` (used to make fusion shape-aware)."""
+    return {k: np.shape(v) for k, v in evaluate(g, x, keep_all=True).items()}
 
 
 def find_last_affine(g: Graph):

@@ -264,6 +264,10 @@ def _io(model: onnx.ModelProto) -> tuple:
     odims = _dims(out)
     if odims is not None and len(odims) != 2:
         raise ModelError(f"the model output {out.name!r} must have shape [N, K], got rank {len(odims)}")
+    for vi, d in ((inp, dims), (out, odims)):  # a fixed batch size must be positive (0 = no row fits)
+        if d and d[0] is not None and d[0] <= 0:
+            raise ModelError(f"the batch dimension of {vi.name!r} is declared {d[0]}: it must be "
+                             "positive or dynamic")
     k = odims[1] if odims else None
     return inp.name, [int(d) for d in dims[1:]], dims[0], out.name, (int(k) if k else None)
 

@@ -145,58 +145,89 @@ class VerifiedModel:
             raise ModelError(f"{what} must have shape [N, {', '.join(map(str, self.input_shape))}], got {list(x.shape)}")
         return x
 
-    def _chunks(self, n: int):
-        step = self.batch_size or max(n, 1)
-        for s in range(0, n, step):
-            yield slice(s, min(n, s + step))
+    def per_chunk(self, fn, *arrays):
+        """``fn`` applied to row chunks of ``arrays`` (same number of rows N each), the results
+        concatenated: THE one place where a batch is cut for this model's graph (forward, interval,
+        boxes, the chain fast path of verify/fastpath.py, and through them certify and check).
 
-    def _pad(self, a: np.ndarray) -> tuple[np.ndarray, int]:
-        if self.batch_size and a.shape[0] < self.batch_size:
-            k = a.shape[0]
-            return np.concatenate([a, np.repeat(a[-1:], self.batch_size - k, 0)]), k
-        return a, a.shape[0]
+        A dynamic batch gets all N rows at once. A fixed batch size B gets chunks of exactly B rows,
+        a short last chunk padded with copies of its last row (harmless: the graph is per-sample,
+        verify/batch_axis.py, or B = 1, when a run holds one sample whatever the graph); a graph
+        whose Reshape names B would merge samples if fed any other number of rows. ``fn`` must
+        return an array or a tuple of arrays, each with one row per chunk row
+        (per sample); the padding rows are dropped."""
+        n = arrays[0].shape[0]
+        if any(a.shape[0] != n for a in arrays):
+            raise ModelError("the arrays of one batch must have the same number of rows")
+        b = self.batch_size
+        if not b:
+            return _rows(fn(*arrays), n, n)
+        parts = []
+        for s in range(0, max(n, 1), b):  # no rows: one chunk of zeros, all dropped
+            chunk = [a[s:s + b] if n else np.zeros((b, *a.shape[1:]), a.dtype) for a in arrays]
+            k = min(b, n - s)
+            if len(chunk[0]) < b:
+                chunk = [np.concatenate([c, np.repeat(c[-1:], b - k, 0)]) for c in chunk]
+            parts.append(_rows(fn(*chunk), k, b))
+        if isinstance(parts[0], tuple):
+            return tuple(np.concatenate(c) for c in zip(*parts))
+        return np.concatenate(parts)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """float32 logits [N, K] as onnxruntime computes them (bit-identical for ℓ∞-dist, shape and
         elementwise IEEE ops; within float32 dot-product/libm error for Gemm/Conv/tanh...)."""
         x = self._check_x(x, "input")
-        outs = []
-        for sl in self._chunks(x.shape[0]):
-            xi, k = self._pad(x[sl])
-            outs.append(evaluate(self.graph, xi)[self.output_name][:k])
-        return np.concatenate(outs) if outs else np.zeros((0, self.num_classes), np.float32)
+        if x.shape[0] == 0:
+            return np.zeros((0, self.num_classes), np.float32)
+        return self.per_chunk(lambda xi: evaluate(self.graph, xi)[self.output_name], x)
 
-    def propagate(self, lo: np.ndarray, hi: np.ndarray) -> dict[str, Box]:
-        """Sound boxes of EVERY tensor (graph input, intermediates, output) for inputs in [lo, hi].
-        Requires a dynamic batch or N equal to the fixed batch size."""
+    def _check_box(self, lo, hi) -> tuple[np.ndarray, np.ndarray]:
         require_ieee_subnormals()
         lo = self._check_x(lo, "lower bound")
         hi = self._check_x(hi, "upper bound")
         if lo.shape != hi.shape or np.any(np.isnan(lo)) or np.any(np.isnan(hi)) or np.any(lo > hi):
             raise ModelError("the input box must satisfy lo <= hi elementwise (same shape, no NaN)")
+        return lo, hi
+
+    def propagate(self, lo: np.ndarray, hi: np.ndarray) -> dict[str, Box]:
+        """Sound boxes of EVERY tensor (graph input, intermediates, output) for inputs in [lo, hi].
+        Requires a dynamic batch or N equal to the fixed batch size (intermediate tensors cannot be
+        cut into samples in general; :meth:`boxes` chunks for per-sample tensors)."""
+        lo, hi = self._check_box(lo, hi)
         if self.batch_size and lo.shape[0] != self.batch_size:
             raise ModelError(f"this model has a fixed batch size {self.batch_size}")
         return propagate(self.graph, Box(lo, hi), keep_all=True)
 
+    def boxes(self, lo: np.ndarray, hi: np.ndarray, names) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Sound boxes (lo, hi) of the named tensors for inputs in [lo, hi], any N (in chunks,
+        :meth:`per_chunk`). Each named tensor must have one row per sample ([N, ...]), as the
+        output and the input of the last affine layer (``h`` of ``h @ W.T + b``) do."""
+        lo, hi = self._check_box(lo, hi)
+        names = list(dict.fromkeys(names))
+
+        def one(li, hi_i):
+            vals = propagate(self.graph, Box(li, hi_i), keep_all=True)
+            for name in names:
+                if vals[name].lo.ndim == 0 or vals[name].lo.shape[0] != li.shape[0]:
+                    raise ModelError(f"tensor {name!r} does not have one row per sample")
+            return tuple(a for name in names for a in (vals[name].lo, vals[name].hi))
+
+        got = self.per_chunk(one, lo, hi)
+        return {name: (got[2 * i], got[2 * i + 1]) for i, name in enumerate(names)}
+
     def interval(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Sound float32 enclosure (lo_out, hi_out) [N, K] of the logits for every real input in the
         box and of onnxruntime's float32 logits for every float32 input in it."""
-        require_ieee_subnormals()
-        lo = self._check_x(lo, "lower bound")
-        hi = self._check_x(hi, "upper bound")
-        if lo.shape != hi.shape or np.any(np.isnan(lo)) or np.any(np.isnan(hi)) or np.any(lo > hi):
-            raise ModelError("the input box must satisfy lo <= hi elementwise (same shape, no NaN)")
-        los, his = [], []
-        for sl in self._chunks(lo.shape[0]):
-            li, k = self._pad(lo[sl])
-            hi_i, _ = self._pad(hi[sl])
-            b = propagate(self.graph, Box(li, hi_i), keep_all=False)[self.output_name]
-            los.append(b.lo[:k])
-            his.append(b.hi[:k])
-        if not los:
+        lo, hi = self._check_box(lo, hi)
+        if lo.shape[0] == 0:
             z = np.zeros((0, self.num_classes), np.float32)
             return z, z.copy()
-        return np.concatenate(los).astype(np.float32), np.concatenate(his).astype(np.float32)
+
+        def one(li, hi_i):
+            b = propagate(self.graph, Box(li, hi_i), keep_all=False)[self.output_name]
+            return b.lo.astype(np.float32), b.hi.astype(np.float32)
+
+        return self.per_chunk(one, lo, hi)
 
     # ---- Lipschitz ----
     def node_lipschitz(self) -> list[NodeLipschitz]:
@@ -217,6 +248,19 @@ class VerifiedModel:
         return find_last_affine(self.graph)
 
 
+def _rows(out, k: int, n: int):
+    """The first k rows of each per-sample result of one chunk of n rows (:meth:`VerifiedModel.per_chunk`)."""
+    def cut(a):
+        a = np.asarray(a)
+        if a.ndim == 0 or a.shape[0] != n:
+            raise ModelError(f"a per-sample result has shape {list(a.shape)}, not {n} rows")
+        return a[:k]
+
+    if isinstance(out, tuple):
+        return tuple(cut(v) for v in out)
+    return cut(out)
+
+
 def build_graph(raw: RawModel) -> Graph:
     """Bind, fold, fuse and order the nodes of a validated model."""
     constants = {t.name: tensor_to_numpy(t) for t in raw.proto.graph.initializer}
@@ -226,10 +270,10 @@ def build_graph(raw: RawModel) -> Graph:
     if raw.output_name in constants:
         raise ModelError("the model output does not depend on its input")
     if any(op.op_type == "ReduceMax" for op in g.nodes):
-        from verify.fuse import fuse_linf_patterns, tensor_ranks
+        from verify.fuse import fuse_linf_patterns, tensor_shapes
 
-        ranks = tensor_ranks(g, np.zeros([raw.batch_dim or 1] + raw.input_dims, np.float32))
-        g = fuse_linf_patterns(g, ranks)
+        shapes = tensor_shapes(g, np.zeros([raw.batch_dim or 1] + raw.input_dims, np.float32))
+        g = fuse_linf_patterns(g, shapes)
     return g
 
 

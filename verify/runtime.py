@@ -93,10 +93,13 @@ def is_kernel_domain(domain: str, domains: frozenset[str]) -> bool:
 
 
 def fixed_batch(sess) -> int | None:
-    """The session input's fixed batch size, or None when the batch dimension is dynamic."""
+    """The session input's fixed batch size, or None when the batch dimension is dynamic (symbolic);
+    ModelError for a declared batch size <= 0 (no batch fits; verify/loader.py refuses it too)."""
     shape = sess.get_inputs()[0].shape
     n0 = shape[0] if shape else None
-    return n0 if isinstance(n0, int) and n0 > 0 else None
+    if isinstance(n0, int) and n0 <= 0:
+        raise ModelError(f"the model input's batch dimension is declared {n0}: it must be positive or dynamic")
+    return n0 if isinstance(n0, int) else None
 
 
 def ort_logits(sess, x: np.ndarray, batch: int = 256) -> np.ndarray:

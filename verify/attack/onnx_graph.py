@@ -50,6 +50,7 @@ class OnnxGraph:
     output_name: str
     metadata: dict[str, str]
     sha256: str
+    batch_size: int | None = None  # the input's fixed batch dimension (None = dynamic)
 
 
 def _decode_attr(attr: onnx.AttributeProto):
@@ -108,4 +109,11 @@ def read_onnx_graph(path: str | Path) -> OnnxGraph:
         output_name=g.output[0].name,
         metadata={p.key: p.value for p in model.metadata_props},
         sha256=sha,
+        batch_size=_fixed(_dims(inputs[0])),
     )
+
+
+def _fixed(dims: tuple) -> int | None:
+    """The fixed batch size of an input of shape ``dims`` (a positive first dim), else None."""
+    n0 = dims[0] if dims else None
+    return n0 if isinstance(n0, int) and n0 > 0 else None

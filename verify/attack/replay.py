@@ -40,12 +40,11 @@ class OrtReplayer:
         self.input_name = self.session.get_inputs()[0].name
 
     def logits(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """float32 logits as onnxruntime computes them."""
-        outs = []
-        for i in range(0, len(x), batch_size):
-            xb = np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32)
-            outs.append(np.asarray(self.session.run(None, {self.input_name: xb})[0], dtype=np.float32))
-        return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+        """float32 logits as onnxruntime computes them (verify.runtime.ort_logits: in chunks of a
+        fixed batch size, the last one padded, when the model has one)."""
+        from verify.runtime import ort_logits
+
+        return ort_logits(self.session, x, batch_size)
 
     def confirm(self, x: np.ndarray, x_adv: np.ndarray, labels: np.ndarray, eps: float,
                 domain: tuple[float, float]) -> np.ndarray:

@@ -64,6 +64,22 @@ class TorchGraph(nn.Module):
         return self.graph.input_shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the rows of ``x``. A model with a fixed batch size B only ever sees batches of
+        exactly B rows (a short last chunk padded with copies of its last row, dropped again), as
+        in onnxruntime (verify.runtime.ort_logits) and the verifier (VerifiedModel.per_chunk)."""
+        b = self.graph.batch_size
+        if not b or x.shape[0] == b:
+            return self._forward(x)
+        outs = []
+        for s in range(0, x.shape[0], b):
+            xb = x[s:s + b]
+            k = xb.shape[0]
+            if k < b:
+                xb = torch.cat([xb, xb[-1:].expand(b - k, *xb.shape[1:])])
+            outs.append(self._forward(xb)[:k])
+        return torch.cat(outs) if outs else self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         ctx = OpContext(p_grad=self.p_grad, abs_values=self._abs_values)
         env: dict[str, torch.Tensor] = dict(self._consts)
         env[self.graph.input_name] = x
