@@ -170,6 +170,7 @@ class Certifier:
             rounding.require_ieee_subnormals()  # a few torch kernels, so not every batch
         self._runs += 1
         logits = ort_logits(self.sess, np.ascontiguousarray(x))
+        self._check_reading(x, logits)
         pred = np.argmax(logits, axis=1) if len(y) else np.zeros(0, np.int64)
         finite = np.isfinite(logits).all(axis=1)
         if self.cfg.method == "lipschitz":
@@ -179,6 +180,28 @@ class Certifier:
         else:
             res = self._run_ibp(x, y, auto=self.cfg.method == "auto")
         return self._finish(y, pred, finite, *res)
+
+    def _check_reading(self, x: np.ndarray, logits: np.ndarray) -> None:
+        """Defence in depth: by the interval contract onnxruntime's logits at x lie in our box of
+        the point x. If one does not, our reading of some op differs from what onnxruntime runs
+        (a bug of ours, or a construct we misread): no certificate of this model can be trusted,
+        so the run stops with a ModelError. A point box we cannot bound proves nothing here (those
+        samples are `unknown` anyway)."""
+        if not len(x):
+            return
+        try:
+            zlo, zhi = (self.chain or self.model).interval(x, x)
+        except ModelError:
+            return
+        fin = np.isfinite(logits)
+        with np.errstate(invalid="ignore"):
+            bad = fin & ((logits < zlo) | (logits > zhi))
+        if bad.any():
+            i, j = (int(v[0]) for v in np.nonzero(bad))
+            raise ModelError(
+                f"the verifier's reading of the model disagrees with onnxruntime (row {i} of a batch, "
+                f"logit {j}: onnxruntime {float(logits[i, j])!r} outside [{float(zlo[i, j])!r}, "
+                f"{float(zhi[i, j])!r}]); refusing to certify this model")
 
     def _finish(self, y, pred, finite, cert, radius, mlow, method) -> BatchResult:
         """Statuses: ``predicted`` is onnxruntime's argmax (first index on ties) at x for every

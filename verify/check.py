@@ -182,6 +182,10 @@ def _check_batch(recs, x, header, prover) -> list[tuple[int, str]]:
     idx = np.array([r["index"] for r in recs], dtype=np.int64)
     xb = np.ascontiguousarray(x[idx])
     yb = np.array([r["label"] for r in recs], dtype=np.int64)
+    outside = ~in_domain(xb, tuple(header["domain"]))  # a claim about ball ∩ domain needs x in it
+    if outside.any():
+        return [(int(i), f"the sample lies outside the run's domain {list(header['domain'])}")
+                for i in idx[outside]]
     pred = ort_predict(None, xb, sess=prover.sess)
     if header["method"] == "pgd":
         return _check_attack(recs, yb, pred, header, prover, x)

@@ -97,13 +97,29 @@ def _last_uses(g: Graph) -> dict[str, int]:
     return last
 
 
+#: what numpy raises when an op meets operands its reading did not foresee (shapes hidden from
+#: ONNX shape inference, out-of-range indices): a model we cannot read, never a traceback
+_NUMPY_ERRORS = (ValueError, IndexError, TypeError, RuntimeError, ZeroDivisionError, OverflowError)
+
+
+def _run(op: Op, fn, args):
+    """``fn(*args)`` for node ``op``; numpy's errors become one-line ModelErrors naming the node."""
+    try:
+        return fn(*args)
+    except ModelError:
+        raise
+    except _NUMPY_ERRORS as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise op.fail(f"cannot evaluate it on these operands: {first}") from None
+
+
 def evaluate(g: Graph, x: np.ndarray, keep_all: bool = False) -> dict[str, np.ndarray]:
     """float32 values of the tensors (all of them if ``keep_all``, else only the output)."""
     vals: dict[str, np.ndarray] = {g.input_name: np.asarray(x, np.float32)}
     last = _last_uses(g)
     for k, op in enumerate(g.nodes):
         args = [None if i == "" else (g.constants[i] if i in g.constants else vals[i]) for i in op.inputs]
-        outs = op.forward(*args)
+        outs = _run(op, op.forward, args)
         if len(op.outputs) == 1:
             outs = (outs,)
         for name, v in zip(op.outputs, outs):
@@ -130,7 +146,7 @@ def propagate(g: Graph, box: Box, keep_all: bool = True) -> dict[str, Box]:
                 args.append(Box.point(g.constants[i]))
             else:
                 args.append(vals[i])
-        out = op.bound(*args)  # refuses NaN bounds and ±inf inputs of ops that are not inf_safe
+        out = _run(op, op.bound, args)  # refuses NaN bounds and ±inf inputs of ops that are not inf_safe
         outs = out if isinstance(out, tuple) else (out,)
         for name, b in zip(op.outputs, outs):
             vals[name] = b

@@ -43,7 +43,7 @@ def session_options(threads: int | None = None):
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # fatal only: failures reach the user as one-line ModelErrors
     if threads is not None:
         so.intra_op_num_threads = int(threads)
     return so
@@ -115,5 +115,10 @@ def ort_logits(sess, x: np.ndarray, batch: int = 256) -> np.ndarray:
         k = len(xb)
         if fixed and k < fixed:
             xb = np.concatenate([xb, np.repeat(xb[-1:], fixed - k, 0)])
-        outs.append(np.asarray(sess.run(None, {inp.name: xb})[0], dtype=np.float32)[:k])
+        try:
+            out = sess.run(None, {inp.name: xb})[0]
+        except Exception as e:  # onnxruntime raises its own exception types
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise ModelError(f"onnxruntime cannot run the model: {first}") from None
+        outs.append(np.asarray(out, dtype=np.float32)[:k])
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
