@@ -22,6 +22,7 @@ from onnx import numpy_helper as nh
 from verify.errors import ModelError
 from verify.model import load_model
 from verify.ops.base import NodeSpec
+from verify.ops.op_reducemax import ReduceMax
 from verify.ops.op_slice import Slice
 from verify.ops.op_squeeze import Squeeze
 from verify.ops.op_unsqueeze import Unsqueeze
@@ -34,13 +35,14 @@ I32_MAX = int(np.iinfo(np.int32).max)
 def _one_op(op_type, x, consts, **attrs):
     """(onnxruntime's output, the verifier op) for one node on input x with constant int64 inputs."""
     names = [f"c{i}" for i in range(len(consts))]
+    opset = 18 if op_type == "ReduceMax" else 17
     g = H.make_graph([H.make_node(op_type, ["x"] + names, ["y"], **attrs)], "g",
                      [H.make_tensor_value_info("x", T.FLOAT, list(x.shape))],
                      [H.make_tensor_value_info("y", T.FLOAT, None)],
                      [nh.from_array(np.array(v, np.int64), n) for n, v in zip(names, consts)])
-    m = H.make_model(g, opset_imports=[H.make_opsetid("", 17)])
-    cls = {"Slice": Slice, "Squeeze": Squeeze, "Unsqueeze": Unsqueeze}[op_type]
-    op = cls(NodeSpec("n", op_type, "", ["x"] + names, ["y"], attrs, 17),
+    m = H.make_model(g, opset_imports=[H.make_opsetid("", opset)])
+    cls = {"Slice": Slice, "Squeeze": Squeeze, "Unsqueeze": Unsqueeze, "ReduceMax": ReduceMax}[op_type]
+    op = cls(NodeSpec("n", op_type, "", ["x"] + names, ["y"], attrs, opset),
              {i + 1: np.array(v, np.int64) for i, v in enumerate(consts)})
     try:
         sess = ort_session(m)
@@ -115,6 +117,22 @@ def test_squeeze_matches_onnxruntime(shape, axes):
 def test_unsqueeze_matches_onnxruntime(shape, axes):
     x = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
     _same_as_ort("Unsqueeze", x, [axes])
+
+
+@pytest.mark.parametrize("axes", [[1, -3], [0, 0], [-1, 2], [3], [-4]])
+def test_reducemax_axes_match_onnxruntime(axes):
+    x = np.arange(6, dtype=np.float32).reshape(1, 2, 3) * np.float32(0.5)
+    _same_as_ort("ReduceMax", x, [axes])
+
+
+@pytest.mark.parametrize("axes", [[1, -1], [2], [-3]])
+def test_pad_bad_axes_refused(axes):
+    from verify.ops.op_pad import Pad
+
+    pads = np.array([1] * (2 * len(axes)), np.int64)
+    op = Pad(NodeSpec("n", "Pad", "", ["x", "p", "", "a"], ["y"], {}, 18), {1: pads, 3: np.array(axes, np.int64)})
+    with pytest.raises(ModelError):
+        op.forward(np.ones((2, 3), np.float32))
 
 
 def _model(tmp_path, nodes, inits, in_shape, out_shape):
