@@ -104,8 +104,8 @@ def _dry_run(g: Graph, raw: RawModel) -> int:
     vals = evaluate(g, np.zeros([n] + raw.input_dims, np.float32), keep_all=True)
     for name, v in vals.items():
         want = raw.shapes.get(name)
-        if want is not None and len(want) == v.ndim:
-            if any(w is not None and w != s for w, s in zip(want, v.shape) if w):
+        if want is not None:
+            if len(want) != v.ndim or any(w is not None and w != s for w, s in zip(want, v.shape) if w):
                 raise ModelError(f"tensor {name!r}: shape {list(v.shape)} disagrees with ONNX shape inference {list(want)}")
     out = vals[g.output_name]
     if out.ndim != 2 or out.shape[0] != n:

@@ -39,3 +39,16 @@ def axes_from(op: Op, input_index: int, attr_name: str = "axes"):
             raise op.fail("axes must be a constant")
         return [int(a) for a in np.asarray(c).reshape(-1)]
     return None
+
+
+def norm_axes(op: Op, axes, rank: int, duplicates: bool = True) -> list[int]:
+    """``axes`` in [-rank, rank-1] made non-negative, sorted, each once (a ModelError for an axis out
+    of range, or for a repeated one when ``duplicates`` is False): onnxruntime's reading."""
+    out = []
+    for a in axes:
+        if not -rank <= a < rank:
+            raise op.fail(f"axis {a} out of range for rank {rank}")
+        out.append(a % rank)
+    if not duplicates and len(set(out)) != len(out):
+        raise op.fail(f"axes {list(axes)} name an axis twice")
+    return sorted(set(out))

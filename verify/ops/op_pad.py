@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from verify.ops.base import Box, Op, scaled
+from verify.ops._shape import norm_axes
 
 
 class Pad(Op):
@@ -44,7 +45,9 @@ class Pad(Op):
         pads = self._pads_raw()
         axes = None
         if len(self.inputs) > 3 and self.inputs[3]:
-            axes = [int(a) % x.ndim for a in np.asarray(self.const(3)).reshape(-1)]
+            axes = [int(a) for a in np.asarray(self.const(3)).reshape(-1)]
+            norm_axes(self, axes, x.ndim, duplicates=False)  # out of range / repeated: onnxruntime refuses
+            axes = [a % x.ndim for a in axes]
         axes = axes if axes is not None else list(range(x.ndim))
         k = len(axes)
         width = [(0, 0)] * x.ndim

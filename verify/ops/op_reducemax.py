@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from verify.ops._shape import ShapeOp, axes_from
+from verify.ops._shape import ShapeOp, axes_from, norm_axes
 
 
 class ReduceMax(ShapeOp):
@@ -27,7 +27,7 @@ class ReduceMax(ShapeOp):
             if int(self.attr("noop_with_empty_axes", 0)):
                 return x
             axes = list(range(x.ndim))
-        axes = tuple(a % x.ndim for a in axes)
+        axes = tuple(norm_axes(self, axes, x.ndim))  # an axis named twice ([1, -2]) reduces once
         if any(x.shape[a] == 0 for a in axes):
             raise self.fail("reduction over an empty axis")
         return np.max(x, axis=axes, keepdims=keep)
@@ -39,4 +39,4 @@ class ReduceMax(ShapeOp):
         axes = axes_from(self, 1)
         if not axes:
             axes = [] if int(self.attr("noop_with_empty_axes", 0)) else range(r)
-        return reduce_rows(self, f, {a % r for a in axes}, bool(int(self.attr("keepdims", 1))))
+        return reduce_rows(self, f, set(norm_axes(self, axes, r)), bool(int(self.attr("keepdims", 1))))

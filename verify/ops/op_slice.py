@@ -1,11 +1,47 @@
 """Slice(data, starts, ends, axes?, steps?) (attributes before opset 10) with constant arguments:
-an exact copy of a sub-tensor."""
+an exact copy of a sub-tensor. The indices follow onnxruntime (ONNX spec clamping, see
+:func:`onnx_slices`), not numpy's own clamping, which differs for negative steps."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from verify.ops._shape import ShapeOp
+from verify.ops._shape import ShapeOp, norm_axes
+
+_INT_MAX = (np.iinfo(np.int32).max, np.iinfo(np.int64).max)
+
+
+def onnx_slices(op, shape, starts, ends, axes, steps) -> tuple:
+    """Python slices equal to ONNX Slice as onnxruntime computes it: a negative start/end gets the
+    extent added; step > 0: start and end clamped to [0, dim]; step < 0: start clamped to [0, dim-1],
+    end to [-1, dim] (-1: through index 0); end = INT32_MAX or INT64_MAX means "to the end in the
+    step's direction". Axes out of range, repeated axes, step 0 and argument lists of different
+    lengths are ModelErrors."""
+    n = len(starts)
+    axes = list(range(n)) if axes is None else axes
+    steps = [1] * n if steps is None else steps
+    if not (len(ends) == len(axes) == len(steps) == n):
+        raise op.fail("starts, ends, axes and steps must have the same length")
+    rank = len(shape)
+    if len(norm_axes(op, axes, rank)) != n:
+        raise op.fail(f"axes {list(axes)} name an axis twice")
+    sl = [slice(None)] * rank
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        if st == 0:
+            raise op.fail("step 0")
+        a, dim = a % rank, int(shape[a % rank])
+        s = s + dim if s < 0 else s
+        s = min(max(s, 0), dim - 1 if st < 0 else dim)
+        if e in _INT_MAX:
+            e = -1 if st < 0 else dim
+        else:
+            e = e + dim if e < 0 else e
+            e = min(max(e, -1 if st < 0 else 0), dim)
+        if dim == 0:
+            sl[a] = slice(0, 0)
+        else:
+            sl[a] = slice(s, None if e < 0 else e, st)
+    return tuple(sl)
 
 
 class Slice(ShapeOp):
@@ -28,17 +64,8 @@ class Slice(ShapeOp):
 
     def forward(self, x, *_):
         x = np.asarray(x)
-        starts, ends = self._arg(1, "starts"), self._arg(2, "ends")
-        axes = self._arg(3, "axes") or list(range(len(starts)))
-        steps = self._arg(4, "steps") or [1] * len(starts)
-        sl = [slice(None)] * x.ndim
-        for s, e, a, st in zip(starts, ends, axes, steps):
-            if st == 0:
-                raise self.fail("step 0")
-            big = np.iinfo(np.int64).max // 2
-            e = None if (st > 0 and e >= big) or (st < 0 and e <= -big) else e
-            sl[a % x.ndim] = slice(s, e, st)
-        return x[tuple(sl)]
+        args = [self._arg(i, name) for i, name in ((1, "starts"), (2, "ends"), (3, "axes"), (4, "steps"))]
+        return x[onnx_slices(self, x.shape, *args)]
 
     def batch_axis(self, f):
         from verify.batch_axis import Dims, dims_through, shape_rows
@@ -47,5 +74,5 @@ class Slice(ShapeOp):
             return dims_through(self, f)
         r = f.rank(0)
         starts = self._arg(1, "starts")
-        axes = {a % r for a in self._arg(3, "axes") or range(len(starts))}
+        axes = set(norm_axes(self, self._arg(3, "axes") or range(len(starts)), r))
         return shape_rows(self, f, axes, lambda k: k)

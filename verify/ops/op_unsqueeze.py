@@ -1,10 +1,11 @@
-"""Unsqueeze(data, axes) (attribute before opset 13): exact."""
+"""Unsqueeze(data, axes) (attribute before opset 13): exact. Axes index the OUTPUT rank; an axis out
+of range or named twice is a ModelError (onnxruntime refuses both)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from verify.ops._shape import ShapeOp, axes_from
+from verify.ops._shape import ShapeOp, axes_from, norm_axes
 
 
 class Unsqueeze(ShapeOp):
@@ -22,8 +23,7 @@ class Unsqueeze(ShapeOp):
     def forward(self, x, *_):
         x = np.asarray(x)
         axes = axes_from(self, 1) or []
-        rank = x.ndim + len(axes)
-        return np.expand_dims(x, tuple(sorted(a % rank for a in axes)))
+        return np.expand_dims(x, tuple(norm_axes(self, axes, x.ndim + len(axes), duplicates=False)))
 
     def batch_axis(self, f):
         from verify.batch_axis import Dims, dims_through, shape_rows
@@ -31,5 +31,5 @@ class Unsqueeze(ShapeOp):
         if isinstance(f.states[0], Dims):
             return dims_through(self, f)
         r = len(f.out_shape)
-        new = {a % r for a in axes_from(self, 1) or []}
+        new = set(norm_axes(self, axes_from(self, 1) or [], r, duplicates=False))
         return shape_rows(self, f, (), lambda k: [p for p in range(r) if p not in new][k])
