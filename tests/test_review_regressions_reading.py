@@ -110,3 +110,26 @@ def test_reading_that_disagrees_with_onnxruntime_stops_certify(tmp_path, monkeyp
     monkeypatch.setattr(Relu, "interval", lambda self, b: (lambda r: type(r)(r.lo + 1, r.hi + 1))(real(self, b)))
     with pytest.raises(ModelError, match="disagrees with onnxruntime"):
         certify_batch(load_model(p), x, y, CertifyConfig(eps=0.01, method="ibp"))
+
+
+@pytest.mark.parametrize("bounds", [(None, None), (0.0, None), (None, 0.0), (np.inf, None), (None, -np.inf)])
+def test_clip_missing_bound_is_flt_max_as_in_onnxruntime(tmp_path, bounds):
+    """Found by the slow fuzzer: a missing Clip bound is ±FLT_MAX in onnxruntime (not ±inf), so
+    Clip(0, min=+inf) is FLT_MAX and Clip(+inf) is FLT_MAX; our box said [inf, inf]."""
+    from verify.runtime import ort_session
+
+    ins, inits = ["x", "", ""], []
+    for k, (name, v) in enumerate(zip(("lo", "hi"), bounds)):
+        if v is not None:
+            ins[k + 1] = name
+            inits.append(nh.from_array(np.array(v, np.float32), name))
+    g = H.make_graph([H.make_node("Clip", ins, ["y"])], "g", [H.make_tensor_value_info("x", T.FLOAT, ["N", 3])],
+                     [H.make_tensor_value_info("y", T.FLOAT, ["N", 3])], inits)
+    p = tmp_path / "clip.onnx"
+    onnx.save(H.make_model(g, opset_imports=[H.make_opsetid("", 18)]), p)
+    x = np.array([[np.inf, -np.inf, 0.0]], np.float32)
+    want = ort_session(p).run(None, {"x": x})[0]
+    model = load_model(p)
+    assert np.array_equal(model.forward(x), want)
+    lo, hi = model.interval(x, x)
+    assert np.array_equal(lo, want) and np.array_equal(hi, want)

@@ -1,4 +1,8 @@
-"""Clip(x, min?, max?) (min/max as constant inputs, or attributes before opset 11): exact."""
+"""Clip(x, min?, max?) (min/max as constant inputs, or attributes before opset 11): exact.
+
+A missing bound is the type's lowest / largest finite value, as the ONNX spec and onnxruntime have it
+(numeric_limits<T>::lowest() / max()): for float32 ±FLT_MAX, so Clip maps ±inf to ±FLT_MAX even with
+no bounds, and Clip(x, min=+inf) is FLT_MAX (max(x, inf) = inf, then min(inf, FLT_MAX))."""
 
 from __future__ import annotations
 
@@ -30,11 +34,9 @@ class Clip(Op):
     def forward(self, x, *_):
         lo, hi = self._bounds()
         (y,) = same_kind([x])  # integer Clip stays integer (exact), float becomes float32
-        if lo is not None:
-            y = np.maximum(y, np.asarray(lo).astype(y.dtype))
-        if hi is not None:
-            y = np.minimum(y, np.asarray(hi).astype(y.dtype))
-        return y
+        lim = np.finfo(y.dtype) if np.issubdtype(y.dtype, np.floating) else np.iinfo(y.dtype)
+        y = np.maximum(y, np.asarray(lim.min if lo is None else lo).astype(y.dtype))
+        return np.minimum(y, np.asarray(lim.max if hi is None else hi).astype(y.dtype))
 
     def interval(self, b, *_):
         return Box(self.forward(b.lo), self.forward(b.hi))
