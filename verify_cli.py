@@ -12,8 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from verify.errors import LinfVerifyError
-from verify.outputs import EXIT_CODES
+from verify.outputs import EXIT_CODES, command_inputs, exit_code_of
 
 EXIT_HELP = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
 
@@ -24,21 +23,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Train, export, soundly certify and falsify ℓ∞-dist nets.\n\n" + EXIT_HELP,
 )
-
-
-def _error(e: BaseException) -> tuple[int, str] | None:
-    """(exit code, one line) for an error the user can act on; None for a bug (traceback)."""
-    from verify.outputs import os_error_line
-
-    if isinstance(e, LinfVerifyError):
-        return e.exit_code, str(e)
-    if isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
-        return 2, os_error_line(e)
-    if isinstance(e, OSError):
-        return 4, os_error_line(e)
-    if isinstance(e, MemoryError):
-        return 4, "out of memory"
-    return None
 
 
 def user_errors(fn):
@@ -52,7 +36,7 @@ def user_errors(fn):
             typer.echo("interrupted", err=True)
             raise typer.Exit(130)
         except Exception as e:
-            known = _error(e)
+            known = exit_code_of(e)
             if known is None:
                 raise
             code, line = known
@@ -60,16 +44,6 @@ def user_errors(fn):
             raise typer.Exit(code) from None
 
     return wrapper
-
-
-def _inputs(model: Path | None = None, data: str | None = None, data_dir: Path | None = None,
-            *files: Path | None) -> list[Path]:
-    """The files a command reads, which no output may overwrite (model: its external data too)."""
-    from verify.outputs import data_files, model_files
-
-    found = [] if model is None else model_files(model)
-    found += [] if data is None else data_files(data, data_dir)
-    return found + [f for f in files if f is not None]
 
 
 def show(summary: dict, json_out: bool, table=None, title: str = "") -> None:
@@ -108,7 +82,7 @@ def export(
     from nets.checkpoint import checkpoint_files
     from verify.outputs import check_file_output, output_lock
 
-    check_file_output(out, _inputs(None, None, None, *checkpoint_files(checkpoint)))
+    check_file_output(out, command_inputs(None, None, None, *checkpoint_files(checkpoint)))
     with output_lock(out):
         m = export_checkpoint(checkpoint, out, opset=opset, check=check)
     meta = read_metadata(m)
@@ -143,7 +117,7 @@ def certify(
     from verify.certify_run import run_certify
     from verify.outputs import check_file_output, output_lock
 
-    check_file_output(out, _inputs(model, data, data_dir), companions=(".partial",))
+    check_file_output(out, command_inputs(model, data, data_dir), companions=(".partial",))
     err = Console(stderr=True)
     bar = Progress(TextColumn("certifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=err, transient=True, disable=not err.is_terminal)
@@ -347,7 +321,7 @@ def attack(
     from verify.attack.pgd import AttackConfig
     from verify.outputs import check_file_output, output_lock
 
-    check_file_output(out, _inputs(model, data, data_dir, certs))
+    check_file_output(out, command_inputs(model, data, data_dir, certs))
     cfg = AttackConfig(steps=steps, restarts=restarts, n_target_classes=targets, surrogate=surrogate,
                        batch_size=batch_size, seed=seed)
     with output_lock(out):
@@ -403,7 +377,7 @@ def audit(
     from verify.outputs import check_dir_output, output_lock
 
     sources = checkpoint_files(model) if model.is_dir() else []
-    check_dir_output(out, _inputs(None if model.is_dir() else model, data, data_dir, *sources))
+    check_dir_output(out, command_inputs(None if model.is_dir() else model, data, data_dir, *sources))
     with output_lock(out, make_parents=True):
         out.mkdir(parents=True, exist_ok=True)
         onnx_path, source = resolve_to_onnx(model, out, dataset=seed_dataset or data)

@@ -58,6 +58,26 @@ def os_error_line(e: OSError) -> str:
     return f"{reason}: {' -> '.join(names)}" if names else reason
 
 
+def exit_code_of(e: BaseException) -> tuple[int, str] | None:
+    """(exit code, one line) for an error the user can act on (EXIT_CODES); None for a bug."""
+    if isinstance(e, LinfVerifyError):
+        return e.exit_code, str(e)
+    if isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        return 2, os_error_line(e)
+    if isinstance(e, OSError):
+        return 4, os_error_line(e)
+    if isinstance(e, MemoryError):
+        return 4, "out of memory"
+    return None
+
+
+def command_inputs(model=None, data=None, data_dir=None, *files) -> list[Path]:
+    """The files a command reads, which no output may overwrite (model: its external data too)."""
+    found = [] if model is None else model_files(model)
+    found += [] if data is None else data_files(data, data_dir)
+    return found + [Path(f) for f in files if f is not None]
+
+
 def _real(p: str | os.PathLike) -> Path:
     return Path(os.path.realpath(os.fspath(p)))
 
