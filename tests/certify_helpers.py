@@ -274,3 +274,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def labelled_mixed_head(d: Path, seed: int, n: int) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A mixed-head net saved as ``d/m.onnx``, ``n`` random inputs and onnxruntime's labels."""
+    rng = np.random.default_rng(seed)
+    model = build_model(mixed_head_net(rng), [6], d / "m.onnx")
+    x = rng.random((n, 6)).astype(np.float32)
+    return model, x, np.argmax(ort_logits(model, x), axis=1)

@@ -15,7 +15,7 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from certify_helpers import build_model, mixed_head_net, ort_logits
+from certify_helpers import labelled_mixed_head
 from certify_helpers import one_torch_thread  # noqa: F401  (module fixture, used through pytestmark)
 from verify_cli import app
 
@@ -27,10 +27,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("safety")
-    rng = np.random.default_rng(3)
-    model = build_model(mixed_head_net(rng), [6], d / "m.onnx")
-    x = rng.random((8, 6)).astype(np.float32)
-    np.savez(d / "d.npz", x=x, y=np.argmax(ort_logits(model, x), axis=1))
+    model, x, y = labelled_mixed_head(d, 3, 8)
+    np.savez(d / "d.npz", x=x, y=y)
     ext = d / "ext"
     ext.mkdir()
     m = onnx.load(str(model))

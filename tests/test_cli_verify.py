@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from certify_helpers import build_model, mixed_head_net, ort_logits
+from certify_helpers import build_model, labelled_mixed_head
 from certify_helpers import one_torch_thread  # noqa: F401  (module fixture, used through pytestmark)
 from verify_cli import app
 
@@ -20,10 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
-    rng = np.random.default_rng(12)
-    model = build_model(mixed_head_net(rng), [6], d / "m.onnx")
-    x = rng.random((20, 6)).astype(np.float32)
-    y = np.argmax(ort_logits(model, x), axis=1)
+    model, x, y = labelled_mixed_head(d, 12, 20)
     y[::6] = (y[::6] + 1) % 4
     np.savez(d / "d.npz", x=x, y=y)
     return d, model, d / "d.npz"
