@@ -170,7 +170,10 @@ def lipschitz(
     budget: Annotated[int, typer.Option(min=16, help="model evaluations for --check (at least 16)")] = 4096,
     seed: Annotated[int, typer.Option(min=0, help="seed for --check")] = 0,
 ):
-    """Per-node proven ℓ∞ Lipschitz bounds, the global bound, and the nodes that break 1-Lipschitzness."""
+    """Per-node proven ℓ∞ Lipschitz bounds, the global bound, and the nodes that break 1-Lipschitzness.
+
+    The bounds are about the exact real function of the stored weights (guarantee "a"), not about
+    onnxruntime's float32 rounding."""
     import json
 
     import numpy as np

@@ -133,3 +133,20 @@ def test_clip_missing_bound_is_flt_max_as_in_onnxruntime(tmp_path, bounds):
     assert np.array_equal(model.forward(x), want)
     lo, hi = model.interval(x, x)
     assert np.array_equal(lo, want) and np.array_equal(hi, want)
+
+
+def test_lipschitz_bound_states_it_is_about_the_real_function(tmp_path):
+    """Outside attack: y = x + 1 is 1-Lipschitz as a real function, but onnxruntime's rounding maps
+    inputs 2^-47 apart to outputs 2^-23 apart. The command must say which function its L bounds."""
+    from verify.runtime import ort_session
+
+    p = _save(tmp_path, [H.make_node("Add", ["x", "one"], ["y"])], [nh.from_array(np.ones(2, np.float32), "one")])
+    r = _cli("lipschitz", p, "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["global"] == 1.0 and rep["guarantee"] == "a"
+    x = np.array([[2.0**-24, 0.0]], np.float32)
+    x2 = np.array([[np.nextafter(np.float32(2.0**-24), np.float32(1)), 0.0]], np.float32)
+    sess = ort_session(p)
+    ratio = np.abs(sess.run(None, {"x": x2})[0] - sess.run(None, {"x": x})[0]).max() / np.abs(x2 - x).max()
+    assert ratio > 1e6  # so the bound could not honestly claim onnxruntime's float32 evaluation

@@ -22,8 +22,10 @@ def _num(v: float) -> float | None:
 
 
 def lipschitz_report(model_path) -> dict[str, Any]:
-    """{"model", "global", "nodes": [{name, op_type, local, cumulative, breaks}], "breaking",
-    "claimed"} — bounds are floats, None meaning unbounded (math.inf)."""
+    """{"model", "global", "guarantee", "nodes": [{name, op_type, local, cumulative, breaks}],
+    "breaking", "claimed"} — bounds are floats, None meaning unbounded (math.inf). ``guarantee`` says
+    what the bound is about: the exact real function of the stored weights (theorem (a)); onnxruntime's
+    float32 rounding is not Lipschitz at all (x + 1 maps two inputs 2^-47 apart to outputs 2^-23 apart)."""
     from verify.model import load_model
 
     m = load_model(model_path)
@@ -35,7 +37,7 @@ def lipschitz_report(model_path) -> dict[str, Any]:
     claimed = m.metadata.get("claimed_lipschitz")
     g = float(m.lipschitz())
     return {
-        "model": str(model_path), "model_sha256": m.sha256, "global": _num(g),
+        "model": str(model_path), "model_sha256": m.sha256, "global": _num(g), "guarantee": "a",
         "one_lipschitz": g <= 1.0 + ONE_SLACK, "nodes": nodes,
         "breaking": [n["name"] for n in nodes if n["breaks"]], "claimed": claimed,
     }
