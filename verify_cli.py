@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from verify.outputs import EXIT_CODES, command_inputs, exit_code_of
+from common.outputs import EXIT_CODES, command_inputs, exit_code_of
 
 EXIT_HELP = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
 
@@ -80,7 +80,7 @@ def export(
     """Export a trained checkpoint to one self-contained ONNX file (linf ops + standard-op bodies)."""
     from export import export_checkpoint, read_metadata
     from nets.checkpoint import checkpoint_files
-    from verify.outputs import check_file_output, output_lock
+    from common.outputs import check_file_output, output_lock
 
     check_file_output(out, command_inputs(None, None, None, *checkpoint_files(checkpoint)))
     with output_lock(out):
@@ -114,8 +114,8 @@ def certify(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from verify.certify_run import run_certify
-    from verify.outputs import check_file_output, output_lock
+    from verify.certify.run import run_certify
+    from common.outputs import check_file_output, output_lock
 
     check_file_output(out, command_inputs(model, data, data_dir), companions=(".partial",))
     err = Console(stderr=True)
@@ -139,7 +139,7 @@ def certify(
             if task is not None:
                 bar.stop()
 
-    from verify.report import certify_table
+    from verify.certify.report import certify_table
 
     show(summary, json_out, certify_table)
 
@@ -155,8 +155,8 @@ def check(
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON summary object on stdout")] = False,
 ):
     """Re-verify a certificate file from the model and data (non-zero exit on any mismatch)."""
-    from verify.check import run_check
-    from verify.report import check_table
+    from verify.certify.check import run_check
+    from verify.certify.report import check_table
 
     show(run_check(certs, model, data, data_dir=data_dir, split=split), json_out, check_table)
 
@@ -178,7 +178,7 @@ def lipschitz(
 
     import numpy as np
 
-    from verify.report import lipschitz_report, lipschitz_table
+    from verify.certify.report import lipschitz_report, lipschitz_table
 
     rep = lipschitz_report(model)
     note = None
@@ -238,7 +238,7 @@ def train(
 
     from rich.console import Console
 
-    from nets.demo import result_table, train_preset
+    from pipeline.demo import result_table, train_preset
 
     opts = dict(epochs=epochs, seed=seed, device=device, width=width, depth=depth, hidden=hidden,
                 batch_size=batch_size, lr=lr, eps_train=eps_train, eps_test=eps_test,
@@ -250,7 +250,7 @@ def train(
         out = Path("runs") / f"{preset}-seed{0 if seed is None else seed}"
     from nets.presets import apply_overrides, get_preset
     from nets.train import DistInfo, check_output
-    from verify.outputs import output_lock
+    from common.outputs import output_lock
 
     check_output(apply_overrides(get_preset(preset), **opts), out)  # config and --out, before any work
     console = Console(stderr=json_out)
@@ -282,12 +282,12 @@ def demo(
 
     from rich.console import Console
 
-    from export.pipeline import PIPELINE_STEPS
-    from nets.demo import DEMO_STEPS, run_demo
+    from pipeline.steps import PIPELINE_STEPS
+    from pipeline.demo import DEMO_STEPS, run_demo
 
     from nets.checkpoint import check_target
-    from nets.demo import DEMO_CHECKPOINT
-    from verify.outputs import check_dir_output, output_lock
+    from pipeline.demo import DEMO_CHECKPOINT
+    from common.outputs import check_dir_output, output_lock
 
     check_dir_output(out)
     check_target(out / DEMO_CHECKPOINT)
@@ -322,7 +322,7 @@ def attack(
     """Falsify with APGD (CE, DLR, targeted; smoothed gradients for ℓ∞-dist layers); every witness is replayed in onnxruntime."""
     from verify.attack.api import run_attack
     from verify.attack.pgd import AttackConfig
-    from verify.outputs import check_file_output, output_lock
+    from common.outputs import check_file_output, output_lock
 
     check_file_output(out, command_inputs(model, data, data_dir, certs))
     cfg = AttackConfig(steps=steps, restarts=restarts, n_target_classes=targets, surrogate=surrogate,
@@ -330,7 +330,7 @@ def attack(
     with output_lock(out):
         summary = run_attack(model, data, eps=eps, out=out, cfg=cfg, domain=domain, limit=limit,
                              data_dir=data_dir, split=split, certs=certs, skip_certified=skip_certified)
-    from verify.report import attack_table
+    from verify.certify.report import attack_table
 
     show(summary, json_out, attack_table)
 
@@ -366,8 +366,8 @@ def audit(
     import json
 
     from verify.attack.pgd import AttackConfig
-    from verify.audit import run_audit
-    from verify.errors import LinfVerifyError
+    from pipeline.audit import run_audit
+    from common.errors import LinfVerifyError
 
     try:
         eps_grid = None if grid is None else [float(v) for v in grid.split(",") if v.strip()]
@@ -375,9 +375,9 @@ def audit(
         raise LinfVerifyError(f"--grid must be comma-separated numbers, got {grid!r}") from None
     if not eps > 0 or any(not e > 0 for e in eps_grid or []):
         raise LinfVerifyError("--eps and every --grid value must be > 0")
-    from export.pipeline import resolve_to_onnx
+    from pipeline.steps import resolve_to_onnx
     from nets.checkpoint import checkpoint_files
-    from verify.outputs import check_dir_output, output_lock
+    from common.outputs import check_dir_output, output_lock
 
     sources = checkpoint_files(model) if model.is_dir() else []
     check_dir_output(out, command_inputs(None if model.is_dir() else model, data, data_dir, *sources))
@@ -392,7 +392,7 @@ def audit(
         return
     from rich.console import Console
 
-    from verify.audit_report import rich_tables
+    from pipeline.audit_report import rich_tables
 
     console = Console()
     for table in rich_tables(summary):

@@ -33,7 +33,7 @@ from verify.attack.pgd import AttackConfig  # noqa: E402
 from verify.attack.replay import OrtReplayer  # noqa: E402
 from verify.attack.runner import attack_arrays  # noqa: E402
 from verify.attack.torch_graph import TorchGraph  # noqa: E402
-from verify.datasets import load_arrays  # noqa: E402
+from common.datasets import load_arrays  # noqa: E402
 
 
 def judged_robust(path, x, y, adv, eps) -> np.ndarray:
@@ -91,8 +91,8 @@ def run_ours(path, x, y, eps, cfg, skip=None):
 
 
 def certified_mask(path, x, y, eps):
-    from verify.certify import CertifyConfig, certify_batch
-    from verify.model import load_model
+    from verify.certify.certifier import CertifyConfig, certify_batch
+    from verify.front.model import load_model
 
     res = certify_batch(load_model(path), x, y, CertifyConfig(eps))
     return np.array([s == "certified" for s in res.status])

@@ -6,7 +6,7 @@ Side by side, in one process, on the same samples and the same ONNX file:
 - ``forward``    the verifier's float32 forward (bit-identical to onnxruntime for ℓ∞-dist nets);
 - ``plain``      the UNSOUND seed-code style certification: float32 forward, radius = margin/2
                  (``plain-ort``: the same with onnxruntime's forward);
-- ``sound-*``    ``verify.certify.Certifier`` with each method (auto / lipschitz / ibp, no bisection).
+- ``sound-*``    ``verify.certify.certifier.Certifier`` with each method (auto / lipschitz / ibp, no bisection).
 
 Overhead = sound time / plain time. Repeats are interleaved and the median is reported.
 Model: ``--model FILE.onnx``, or ``--checkpoint DIR`` (exported on the fly), else a random-weight
@@ -79,9 +79,9 @@ def main(argv=None) -> dict:
 
     import onnxruntime as ort
 
-    from verify.certify import Certifier, CertifyConfig
-    from verify.datasets import load_arrays
-    from verify.model import load_model
+    from verify.certify.certifier import Certifier, CertifyConfig
+    from common.datasets import load_arrays
+    from verify.front.model import load_model
 
     x, y = load_arrays(args.data, "test", args.data_dir)
     x, y = x[: args.n], y[: args.n]

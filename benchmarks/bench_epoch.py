@@ -33,7 +33,7 @@ BATCH = 512
 def batches(n_iters: int, gen: torch.Generator):
     """(x, y) batches of real MNIST training images when available, else random ones."""
     try:
-        from verify.datasets import default_data_dir, load_arrays
+        from common.datasets import default_data_dir, load_arrays
 
         data_dir = default_data_dir()
         x, y = load_arrays("mnist", split="train", data_dir=data_dir)

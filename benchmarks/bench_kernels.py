@@ -4,7 +4,7 @@
 
 Cases (the must-show list of issue 3):
 1. forward p = ∞ at B=512, D=784, N=1024 and B=512, D=N=1024: G pair-el/s (B·N·D / s), speed-up over
-   torch.cdist, and the fraction of a nominal 2-core AVX2 ceiling (~40 G el/s, FACTS.md).
+   torch.cdist, and the fraction of a nominal 2-core AVX2 ceiling (~40 G el/s, docs/FACTS.md F8).
 2. forward+backward at p = 8 and p = 13.7, same shape, vs torch.cdist (and the reference); p = 13.7
    once more with LINFVERIFY_POW=explog (exp2/log2 powers: the kernel before the split form).
 Every ratio is measured in the same run on the same inputs; the median of `--reps` runs is reported
@@ -32,7 +32,7 @@ from nets.kernels import active_backend  # noqa: E402
 from nets.kernels._build import wide_status  # noqa: E402
 from nets.kernels.cpu import POW_ENV, cpu_lp_dist  # noqa: E402
 
-CEILING_G = 40.0  # nominal sub+abs+max AVX2 ceiling of 2 cores (FACTS.md)
+CEILING_G = 40.0  # nominal sub+abs+max AVX2 ceiling of 2 cores (docs/FACTS.md F8)
 
 
 def timed(fns, reps) -> list[tuple[float, float, float]]:

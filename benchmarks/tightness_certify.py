@@ -71,9 +71,9 @@ def run(ckpt, n=None, eps=None, data_dir=None, onnx_path=None, batch=500) -> dic
     from export.onnx_export import export_checkpoint
     from nets.checkpoint import load_checkpoint
     from nets.losses import margins
-    from verify.certify import Certifier, CertifyConfig
-    from verify.datasets import load_arrays
-    from verify.model import load_model
+    from verify.certify.certifier import Certifier, CertifyConfig
+    from common.datasets import load_arrays
+    from verify.front.model import load_model
 
     net, meta = load_checkpoint(ckpt)
     eps = float(eps if eps is not None else meta.get("train", {}).get("eps_test", meta.get("eps_train", 0.1)))

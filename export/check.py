@@ -2,7 +2,7 @@
 
 `check_exported` raises ModelError (one line) unless: `onnx.checker.check_model(full_check=True)`
 passes, `infer_shapes(strict_mode=True)` passes, plain onnxruntime (CPU, no custom library; the
-pinned session of verify/runtime.py that theorem (b) is about) runs the model, and its logits on
+pinned session of common/runtime.py that theorem (b) is about) runs the model, and its logits on
 random inputs in [0, 1] match the torch model's (eval mode, p = ∞) within `rtol · max(1, max|logits|)`
 with the same argmax wherever the torch top-2 gap exceeds that tolerance.
 """
@@ -14,8 +14,8 @@ import onnx
 import torch
 from torch import nn
 
-from verify.errors import ModelError
-from verify.runtime import ort_session
+from common.errors import ModelError
+from common.runtime import ort_session
 
 DEFAULT_RTOL = 1e-5
 

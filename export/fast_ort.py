@@ -24,9 +24,9 @@ import torch
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from verify import linf_spec
-from verify.errors import ModelError
-from verify.runtime import session_options
+from common import linf_spec
+from common.errors import ModelError
+from common.runtime import session_options
 
 CONTRIB = "ai.onnx.contrib"
 _REGISTERED = False

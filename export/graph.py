@@ -1,7 +1,7 @@
 """Build the ONNX graph of a nets/ model directly with onnx.helper (no torch.onnx tracing).
 
 Guarantees: every node is either a standard ONNX op or `linf::LinfDist` / `linf::LinfDistConv`
-(verify.linf_spec); weights are copied as float32 initializers, unchanged, except the mean-shift
+(common.linf_spec); weights are copied as float32 initializers, unchanged, except the mean-shift
 fold: a `MeanShift` right after an ℓ∞-dist layer becomes that layer's bias, B = b − μ computed in
 float32 (exactly −μ when the layer has no bias, the case for every nets/ model). Any other module
 raises ModelError naming it.
@@ -17,8 +17,8 @@ from onnx import helper as h
 from onnx import numpy_helper as nh
 from torch import nn
 
-from verify import linf_spec
-from verify.errors import ModelError
+from common import linf_spec
+from common.errors import ModelError
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

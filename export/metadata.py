@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from verify.errors import ModelError
+from common.errors import ModelError
 
 PRODUCER = "linfverify"
 KEYS = ("producer", "producer_version", "architecture", "dataset", "input_range", "eps_train",

@@ -1,7 +1,7 @@
 """Export nets/ models and checkpoints to one self-contained ONNX file (linf domain v1).
 
 `export_model` builds the graph directly (export.graph), attaches the canonical function bodies of
-the linf ops it uses (verify.linf_spec, so plain onnxruntime runs the file), writes metadata_props
+the linf ops it uses (common.linf_spec, so plain onnxruntime runs the file), writes metadata_props
 (export.metadata), optionally self-checks (export.check), and writes the file atomically: a temp file
 in the destination folder, then os.replace. No external data. The ONNX file -- with the mean-shift
 fold rounded to float32 -- is the model the verifier certifies.
@@ -22,9 +22,9 @@ from torch import nn
 
 from export.graph import INPUT_NAME, OUTPUT_NAME, GraphBuilder, emit_ensemble, emit_net
 from export.metadata import build_metadata
-from verify import linf_spec
-from verify.errors import ModelError
-from verify.outputs import write_bytes_atomic
+from common import linf_spec
+from common.errors import ModelError
+from common.outputs import write_bytes_atomic
 
 MAX_BYTES = 2_000_000_000  # protobuf's 2 GB limit: we never write external data
 

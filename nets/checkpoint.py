@@ -11,7 +11,7 @@ the EMA weights when the trainer passes its EMA model). Ensemble keys are `membe
 `save_checkpoint` writes into a fresh temporary directory next to the target and renames it into
 place, so a reader never sees a partial checkpoint. `load_checkpoint` reads only those two files
 inside the given folder (symlinks leading outside are refused), checks key set, shapes and dtypes
-exactly, and raises `verify.errors.ModelError` with one line on any malformed input.
+exactly, and raises `common.errors.ModelError` with one line on any malformed input.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from torch import nn
 
 from nets.ensemble import ConvexEnsemble
 from nets.models import ModelConfig, build_model
-from verify.errors import ModelError
+from common.errors import ModelError
 
 FORMAT = "linfverify-checkpoint"
 VERSION = 1

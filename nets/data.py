@@ -1,6 +1,6 @@
 """Torch-side data for training: in-memory splits, the paper's augmentation, sharded batching.
 
-Built on :func:`verify.datasets.load_arrays` (one reader for training and certification).
+Built on :func:`common.datasets.load_arrays` (one reader for training and certification).
 Everything is tensors in memory (the data sets here are ≤ 50k small images), so no DataLoader,
 no worker processes and no torchvision are needed.
 
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from verify.datasets import DATASETS, canonical_name, load_arrays
-from verify.errors import DataError
+from common.datasets import DATASETS, canonical_name, load_arrays
+from common.errors import DataError
 
 __all__ = ["Augment", "AUGMENT", "DataSplits", "load_splits", "augment", "iterate_batches",
            "seeded_generator"]

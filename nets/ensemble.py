@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from verify.errors import ModelError
+from common.errors import ModelError
 
 MODES = ("fusion", "voting")
 WEIGHT_TOLERANCE = 1e-6  # |Σ a_k − 1| allowed before renormalising in float64

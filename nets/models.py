@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from nets.layers import DIST_LAYERS, LinfDistConv2d, LinfDistLinear, MeanShift, identity_init
 from nets.ops import check_p, conv_output_size
-from verify.errors import ModelError
+from common.errors import ModelError
 
 ARCHS = ("linf", "linf-mlp", "conv-linf-mlp")
 MAX_DEPTH = 1024    # layers (the paper's nets: 5 to 6)

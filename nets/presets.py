@@ -4,7 +4,7 @@ Paper presets reproduce Table 6 of Zhang et al. 2021 and the authors' published 
 (width 5120; 400 epochs for MNIST/F-MNIST, 800 for CIFAR-10; p = 8 for the first e1 epochs,
 8 → 1000 until e3, then ∞; batch 512; Adam lr 0.02; ℓp weight decay 5e-3). They need a GPU.
 Small presets run on a laptop CPU: `digits-small` (the offline default of `demo`) and
-`mnist-small` (a 256×5 pure ℓ∞-dist net with a compressed schedule, see FACTS.md).
+`mnist-small` (a 256×5 pure ℓ∞-dist net with a compressed schedule, see docs/RESULTS.md).
 
 κ convention: the IBP loss is κ·CE(clean) + (1 − κ)·CE(worst case). The authors' code weights the
 worst case by its `--kappa`, so their kappa 0.5 / 0.95 / 1.0 are our κ = 0.5 / 0.05 / 0.0.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from verify.errors import LinfVerifyError
+from common.errors import LinfVerifyError
 
 __all__ = ["ConfigError", "TrainingDiverged", "TrainConfig", "PRESETS", "PRESET_HELP", "get_preset", "apply_overrides"]
 
@@ -238,7 +238,7 @@ def _check_names(cfg: TrainConfig) -> None:
     import re
 
     from nets.ops import BACKENDS
-    from verify.datasets import DATASETS, canonical_name
+    from common.datasets import DATASETS, canonical_name
 
     if canonical_name(str(cfg.dataset)) is None:
         raise ConfigError(f"unknown data set {cfg.dataset!r}; choose one of {', '.join(sorted(DATASETS))}")
@@ -252,8 +252,8 @@ def _check_size(cfg: TrainConfig) -> None:
     """The model (each member) must pass nets.models.validate_config, size bound included."""
     from nets.models import validate_config
     from nets.train import model_config_for
-    from verify.datasets import DATASETS, canonical_name
-    from verify.errors import ModelError
+    from common.datasets import DATASETS, canonical_name
+    from common.errors import ModelError
 
     spec = DATASETS[canonical_name(str(cfg.dataset))]
     try:

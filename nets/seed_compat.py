@@ -39,7 +39,7 @@ from torch import nn
 
 from nets.layers import MeanShift
 from nets.models import ModelConfig, build_model, dist_layers
-from verify.errors import ModelError
+from common.errors import ModelError
 
 __all__ = ["SEED_NORMALIZATION", "SeedLayout", "load_seed_state_dict", "detect_layout", "convert_state_dict",
            "convert_seed_checkpoint"]

@@ -259,7 +259,7 @@ def check_output(cfg: TrainConfig, out: str | os.PathLike) -> None:
     """Refuse (one line, before any work) a checkpoint path that run_training must not write: a file,
     a folder that is no checkpoint, a folder holding the training data, a device or fifo."""
     from nets.checkpoint import check_target
-    from verify.outputs import check_dir_output, data_files
+    from common.outputs import check_dir_output, data_files
 
     validate(cfg)
     check_dir_output(out, data_files(cfg.dataset, cfg.data_dir))

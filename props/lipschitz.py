@@ -32,7 +32,7 @@ import numpy as np
 from props.floaterr import NoErrorBound
 from props.search import Pair, search_pairs
 from props.targets import Target, as_target
-from verify.errors import DataError, ModelError
+from common.errors import DataError, ModelError
 
 DEFAULT_BUDGET = 4096
 _JUDGED = 8

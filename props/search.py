@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from props.targets import Target
-from verify.errors import ModelError
+from common.errors import ModelError
 
 P_SMOOTH = (math.inf, 8.0, 32.0)
 

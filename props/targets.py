@@ -5,7 +5,7 @@
   (onnxruntime for ONNX files, the module in eval mode for torch).
 - `enclose(x)`: (lo, hi) float64 [B, K] with lo ≤ exact(x) ≤ hi, the exact real-number output of the
   model's function at the float32 input x, when `rigorous` is True:
-  ONNX → the verifier's interval bounds on the degenerate box [x, x] (`verify.model`);
+  ONNX → the verifier's interval bounds on the degenerate box [x, x] (`verify.front.model`);
   torch → evaluate ± the layer-by-layer float error bound of `props.floaterr`.
   When no rigorous bound exists (an op the verifier cannot bound, an unknown torch module, a plain
   callable) `rigorous` is False and the enclosure is evaluate ± 1e-4·(1 + |y|max), a heuristic.
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from props.floaterr import NoErrorBound, forward_with_error
-from verify.errors import ModelError
+from common.errors import ModelError
 
 HEURISTIC_REL = 1e-4
 
@@ -156,7 +156,7 @@ def _torch_target(module: nn.Module, input_shape) -> Target:
 
 
 def _onnx_target(path: Path, input_shape) -> Target:
-    from verify.runtime import ort_session
+    from common.runtime import ort_session
 
     from verify.attack.onnx_graph import read_onnx_graph
 
@@ -185,7 +185,7 @@ def _onnx_target(path: Path, input_shape) -> Target:
     notes: list[str] = []
     enclose, rigorous = _heuristic_enclose(evaluate), False
     try:
-        from verify.model import load_model
+        from verify.front.model import load_model
         vm = load_model(path)
 
         def enclose(x: np.ndarray):  # noqa: F811 - the rigorous one replaces the heuristic
@@ -194,7 +194,7 @@ def _onnx_target(path: Path, input_shape) -> Target:
                     np.asarray(hi, np.float64).reshape(len(x), -1))
         rigorous = True
     except ImportError:
-        notes.append("the verifier (verify.model) is not available: float tolerance is heuristic")
+        notes.append("the verifier (verify.front.model) is not available: float tolerance is heuristic")
     except ModelError as e:
         notes.append(f"the verifier cannot bound this model ({e}): float tolerance is heuristic")
 

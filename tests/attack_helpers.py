@@ -3,7 +3,7 @@
 Built with onnx.helper only (no nets/ or export/), so these tests stand alone:
 - ``relu_mlp_onnx``: an ordinary Flatten–Gemm–Relu–…–Gemm classifier (standard ops);
 - ``linf_net_onnx``: a pure ℓ∞-dist net using linf::LinfDist with the canonical function bodies
-  from verify.linf_spec (so plain onnxruntime runs it), logits = Neg(last layer);
+  from common.linf_spec (so plain onnxruntime runs it), logits = Neg(last layer);
 - ``train_relu_mlp``: a few epochs of Adam on (x, y), returning the weight list.
 """
 
@@ -52,7 +52,7 @@ def relu_mlp_onnx(path, weights, input_shape, metadata=None):
 
 def linf_net_onnx(path, weights, bias, input_shape, metadata=None):
     """Pure ℓ∞-dist net: weights [W0 [M0, D], W1 [M1, M0], ...], bias of the last layer; logits = −y."""
-    from verify.linf_spec import make_linf_functions
+    from common.linf_spec import make_linf_functions
 
     nodes = [h.make_node("Flatten", ["input"], ["h0"], axis=1)]
     inits = []

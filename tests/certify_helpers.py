@@ -22,7 +22,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from verify import linf_spec
+from common import linf_spec
 
 OPSET = linf_spec.DEFAULT_OPSET
 
@@ -88,8 +88,8 @@ def _out_dim(layers) -> int:
 
 
 def ort_logits(path, x: np.ndarray) -> np.ndarray:
-    """onnxruntime's float32 logits for a batch (the pinned session of verify/runtime.py)."""
-    from verify.runtime import ort_session
+    """onnxruntime's float32 logits for a batch (the pinned session of common/runtime.py)."""
+    from common.runtime import ort_session
 
     s = ort_session(path)
     return s.run(None, {"input": np.ascontiguousarray(x, dtype=np.float32)})[0]

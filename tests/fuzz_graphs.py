@@ -19,7 +19,7 @@ from onnx import helper as h
 from onnx import numpy_helper as nh
 
 from fuzz_builder import I64_MAX, I64_MIN, KNOWN_OPEN, OPSET, Builder, Fuzzed, boxes, float_arrays  # noqa: F401
-from verify import linf_spec
+from common import linf_spec
 
 
 def to_rank2(b: Builder, x: str) -> str:

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from attack_helpers import linf_net_onnx, relu_mlp_onnx, train_relu_mlp
 from verify.attack.alarm import check_consistency, find_conflicts
-from verify.certify import BatchResult, Certifier
-from verify.datasets import load_arrays
-from verify.errors import SoundnessAlarm
+from verify.certify.certifier import BatchResult, Certifier
+from common.datasets import load_arrays
+from common.errors import SoundnessAlarm
 from verify_cli import app
 
 

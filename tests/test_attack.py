@@ -19,12 +19,12 @@ from verify.attack.box import inside_box, linf_box
 from verify.attack.pgd import AttackConfig, checkpoints
 from verify.attack.runner import attack_arrays
 from verify.attack.torch_graph import TorchGraph
-from verify.datasets import default_data_dir, load_arrays
+from common.datasets import default_data_dir, load_arrays
 from verify_cli import app
 
 
 def _ort_logits(path, x):
-    from verify.runtime import ort_session
+    from common.runtime import ort_session
 
     s = ort_session(path)
     return s.run(None, {s.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})[0]

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from attack_helpers import relu_mlp_onnx, train_relu_mlp
 from test_alarm import _lying_run
 from test_seed_compat import _fake
-from verify.audit import lipschitz_verdict
-from verify.certify import Certifier
-from verify.datasets import load_arrays
+from pipeline.audit import lipschitz_verdict
+from verify.certify.certifier import Certifier
+from common.datasets import load_arrays
 from verify_cli import app
 
 

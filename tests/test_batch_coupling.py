@@ -1,4 +1,4 @@
-"""Per-sample semantics (verify/batch_axis.py): graphs in which one sample's output depends on the
+"""Per-sample semantics (verify/front/batch_axis.py): graphs in which one sample's output depends on the
 other rows of its batch (or on its position in the batch, or on the batch size) are refused at load
 time; ordinary per-sample graphs, including torch's flatten/reshape idioms, still load.
 
@@ -13,10 +13,10 @@ import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
 
-from test_import import make_model, save
-from verify.errors import ModelError
-from verify.model import load_model
-from verify.runtime import ort_session
+from onnx_helpers import make_model, save
+from common.errors import ModelError
+from verify.front.model import load_model
+from common.runtime import ort_session
 
 N = h.make_node
 I64 = np.int64

@@ -1,4 +1,4 @@
-"""verify.certificates: record validation, float round-trip, atomic writer, resume rules."""
+"""verify.certify.certificates: record validation, float round-trip, atomic writer, resume rules."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from verify.certificates import (
+from verify.certify.certificates import (
     CertWriter, header_line, input_sha256, parse_record, read_records, read_sections, record_to_line, resume_records,
 )
-from verify.errors import CertificateError
-from verify.header import make_header
+from common.errors import CertificateError
+from verify.certify.header import make_header
 
 H = "a" * 64
 

@@ -1,4 +1,4 @@
-"""verify.certify / verify.certify_run: methods, statuses, tightness, shards, resume, bad input."""
+"""verify.certify.certifier / verify.certify.run: methods, statuses, tightness, shards, resume, bad input."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 
 from certify_helpers import build_model, exact_margin, ort_logits, random_linf_net
 from certify_helpers import one_torch_thread  # noqa: F401  (module fixture, used through pytestmark)
-from verify.certificates import read_records
-from verify.certify import CertifyConfig, certify_batch
-from verify.certify_run import parse_shard, run_certify, select_indices
-from verify.errors import DataError, LinfVerifyError, ModelError
-from verify.model import load_model
+from verify.certify.certificates import read_records
+from verify.certify.certifier import CertifyConfig, certify_batch
+from verify.certify.run import parse_shard, run_certify, select_indices
+from common.errors import DataError, LinfVerifyError, ModelError
+from verify.front.model import load_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -207,7 +207,7 @@ def test_tightness_on_trained_mnist_checkpoint():
     ck = os.environ.get("LINFVERIFY_MNIST_CKPT")
     if not ck or not os.path.isdir(ck):
         pytest.skip("set LINFVERIFY_MNIST_CKPT to a trained MNIST checkpoint directory")
-    from verify.datasets import default_data_dir
+    from common.datasets import default_data_dir
 
     if default_data_dir() is None:
         pytest.skip("../shared/data (real MNIST) is absent")
@@ -245,7 +245,7 @@ def test_interval_contains_onnxruntime_value_when_a_partial_sum_overflows(tmp_pa
 
 
 def test_nan_bounds_give_unknown(head, monkeypatch):
-    from verify.certify import Certifier
+    from verify.certify.certifier import Certifier
 
     _, path, x, y = head
     c = Certifier(load_model(path), CertifyConfig(0.02, "ibp", bisect_steps=0))
@@ -255,8 +255,8 @@ def test_nan_bounds_give_unknown(head, monkeypatch):
 
 
 def test_refuses_to_certify_under_ftz(head, monkeypatch):
-    from verify import rounding
-    from verify.errors import ModelError
+    from verify.bounds import rounding
+    from common.errors import ModelError
 
     _, path, x, y = head
     monkeypatch.setattr(rounding, "flushes_denormals", lambda: True)

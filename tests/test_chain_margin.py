@@ -14,11 +14,11 @@ import pytest
 
 from certify_helpers import build_model, ort_logits
 from certify_helpers import one_torch_thread  # noqa: F401  (module fixture, used through pytestmark)
-from verify.certify import Certifier, CertifyConfig
-from verify.certify_run import run_certify
-from verify.check import _Prover, run_check
-from verify.fastpath import ChainBound
-from verify.model import load_model
+from verify.certify.certifier import Certifier, CertifyConfig
+from verify.certify.run import run_certify
+from verify.certify.check import _Prover, run_check
+from verify.bounds.fastpath import ChainBound
+from verify.front.model import load_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

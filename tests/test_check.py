@@ -1,4 +1,4 @@
-"""verify.check: a clean certificate file passes; every kind of tampering is caught."""
+"""verify.certify.check: a clean certificate file passes; every kind of tampering is caught."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 
 from certify_helpers import build_model, mixed_head_net, ort_logits, random_linf_net
 from certify_helpers import one_torch_thread  # noqa: F401  (module fixture, used through pytestmark)
-from verify.certify_run import run_certify
-from verify.check import run_check
-from verify.errors import CertificateError
+from verify.certify.run import run_certify
+from verify.certify.check import run_check
+from common.errors import CertificateError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -128,7 +128,7 @@ def test_other_model_or_data_fails(setup, tmp_path):
 def test_falsified_with_valid_witness_passes(setup, tmp_path):
     """An attack run's witness file (header method pgd): witnesses replay, tampered ones fail."""
     from verify.attack.replay import witness_record
-    from verify.certificates import tool_version
+    from verify.certify.certificates import tool_version
 
     d, path, out = setup
     with np.load(d / "d.npz") as z:

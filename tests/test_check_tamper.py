@@ -13,11 +13,11 @@ import pytest
 
 from certify_helpers import build_model, mixed_head_net, ort_logits
 from certify_helpers import one_torch_thread  # noqa: F401  (module fixture, used through pytestmark)
-from verify.certify import Certifier, CertifyConfig
-from verify.certify_run import run_certify
-from verify.check import run_check
-from verify.errors import CertificateError
-from verify.model import load_model
+from verify.certify.certifier import Certifier, CertifyConfig
+from verify.certify.run import run_certify
+from verify.certify.check import run_check
+from common.errors import CertificateError
+from verify.front.model import load_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 EPS = 0.03

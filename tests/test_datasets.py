@@ -1,4 +1,4 @@
-"""verify.datasets: IDX / CIFAR binary / npz readers, validation, digits split."""
+"""common.datasets: IDX / CIFAR binary / npz readers, validation, digits split."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from verify import datasets as ds
-from verify.errors import DataError
+from common import datasets as ds
+from common.errors import DataError
 
 
 def _idx_bytes(arr: np.ndarray) -> bytes:

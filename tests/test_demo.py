@@ -10,8 +10,8 @@ from nets.checkpoint import load_checkpoint
 
 
 def test_demo_runs_offline_end_to_end(tmp_path, monkeypatch):
-    import verify.datasets as vd
-    from verify.certificates import read_records
+    import common.datasets as vd
+    from verify.certify.certificates import read_records
     from verify_cli import app
 
     monkeypatch.setattr(vd, "default_data_dir", lambda: None)  # as on a fresh machine: no ../shared

@@ -19,8 +19,8 @@ from export.check import check_exported, compare_logits, ort_session, torch_logi
 from nets.ensemble import ConvexEnsemble
 from nets.layers import MeanShift
 from nets.models import ModelConfig, build_model, set_p
-from verify import linf_spec
-from verify.errors import ModelError
+from common import linf_spec
+from common.errors import ModelError
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -207,7 +207,7 @@ def test_cli_export_from_checkpoint(tmp_path):
 @pytest.mark.parametrize("kind", ["linf", "linf-mlp", "conv-linf-mlp", "fusion", "voting"])
 def test_verifier_reads_exported_files(tmp_path, kind):
     """Files stay compatible with the verifier: it loads them and computes what onnxruntime does."""
-    from verify.model import load_model
+    from verify.front.model import load_model
 
     def net(arch, seed):
         return _model(ModelConfig(arch=arch, input_shape=(1, 6, 6), depth=2, width=8, hidden=4,

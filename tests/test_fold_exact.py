@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto as T
 from onnx import helper as h
-from test_import import make_model, save
+from onnx_helpers import make_model, save
 
-from verify.errors import ModelError
-from verify.model import load_model
-from verify.runtime import ort_logits, ort_session
+from common.errors import ModelError
+from verify.front.model import load_model
+from common.runtime import ort_logits, ort_session
 
 N = h.make_node
 f32 = np.float32

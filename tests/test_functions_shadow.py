@@ -20,10 +20,10 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from verify.certify import CertifyConfig, certify_batch
-from verify.errors import ModelError
-from verify.model import load_model
-from verify.runtime import ort_logits, ort_session
+from verify.certify.certifier import CertifyConfig, certify_batch
+from common.errors import ModelError
+from verify.front.model import load_model
+from common.runtime import ort_logits, ort_session
 
 OPSET = 18
 
@@ -171,7 +171,7 @@ def test_custom_domain_function_named_like_an_op_is_refused(tmp_path):
     """onnxruntime aborts the whole process on a one-input foo::Mul (code that reads a Mul node's
     second input whatever its domain), or runs the body: op names are refused in every domain."""
     p = _save(_unary_shadow("foo", "Mul"), tmp_path)
-    code = ("import sys, numpy as np; sys.path.insert(0, sys.argv[2]); from verify.runtime import *; "
+    code = ("import sys, numpy as np; sys.path.insert(0, sys.argv[2]); from common.runtime import *; "
             "x = np.array([[0.1, 0.9]], np.float32); "
             "print(ort_logits(ort_session(sys.argv[1]), x).tolist() == (np.float32([0.5, 0.25]) - x).tolist())")
     r = subprocess.run([sys.executable, "-c", code, str(p), os.getcwd()], capture_output=True, text=True, timeout=120, check=False)
@@ -182,7 +182,7 @@ def test_custom_domain_function_named_like_an_op_is_refused(tmp_path):
 
 def test_refuses_every_domain_onnxruntime_registers_ops_in(tmp_path):
     """Probe onnxruntime's own registry: a function shadowing any op of any of its domains is refused."""
-    from verify.runtime import kernel_registry
+    from common.runtime import kernel_registry
 
     doms = kernel_registry()[0]
     assert {"", "com.microsoft", "ai.onnx.ml", "com.microsoft.nchwc"} <= doms

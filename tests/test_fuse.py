@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from onnx import helper as h
 
-from test_import import make_model, ort_run, save
-from verify.model import load_model
+from onnx_helpers import make_model, ort_run, save
+from verify.front.model import load_model
 
 N = h.make_node
 

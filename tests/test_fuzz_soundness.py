@@ -5,7 +5,7 @@ For each graph the verifier either refuses it at load (ModelError: fine; any oth
 failure) or, at sampled points of the box (float32 corners, centre and random points; rational
 points for the exact checks), all of these hold (docs/SOUNDNESS.md, "Differential soundness fuzzer"):
 
-1. onnxruntime's output (the pinned session of verify/runtime.py, theorem (b)) lies in
+1. onnxruntime's output (the pinned session of common/runtime.py, theorem (b)) lies in
    ``VerifiedModel.interval(lo, hi)``;
 2. the exact rational output (tests/fuzz_exact.py; graphs with a transcendental op are skipped)
    lies in it too (theorem (a));
@@ -18,7 +18,7 @@ points for the exact checks), all of these hold (docs/SOUNDNESS.md, "Differentia
 
 An interval call that raises ModelError means unknown (certify maps it to ``unknown``) and is
 skipped. A NaN from onnxruntime must fall in a box that is [-inf, inf] in that entry: certify
-(verify/certify.py, margins.box_margin) then cannot claim any label for the sample.
+(verify/certify/certifier.py, margins.box_margin) then cannot claim any label for the sample.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from hypothesis import strategies as st
 
 from fuzz_exact import TRANSCENDENTAL, Undefined, evaluate
 from fuzz_graphs import GENERATORS, graphs
-from verify.errors import ModelError
-from verify.model import load_model
+from common.errors import ModelError
+from verify.front.model import load_model
 from verify.ops._op_list import OPS
-from verify.runtime import ort_logits, ort_session
+from common.runtime import ort_logits, ort_session
 
 # default runs: a fixed seed (stable CI) and no example database; the slow run is random
 _SETTINGS = dict(deadline=None, suppress_health_check=list(HealthCheck), print_blob=True, database=None)

@@ -12,8 +12,8 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from verify import linf_spec as ls
-from verify.errors import ModelError
+from common import linf_spec as ls
+from common.errors import ModelError
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -11,11 +11,11 @@ import pytest
 
 from certify_helpers import build_model, mixed_head_net, ort_logits, random_linf_net
 from certify_helpers import one_torch_thread  # noqa: F401  (module fixture, used through pytestmark)
-from verify.certify_run import run_certify
-from verify.check import run_check
-from verify.errors import CertificateError, ModelError
-from verify import loader
-from verify.model import load_model
+from verify.certify.run import run_certify
+from verify.certify.check import run_check
+from common.errors import CertificateError, ModelError
+from verify.front import loader
+from verify.front.model import load_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

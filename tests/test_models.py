@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from nets.layers import LinfDistConv2d, LinfDistLinear, MeanShift
 from nets.models import ARCHS, ModelConfig, build_model, count_params, dist_layers, get_p, set_p
-from verify.errors import ModelError
+from common.errors import ModelError
 
 configs = st.builds(
     ModelConfig,

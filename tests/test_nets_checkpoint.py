@@ -11,7 +11,7 @@ import torch
 from nets.checkpoint import load_checkpoint, save_checkpoint
 from nets.ensemble import ConvexEnsemble
 from nets.models import build_model
-from verify.errors import ModelError
+from common.errors import ModelError
 
 META = {"train": {"epochs": 3, "preset": "tiny"}, "dataset": "digits", "input_range": [0.0, 1.0],
         "eps_train": 0.1, "metrics": {"clean": 0.9}}

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from nets.ensemble import ConvexEnsemble
 from nets.models import build_model
-from verify.errors import ModelError
+from common.errors import ModelError
 
 
 def members(tiny_config, k: int, arch: str = "linf", seed: int = 0):

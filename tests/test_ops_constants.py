@@ -8,13 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from onnx import helper as h
-from test_import import make_model, save
+from onnx_helpers import make_model, save
 from test_ops_registry import CASES
 
-from verify.errors import ModelError
-from verify.model import load_model
+from common.errors import ModelError
+from verify.front.model import load_model
 from verify.ops._op_list import OPS
-from verify.runtime import ort_logits, ort_session
+from common.runtime import ort_logits, ort_session
 
 BAD = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf}
 

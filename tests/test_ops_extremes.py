@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
-from test_import import make_model, save
+from onnx_helpers import make_model, save
 
-from verify.certify import CertifyConfig, certify_batch
-from verify.errors import ModelError
-from verify.model import load_model
-from verify.runtime import ort_logits, ort_session
+from verify.certify.certifier import CertifyConfig, certify_batch
+from common.errors import ModelError
+from verify.front.model import load_model
+from common.runtime import ort_logits, ort_session
 
 N = h.make_node
 f32 = np.float32

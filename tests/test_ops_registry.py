@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from onnx import helper as h
 
-from test_import import make_model, ort_run, save
-from verify.model import load_model
+from onnx_helpers import make_model, ort_run, save
+from verify.front.model import load_model
 from verify.ops._op_list import OPS, supported_ops
 
 rng0 = np.random.default_rng(1234)
@@ -271,3 +271,53 @@ def test_lipschitz_values_of_simple_ops(tmp_path):
     want = max(sum(Fraction(float(v)) for v in np.abs(W_C[m]).reshape(-1)) for m in range(3))
     got = load_model(p).lipschitz()
     assert want <= Fraction(got) <= want * (1 + Fraction(1, 10**12))
+
+
+def _package(tmp_path, files: dict[str, str]):
+    """A throwaway op package ``pkg_<n>`` in tmp_path holding ``files`` (name -> source)."""
+    import importlib
+    import sys
+
+    name = f"oppkg_{abs(hash(str(tmp_path))) % 10**8}"
+    root = tmp_path / name
+    root.mkdir()
+    (root / "__init__.py").write_text("")
+    for f, src in files.items():
+        (root / f).write_text(src)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+OP_SRC = "from verify.ops.base import Op\nclass {cls}(Op):\n    op_type = {op!r}\n"
+
+
+def test_registry_is_the_op_files():
+    """Every op_*.py file registers exactly its class; nothing else registers anything."""
+    from pathlib import Path
+
+    from verify.ops._op_list import discover
+
+    files = sorted(p.stem for p in Path(discover.__code__.co_filename).parent.glob("op_*.py"))
+    assert sorted(cls.__module__.rsplit(".", 1)[1] for cls in OPS.values()) == files
+
+
+@pytest.mark.parametrize("files, why", [
+    ({"op_foo.py": OP_SRC.format(cls="Foo", op="Foo")}, None),
+    ({"op_foo.py": OP_SRC.format(cls="Bar", op="Foo")}, "named after its op_type"),
+    ({"op_bar.py": OP_SRC.format(cls="Foo", op="Foo")}, "named after its op_type"),
+    ({"op_foo.py": OP_SRC.format(cls="Foo", op="Foo") + OP_SRC.format(cls="Foo2", op="Foo")}, "exactly one"),
+    ({"op_foo.py": "x = 1\n"}, "exactly one"),
+    ({"_helper.py": "x = 1\n", "op_foo.py": OP_SRC.format(cls="Foo", op="Foo")}, None),
+])
+def test_registry_refuses_misnamed_files(tmp_path, files, why):
+    from verify.ops._op_list import discover
+
+    pkg = _package(tmp_path, files)
+    if why is None:
+        assert set(discover(pkg)) == {("", "Foo")}
+    else:
+        with pytest.raises(ImportError, match=why):
+            discover(pkg)

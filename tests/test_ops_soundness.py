@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import helper as h
 
-from test_import import make_model, ort_run, pure_linf_net, save
-from verify.model import load_model
+from onnx_helpers import make_model, ort_run, pure_linf_net, save
+from verify.front.model import load_model
 
 N = h.make_node
 
@@ -108,7 +108,7 @@ def test_libm_error_model_covers_onnxruntime(op, tmp_path):
 @settings(max_examples=15, deadline=None)
 @given(st.integers(0, 10**6), st.sampled_from(["Relu", "Tanh", "Sigmoid"]), st.floats(0.0, 0.5))
 def test_random_mlp_boxes_contain_ort(tmp_path_factory, seed, act, eps):
-    from test_import import mlp
+    from onnx_helpers import mlp
 
     rng = np.random.default_rng(seed)
     p = save(mlp(rng, act=act), tmp_path_factory.mktemp("mlp"))

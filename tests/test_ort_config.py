@@ -2,7 +2,7 @@
 
 onnxruntime's default graph optimisations fold up to 10 ``Mul``s (and BatchNormalization, Add) into
 a ``Conv``'s weights, each fold one more float32 rounding of every weight: a different function
-from the file's graph. verify/runtime.py pins ``ORT_DISABLE_ALL``; these tests show that the pinned
+from the file's graph. common/runtime.py pins ``ORT_DISABLE_ALL``; these tests show that the pinned
 session runs the graph as written (onnxruntime's own optimised-model dump equals the input), that
 our boxes contain its outputs at float32 points and corners of balls, that ``predicted`` and
 ``check`` agree with it, and that the default options are not covered: an adversarial Conv with
@@ -21,11 +21,11 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from verify.certify import CertifyConfig, certify_batch
-from verify.certify_run import run_certify
-from verify.check import run_check
-from verify.model import load_model
-from verify.runtime import ort_logits, ort_session, session_options
+from verify.certify.certifier import CertifyConfig, certify_batch
+from verify.certify.run import run_certify
+from verify.certify.check import run_check
+from verify.front.model import load_model
+from common.runtime import ort_logits, ort_session, session_options
 
 U = 2.0**-24
 

@@ -15,9 +15,9 @@ from onnx import numpy_helper as nh
 
 from certify_helpers import build_model, mixed_head_net
 from certify_helpers import one_torch_thread  # noqa: F401  (module fixture, used through pytestmark)
-from verify.certify_run import run_certify
-from verify.check import ort_predict, run_check
-from verify.model import VerifiedModel, load_model
+from verify.certify.run import run_certify
+from verify.certify.check import ort_predict, run_check
+from verify.front.model import VerifiedModel, load_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -52,7 +52,7 @@ def test_predicted_is_onnxruntimes_where_the_forwards_disagree(tmp_path, method)
     x0 = np.linspace(0.05, 1, 2000, dtype=np.float32)
     x = np.stack([x0, np.zeros_like(x0)], 1)
     ours = model.forward(x)[:, 0]
-    from verify.runtime import ort_logits, ort_session
+    from common.runtime import ort_logits, ort_session
 
     theirs = ort_logits(ort_session(path), x)[:, 0]
     diff = np.nonzero(ours != theirs)[0][:20]
@@ -79,6 +79,6 @@ def test_predicted_never_comes_from_our_forward(tmp_path, monkeypatch):
 
 
 def ort_logits_of(path, x):
-    from verify.runtime import ort_logits, ort_session
+    from common.runtime import ort_logits, ort_session
 
     return ort_logits(ort_session(path), x)

@@ -9,7 +9,7 @@ from torch import nn
 
 from props._planted import InputScale
 from props.lipschitz import LipschitzViolation, check_lipschitz
-from verify import datasets
+from common import datasets
 
 nets_models = pytest.importorskip("nets.models")
 

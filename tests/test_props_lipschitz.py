@@ -89,7 +89,7 @@ def test_unknown_module_falls_back_to_heuristic():
 
 
 def test_callable_and_training_mode_errors():
-    from verify.errors import ModelError
+    from common.errors import ModelError
 
     r = search_lipschitz(lambda x: 2.0 * x.reshape(len(x), -1), input_shape=(4,), budget=256)
     assert r.ratio == pytest.approx(2.0, rel=1e-5) and r.exceeds(1.9)

@@ -17,7 +17,7 @@ from props import strategies as pst
 from props._planted import l1_layer_onnx, plant_onnx_input_scaling, planted_finite_p, planted_gemm, planted_scale
 from props.floaterr import forward_with_error
 from props.lipschitz import LipschitzViolation, check_lipschitz, search_lipschitz
-from verify.errors import ModelError
+from common.errors import ModelError
 
 SETTINGS = settings(max_examples=8, deadline=None, database=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -127,7 +127,7 @@ def _export(model, path):
 
 
 def _static(path) -> float:
-    from verify.model import load_model
+    from verify.front.model import load_model
     return load_model(path).lipschitz()
 
 
@@ -222,7 +222,7 @@ def test_two_witnesses_bracket_the_truth(tmp_path_factory, model):
 def test_interval_width_of_1_lipschitz_net_is_at_most_box_width(tmp_path_factory, model, data):
     """A consequence of 1-Lipschitzness the verifier's IBP keeps for pure ℓ∞-dist nets: every output
     interval is at most as wide as the input box (plus outward rounding)."""
-    from verify.model import load_model
+    from verify.front.model import load_model
 
     path = _export(model, tmp_path_factory.mktemp("boxes") / "m.onnx")
     vm = load_model(path)

@@ -23,9 +23,9 @@ from onnx import numpy_helper as nh
 from typer.testing import CliRunner
 
 from certify_helpers import one_torch_thread  # noqa: F401  (module fixture, used through pytestmark)
-from verify.errors import ModelError
-from verify.model import load_model
-from verify.runtime import ort_logits, ort_session
+from common.errors import ModelError
+from verify.front.model import load_model
+from common.runtime import ort_logits, ort_session
 from verify_cli import app
 
 runner = CliRunner()
@@ -107,8 +107,8 @@ def test_fixed_batch_chain_never_merges_samples(tmp_path, batch, method):
 @pytest.mark.parametrize("batch", [1, 2])
 def test_chain_bounds_of_a_sample_do_not_depend_on_its_batch(tmp_path, batch):
     """ChainBound (certify's and check's fast path) gives each sample what it gives it alone."""
-    from verify.check import _Prover
-    from verify.fastpath import ChainBound
+    from verify.certify.check import _Prover
+    from verify.bounds.fastpath import ChainBound
 
     m = _mixing_chain(tmp_path, batch)
     model = load_model(m)
@@ -163,7 +163,7 @@ def test_attack_on_a_fixed_batch_model(tmp_path):
 
 
 def test_batch_dim_zero_is_refused(tmp_path):
-    from verify.runtime import fixed_batch
+    from common.runtime import fixed_batch
 
     g = [H.make_node("Sub", ["x", "c"], ["y"])]
     m = _save(tmp_path, g, [nh.from_array(np.array([0.5, 0.5], np.float32), "c")], [0, 2], [0, 2])

@@ -18,11 +18,11 @@ from onnx import numpy_helper as nh
 from typer.testing import CliRunner
 
 from certify_helpers import one_torch_thread  # noqa: F401  (module fixture, used through pytestmark)
-from verify.certify import check_inputs
-from verify.check import run_check
-from verify.errors import CertificateError, DataError, ModelError
-from verify.model import load_model
-from verify.runtime import ort_logits, ort_session
+from verify.certify.certifier import check_inputs
+from verify.certify.check import run_check
+from common.errors import CertificateError, DataError, ModelError
+from verify.front.model import load_model
+from common.runtime import ort_logits, ort_session
 from verify_cli import app
 
 runner = CliRunner()

@@ -19,14 +19,14 @@ from onnx import TensorProto as T
 from onnx import helper as H
 from onnx import numpy_helper as nh
 
-from verify.errors import ModelError
-from verify.model import load_model
+from common.errors import ModelError
+from verify.front.model import load_model
 from verify.ops.base import NodeSpec
 from verify.ops.op_reducemax import ReduceMax
 from verify.ops.op_slice import Slice
 from verify.ops.op_squeeze import Squeeze
 from verify.ops.op_unsqueeze import Unsqueeze
-from verify.runtime import ort_session
+from common.runtime import ort_session
 
 I64_MAX, I64_MIN = int(np.iinfo(np.int64).max), int(np.iinfo(np.int64).min)
 I32_MAX = int(np.iinfo(np.int32).max)

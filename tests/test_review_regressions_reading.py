@@ -19,9 +19,9 @@ from onnx import TensorProto as T
 from onnx import helper as H
 from onnx import numpy_helper as nh
 
-from verify.certify import CertifyConfig, certify_batch
-from verify.errors import ModelError
-from verify.model import load_model
+from verify.certify.certifier import CertifyConfig, certify_batch
+from common.errors import ModelError
+from verify.front.model import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,7 +116,7 @@ def test_reading_that_disagrees_with_onnxruntime_stops_certify(tmp_path, monkeyp
 def test_clip_missing_bound_is_flt_max_as_in_onnxruntime(tmp_path, bounds):
     """Found by the slow fuzzer: a missing Clip bound is ±FLT_MAX in onnxruntime (not ±inf), so
     Clip(0, min=+inf) is FLT_MAX and Clip(+inf) is FLT_MAX; our box said [inf, inf]."""
-    from verify.runtime import ort_session
+    from common.runtime import ort_session
 
     ins, inits = ["x", "", ""], []
     for k, (name, v) in enumerate(zip(("lo", "hi"), bounds)):
@@ -138,7 +138,7 @@ def test_clip_missing_bound_is_flt_max_as_in_onnxruntime(tmp_path, bounds):
 def test_lipschitz_bound_states_it_is_about_the_real_function(tmp_path):
     """Outside attack: y = x + 1 is 1-Lipschitz as a real function, but onnxruntime's rounding maps
     inputs 2^-47 apart to outputs 2^-23 apart. The command must say which function its L bounds."""
-    from verify.runtime import ort_session
+    from common.runtime import ort_session
 
     p = _save(tmp_path, [H.make_node("Add", ["x", "one"], ["y"])], [nh.from_array(np.ones(2, np.float32), "one")])
     r = _cli("lipschitz", p, "--json")

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from verify.errors import ModelError
-from verify.rounding import (
+from common.errors import ModelError
+from verify.bounds.rounding import (
     TINY32,
     U32,
     down,

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nets.seed_compat import SEED_NORMALIZATION, convert_seed_checkpoint, detect_layout, load_seed_state_dict
-from verify.errors import ModelError
+from common.errors import ModelError
 
 D, W, H, K = 784, 24, 16, 10
 

@@ -25,9 +25,9 @@ from certify_helpers import (
     build_model, exact_logits, exact_margin, exact_margin_pwl, exact_pwl_logits, exact_range,
     exact_robust_radius, ort_logits, random_linf_net,
 )
-from verify import margins
-from verify.certify import CertifyConfig, certify_batch
-from verify.model import load_model
+from verify.bounds import margins
+from verify.certify.certifier import CertifyConfig, certify_batch
+from verify.front.model import load_model
 
 DOMAIN = (-1.0, 2.0)
 METHODS = ("lipschitz", "ibp", "auto")
@@ -195,8 +195,8 @@ def test_certificates_hold_for_onnxruntime_float32(seed, head):
 @settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), scale=st.sampled_from([1.0, 1e3, 3e5]))
 def test_chain_forward_error_bounds_are_exact_upper_bounds(seed, scale):
-    """verify.fastpath: |ŷ(x) − f(x)| ≤ e and, for float32 x′ in the ε-ball, |ŷ(x′) − f(x′)| ≤ e′."""
-    from verify.fastpath import ChainBound
+    """verify.bounds.fastpath: |ŷ(x) − f(x)| ≤ e and, for float32 x′ in the ε-ball, |ŷ(x′) − f(x′)| ≤ e′."""
+    from verify.bounds.fastpath import ChainBound
 
     rng = np.random.default_rng(seed)
     layers = [(lay[0], lay[1], (lay[2] * scale).astype(np.float32)) if lay[0] == "linf" else lay
@@ -222,7 +222,7 @@ def test_chain_forward_error_bounds_are_exact_upper_bounds(seed, scale):
 def test_chain_uses_onnxruntime_values_and_falls_back(tmp_path):
     """The chain bound reads onnxruntime's own intermediate tensors when it can (probe-checked
     equal to the core's forward), and the core's forward otherwise; both give the same result."""
-    from verify.fastpath import ChainBound
+    from verify.bounds.fastpath import ChainBound
 
     rng = np.random.default_rng(3)
     path = build_model(random_linf_net(rng, [5, 7, 4]), [5], tmp_path / "m.onnx")
@@ -236,8 +236,8 @@ def test_chain_uses_onnxruntime_values_and_falls_back(tmp_path):
 
 
 def test_chain_interval_equals_core_interval(tmp_path):
-    """verify/fastibp.py computes the ℓ∞-dist bounds in onnxruntime: bit-identical to the core."""
-    from verify.fastpath import ChainBound
+    """verify/bounds/fastibp.py computes the ℓ∞-dist bounds in onnxruntime: bit-identical to the core."""
+    from verify.bounds.fastpath import ChainBound
 
     rng = np.random.default_rng(8)
     layers = [("flatten",)] + random_linf_net(rng, [16, 12, 9, 5])

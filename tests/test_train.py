@@ -252,7 +252,7 @@ def test_nonfinite_loss_raises_user_error(monkeypatch):
 
 @pytest.mark.data
 def test_mnist_small_path_on_real_data(tmp_path):
-    from verify.datasets import default_data_dir
+    from common.datasets import default_data_dir
 
     root = default_data_dir()
     if root is None or not (root / "mnist").is_dir():

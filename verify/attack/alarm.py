@@ -7,7 +7,7 @@ certificate's ε, or witness distance < the certificate's radius (the radius is 
 the robust radius, so the open ball of that radius must be safe). Witnesses are re-checked first
 (float32 values, sha256, exact distance to the data sample when the sample is given), so a forged
 or stale witness file cannot raise a false alarm. On a conflict it raises
-:class:`verify.errors.SoundnessAlarm` (exit code 3) naming both files and records; it never
+:class:`common.errors.SoundnessAlarm` (exit code 3) naming both files and records; it never
 modifies or deletes either file.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from verify.attack.box import linf_distance
 from verify.attack.replay import witness_array
-from verify.errors import SoundnessAlarm
+from common.errors import SoundnessAlarm
 
 __all__ = ["Conflict", "find_conflicts", "check_consistency"]
 

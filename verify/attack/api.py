@@ -17,8 +17,8 @@ from verify.attack.alarm import check_consistency
 from verify.attack.pgd import AttackConfig
 from verify.attack.replay import write_jsonl_atomic
 from verify.attack.runner import attack_arrays
-from verify.errors import CertificateError, LinfVerifyError
-from verify.header import data_sha256
+from common.errors import CertificateError, LinfVerifyError
+from verify.certify.header import data_sha256
 
 __all__ = ["run_attack", "alarm_against", "read_certs"]
 
@@ -38,7 +38,7 @@ def alarm_against(cert_path: str | os.PathLike, witness_records: list[dict], wit
     never silently disable the alarm) and SoundnessAlarm on a conflict; returns pairs compared.
     ``certs``: the file's records when already read (and validated, :func:`read_certs`).
     """
-    from verify.certificates import input_sha256, read_records
+    from verify.certify.certificates import input_sha256, read_records
 
     certs = read_records(cert_path) if certs is None else certs
     other = {c["model_sha256"] for c in certs} - {model_sha256}
@@ -51,9 +51,9 @@ def alarm_against(cert_path: str | os.PathLike, witness_records: list[dict], wit
 def read_certs(cert_path, *, model_sha256: str, data_sha256: str, domain, eps: float,
                skip_certified: bool) -> list[dict]:
     """The records of ``--certs``, validated BEFORE any attack or write: a complete certify run
-    (verify/header.py) of this model, on this data, over this domain (and, to skip samples, at
+    (verify/certify/header.py) of this model, on this data, over this domain (and, to skip samples, at
     eps ≥ the attack's eps). Anything else is a one-line LinfVerifyError (exit 2)."""
-    from verify.certificates import read_sections
+    from verify.certify.certificates import read_sections
 
     try:
         sections = read_sections(cert_path)
@@ -79,7 +79,7 @@ def read_certs(cert_path, *, model_sha256: str, data_sha256: str, domain, eps: f
 def _proven_mask(certs: list[dict], x: np.ndarray, eps: float) -> np.ndarray:
     """Samples whose certificate (records validated by :func:`read_certs`) proves the closed
     ε-ball (status certified at eps' ≥ ε)."""
-    from verify.certificates import input_sha256
+    from verify.certify.certificates import input_sha256
 
     proven = {c["input_sha256"] for c in certs if c["status"] == "certified" and c["eps"] >= eps}
     return np.array([input_sha256(xi) in proven for xi in x], dtype=bool)
@@ -95,8 +95,8 @@ def run_attack(model_path: str | os.PathLike, data: str | os.PathLike, *, eps: f
     ``skip_certified`` (needs ``certs``): do not attack samples the certificate file proves robust at
     a radius ≥ ε (a sound proof says no witness exists); the alarm then only covers the others.
     """
-    from verify.datasets import load_arrays
-    from verify.model import load_model
+    from common.datasets import load_arrays
+    from verify.front.model import load_model
 
     out = Path(out)
     _check_out(out)

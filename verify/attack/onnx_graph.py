@@ -1,9 +1,9 @@
 """Read an ONNX file into a plain node list that :mod:`verify.attack.torch_graph` can evaluate.
 
 Guarantees:
-- the file is read by the verifier's loader (``verify.loader.load_proto``: ``onnx`` only, nothing
+- the file is read by the verifier's loader (``verify.front.loader.load_proto``: ``onnx`` only, nothing
   unpickled, external data only inside the model's folder, else :class:`ModelError`), and
-  ``sha256`` is the one model identity (``verify.loader.model_identity``);
+  ``sha256`` is the one model identity (``verify.front.loader.model_identity``);
 - model-local functions are inlined, except the ``linf`` domain ops (LinfDist, LinfDistConv),
   which stay as single nodes so the attack can evaluate (and smooth) them directly;
 - the result lists nodes in the file's order (ONNX requires topological order) with attributes
@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from verify.errors import ModelError
+from common.errors import ModelError
 
 __all__ = ["GraphNode", "OnnxGraph", "read_onnx_graph", "LINF_DOMAIN", "LINF_OPS"]
 
@@ -71,7 +71,7 @@ def _dims(value_info: onnx.ValueInfoProto) -> tuple:
 
 def read_onnx_graph(path: str | Path) -> OnnxGraph:
     """Load ``path`` safely and return its :class:`OnnxGraph` (raises ModelError on bad input)."""
-    from verify.loader import load_proto
+    from verify.front.loader import load_proto
 
     model, sha = load_proto(path)  # the verifier's safe reader and the one model identity
     keep = [(f.domain, f.name) for f in model.functions if f.domain == LINF_DOMAIN and f.name in LINF_OPS]

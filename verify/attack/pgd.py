@@ -50,7 +50,7 @@ class AttackConfig:
     num_threads: int = 1  # torch intra-op threads during the attack (0: leave torch's setting)
 
     def validate(self) -> None:
-        from verify.errors import LinfVerifyError
+        from common.errors import LinfVerifyError
 
         if self.steps < 1 or self.restarts < 1 or self.batch_size < 1 or self.n_target_classes < 0:
             raise LinfVerifyError("steps, restarts and batch size must be ≥ 1, target classes ≥ 0")

@@ -4,7 +4,7 @@ A sample is ``falsified`` only when :meth:`OrtReplayer.confirm` accepts its witn
 float32 array of the input's shape, ‖x′ − x‖∞ ≤ ε exactly (float64/rational check on the float32
 values, no tolerance), x′ inside the input domain, and onnxruntime (CPU) on the ONNX file gives some
 class a logit STRICTLY larger than the label's (so the label cannot be the argmax even under ties).
-A witness file is one run like a certificate file: a header line (verify/header.py, method ``pgd``,
+A witness file is one run like a certificate file: a header line (verify/certify/header.py, method ``pgd``,
 guarantee ``witness``) first. Records carry the certificate base fields (DESIGN.md) plus ``witness`` (float32 values written with
 ``repr(float(v))``, which round-trips exactly) and ``witness_sha256`` (sha256 of the float32 C-order
 bytes), and are written atomically (temp file in the same folder + ``os.replace``).
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from verify.attack.box import inside_box, linf_distance
-from verify.certificates import header_line, json_line, record_to_line
-from verify.errors import CertificateError
+from verify.certify.certificates import header_line, json_line, record_to_line
+from common.errors import CertificateError
 
 __all__ = ["OrtReplayer", "sha256_f32", "witness_record", "write_jsonl_atomic", "read_jsonl",
            "witness_array"]
@@ -34,15 +34,15 @@ class OrtReplayer:
     """Runs the ONNX file in plain onnxruntime on the CPU, the judge of every witness."""
 
     def __init__(self, path: str | Path):
-        from verify.runtime import ort_session
+        from common.runtime import ort_session
 
         self.session = ort_session(path)
         self.input_name = self.session.get_inputs()[0].name
 
     def logits(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """float32 logits as onnxruntime computes them (verify.runtime.ort_logits: in chunks of a
+        """float32 logits as onnxruntime computes them (common.runtime.ort_logits: in chunks of a
         fixed batch size, the last one padded, when the model has one)."""
-        from verify.runtime import ort_logits
+        from common.runtime import ort_logits
 
         return ort_logits(self.session, x, batch_size)
 
@@ -68,7 +68,7 @@ def witness_record(*, index: int, x: np.ndarray, label: int, predicted: int, eps
     """One JSONL record: the certificate base fields, plus the witness for falsified samples.
 
     ``radius`` is 0 (the attack proves no robustness) and ``margin_lower`` is null; an attack run
-    selects the first ``n_total`` samples (shard "0/1", verify/header.py).
+    selects the first ``n_total`` samples (shard "0/1", verify/certify/header.py).
     """
     rec = {
         "index": int(index),
@@ -111,10 +111,10 @@ def witness_array(rec: dict, shape: tuple) -> np.ndarray:
 
 
 def write_jsonl_atomic(path: str | Path, header: dict, records) -> None:
-    """Write the run's header line, then the records (validated by verify.certificates) one per
+    """Write the run's header line, then the records (validated by verify.certify.certificates) one per
     line to ``path`` via a temp file in the same folder + os.replace: ``path`` never exists
     half-written."""
-    from verify.outputs import atomic_file
+    from common.outputs import atomic_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

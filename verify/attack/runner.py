@@ -23,8 +23,8 @@ from verify.attack.box import linf_box
 from verify.attack.pgd import AttackConfig, apgd
 from verify.attack.replay import OrtReplayer, witness_record
 from verify.attack.torch_graph import TorchGraph
-from verify.certificates import tool_version
-from verify.errors import DataError, LinfVerifyError
+from verify.certify.certificates import tool_version
+from common.errors import DataError, LinfVerifyError
 
 __all__ = ["AttackResult", "attack_arrays", "schedule", "tool_version"]
 
@@ -80,9 +80,9 @@ class AttackResult:
         ]
 
     def header(self, data_sha256: str, n_data: int, limit: int | None) -> dict:
-        """The witness file's header (verify/header.py): the first ``self.n`` samples of a data set
+        """The witness file's header (verify/certify/header.py): the first ``self.n`` samples of a data set
         of ``n_data`` samples with identity ``data_sha256``, attacked at ε (method pgd)."""
-        from verify.header import make_header
+        from verify.certify.header import make_header
 
         return make_header(model_sha256=self.model_sha256, data_sha256=data_sha256, n_data=n_data, eps=self.eps,
                            domain=self.domain, method="pgd", guarantee="witness", limit=limit, shard="0/1",

@@ -18,7 +18,7 @@ from torch import nn
 
 from verify.attack.onnx_graph import OnnxGraph, read_onnx_graph
 from verify.attack.torch_ops import OPS, OpContext, supported_ops
-from verify.errors import ModelError
+from common.errors import ModelError
 
 __all__ = ["TorchGraph"]
 
@@ -66,7 +66,7 @@ class TorchGraph(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the rows of ``x``. A model with a fixed batch size B only ever sees batches of
         exactly B rows (a short last chunk padded with copies of its last row, dropped again), as
-        in onnxruntime (verify.runtime.ort_logits) and the verifier (VerifiedModel.per_chunk)."""
+        in onnxruntime (common.runtime.ort_logits) and the verifier (VerifiedModel.per_chunk)."""
         b = self.graph.batch_size
         if not b or x.shape[0] == b:
             return self._forward(x)

@@ -18,7 +18,7 @@ Method (centre-radius form in float64, proven error bound, directed rounding to 
    rounded operations per output (a division by the pool size, alpha, beta, BatchNorm's scale and
    shift): by Higham's Lemma 3.1 the product of n + 1 + k factors (1 + δ)^{±1} stays within
    γ_{n+1+k}, so the bound becomes γ^{(32)}_{n+1+k} (|A||x| + |b|) + (n + 2 + k) 2^-149.
-   onnxruntime runs this node as written: the pinned session (verify/runtime.py, graph
+   onnxruntime runs this node as written: the pinned session (common/runtime.py, graph
    optimisations off) never folds a following Mul/BatchNormalization/Add into the weights, which
    would re-round them (up to 10 times, tests/test_ort_config.py), so no allowance is added for it.
 5. ``lo = down(sd(sd(sd(yc - yr) + b) - E))``, ``hi = up(su(su(su(yc + yr) + b) + E))`` with
@@ -35,9 +35,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from verify.errors import ModelError
+from common.errors import ModelError
 from verify.ops.base import Box
-from verify.rounding import (
+from verify.bounds.rounding import (
     TINY32,
     U64,
     dot_error_bound,

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 
 from verify.ops.base import Box
-from verify.rounding import down, step_down, step_up, up
+from verify.bounds.rounding import down, step_down, step_up, up
 
 LIBM_REL = 2.0**-16
 LIBM_ABS = 2.0**-20

@@ -1,6 +1,6 @@
 """Exact float32 kernels of the ℓ∞-distance: forward and the interval (lower/upper) bounds.
 
-Guarantee (FACTS.md): every term ``|x_d - w_d|`` is one correctly rounded float32 subtraction,
+Guarantee (docs/FACTS.md F1): every term ``|x_d - w_d|`` is one correctly rounded float32 subtraction,
 abs and max are exact and rounding is monotone, so the float32 results below equal
 ``RN(exact value)`` for the forward, the lower bound ``L* = max_d max(l_d - w_d, w_d - u_d, 0)``
 and the upper bound ``U* = max_d max(|u_d - w_d|, |l_d - w_d|)``. Callers step outward once.

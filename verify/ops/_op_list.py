@@ -1,91 +1,43 @@
-"""The op registry: (domain, op_type) -> class. One import line per op; domain "" is ONNX's default.
+"""The op registry: (domain, op_type) -> class, derived from the files of this folder.
 
-To add an op: write ``verify/ops/op_<name>.py`` with one class named after the op_type (see
-``verify/ops/base.py`` for the contract), import it here and add it to ``OPS``.
+One op = one file ``verify/ops/op_<op_type in lower case>.py`` defining one :class:`Op` subclass named
+after the ONNX op_type (domain "" for ONNX's default domain, "linf" for ours). Adding the file is
+the whole registration: nothing else lists ops. Files whose names start with ``_`` hold helpers.
+A file that breaks the naming rule, or two files claiming one (domain, op_type), fail the import.
 """
 
 from __future__ import annotations
 
-from verify.ops.base import Op
-from verify.ops.op_abs import Abs
-from verify.ops.op_add import Add
-from verify.ops.op_averagepool import AveragePool
-from verify.ops.op_batchnormalization import BatchNormalization
-from verify.ops.op_cast import Cast
-from verify.ops.op_clip import Clip
-from verify.ops.op_concat import Concat
-from verify.ops.op_constant import Constant
-from verify.ops.op_conv import Conv
-from verify.ops.op_div import Div
-from verify.ops.op_dropout import Dropout
-from verify.ops.op_flatten import Flatten
-from verify.ops.op_gather import Gather
-from verify.ops.op_gemm import Gemm
-from verify.ops.op_identity import Identity
-from verify.ops.op_leakyrelu import LeakyRelu
-from verify.ops.op_linfdist import LinfDist
-from verify.ops.op_linfdistconv import LinfDistConv
-from verify.ops.op_matmul import MatMul
-from verify.ops.op_max import Max
-from verify.ops.op_maxpool import MaxPool
-from verify.ops.op_min import Min
-from verify.ops.op_mul import Mul
-from verify.ops.op_neg import Neg
-from verify.ops.op_pad import Pad
-from verify.ops.op_reducemax import ReduceMax
-from verify.ops.op_relu import Relu
-from verify.ops.op_reshape import Reshape
-from verify.ops.op_shape import Shape
-from verify.ops.op_sigmoid import Sigmoid
-from verify.ops.op_slice import Slice
-from verify.ops.op_softmax import Softmax
-from verify.ops.op_squeeze import Squeeze
-from verify.ops.op_sub import Sub
-from verify.ops.op_sum import Sum
-from verify.ops.op_tanh import Tanh
-from verify.ops.op_transpose import Transpose
-from verify.ops.op_unsqueeze import Unsqueeze
+import importlib
+import pkgutil
 
-OPS: dict[tuple[str, str], type[Op]] = {
-    ("linf", "LinfDist"): LinfDist,
-    ("linf", "LinfDistConv"): LinfDistConv,
-    ("", "Abs"): Abs,
-    ("", "Add"): Add,
-    ("", "AveragePool"): AveragePool,
-    ("", "BatchNormalization"): BatchNormalization,
-    ("", "Cast"): Cast,
-    ("", "Clip"): Clip,
-    ("", "Concat"): Concat,
-    ("", "Constant"): Constant,
-    ("", "Conv"): Conv,
-    ("", "Div"): Div,
-    ("", "Dropout"): Dropout,
-    ("", "Flatten"): Flatten,
-    ("", "Gather"): Gather,
-    ("", "Gemm"): Gemm,
-    ("", "Identity"): Identity,
-    ("", "LeakyRelu"): LeakyRelu,
-    ("", "MatMul"): MatMul,
-    ("", "Max"): Max,
-    ("", "MaxPool"): MaxPool,
-    ("", "Min"): Min,
-    ("", "Mul"): Mul,
-    ("", "Neg"): Neg,
-    ("", "Pad"): Pad,
-    ("", "ReduceMax"): ReduceMax,
-    ("", "Relu"): Relu,
-    ("", "Reshape"): Reshape,
-    ("", "Shape"): Shape,
-    ("", "Sigmoid"): Sigmoid,
-    ("", "Slice"): Slice,
-    ("", "Softmax"): Softmax,
-    ("", "Squeeze"): Squeeze,
-    ("", "Sub"): Sub,
-    ("", "Sum"): Sum,
-    ("", "Tanh"): Tanh,
-    ("", "Transpose"): Transpose,
-    ("", "Unsqueeze"): Unsqueeze,
-}
+import verify.ops as _package
+from verify.ops.base import Op
+
+
+def discover(package) -> dict[tuple[str, str], type[Op]]:
+    """The registry of the ``op_*.py`` files of ``package`` (see the module docstring)."""
+    ops: dict[tuple[str, str], type[Op]] = {}
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if not info.name.startswith("op_"):
+            continue
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        defined = [c for c in vars(module).values()
+                   if isinstance(c, type) and issubclass(c, Op) and c.__module__ == module.__name__]
+        if len(defined) != 1:
+            raise ImportError(f"{module.__name__} must define exactly one Op class, found {len(defined)}")
+        (cls,) = defined
+        if cls.__name__ != cls.op_type or info.name != f"op_{cls.op_type.lower()}":
+            raise ImportError(f"{module.__name__}: class {cls.__name__} (op_type {cls.op_type!r}) must be "
+                              f"named after its op_type, in a file op_{cls.op_type.lower()}.py")
+        key = (cls.domain, cls.op_type)
+        if key in ops:
+            raise ImportError(f"two classes for {key}: {ops[key].__module__} and {module.__name__}")
+        ops[key] = cls
+    return ops
+
+
+OPS: dict[tuple[str, str], type[Op]] = discover(_package)
 
 
 def supported_ops() -> list[str]:

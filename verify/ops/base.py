@@ -13,7 +13,7 @@ Every op class (``verify/ops/op_<name>.py``) subclasses :class:`Op` and implemen
   (None for a constant input); returns an upper bound for the output (``math.inf`` = unbounded),
   rounded upward.
 * ``unsupported()``: None, or a short reason when an attribute value is outside what we can bound.
-* ``batch_axis(flow)``: where the batch axis of the output is (verify/batch_axis.py); default refuse.
+* ``batch_axis(flow)``: where the batch axis of the output is (verify/front/batch_axis.py); default refuse.
 
 Non-finite values (docs/SOUNDNESS.md, "Op layer: non-finite values, casts, constants and
 folding"). A box never contains NaN; ±inf endpoints mean the tensor may really be ±inf (overflow). Callers bound ops through
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from onnx import helper
 
-from verify.errors import ModelError
+from common.errors import ModelError
 
 
 @dataclass
@@ -215,7 +215,7 @@ class Op:
         raise NotImplementedError
 
     def batch_axis(self, flow) -> object:
-        """Per-sample analysis (verify/batch_axis.py): the output's abstract value (FREE, Rows,
+        """Per-sample analysis (verify/front/batch_axis.py): the output's abstract value (FREE, Rows,
         Dims) from the inputs' in ``flow``, or a string naming how the op would couple the samples
         of a batch (the model is then refused). Default: refuse."""
         return f"{self.describe()} is not known to keep the samples of a batch apart"

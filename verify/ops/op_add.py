@@ -28,6 +28,6 @@ class Add(Op):
         return add_up(*(v for v in (la, lb) if v is not None))
 
     def batch_axis(self, f):
-        from verify.batch_axis import elementwise
+        from verify.front.batch_axis import elementwise
 
         return elementwise(self, f)

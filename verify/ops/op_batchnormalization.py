@@ -23,7 +23,7 @@ import numpy as np
 
 from verify.ops._affine import center_radius
 from verify.ops.base import Box, Op, scaled
-from verify.rounding import F32_MAX, TINY32, U32, U64, down, may_overflow32, step_up64, up
+from verify.bounds.rounding import F32_MAX, TINY32, U32, U64, down, may_overflow32, step_up64, up
 
 
 class BatchNormalization(Op):
@@ -103,6 +103,6 @@ class BatchNormalization(Op):
         return scaled([lx], math.nextafter(amax * (1 + 8 * U64), math.inf))
 
     def batch_axis(self, f):
-        from verify.batch_axis import keep_rows0
+        from verify.front.batch_axis import keep_rows0
 
         return keep_rows0(self, f)

@@ -101,6 +101,6 @@ class Cast(Op):
         return lx if self._dtype() == np.float32 else math.inf
 
     def batch_axis(self, f):
-        from verify.batch_axis import same_as_input
+        from verify.front.batch_axis import same_as_input
 
         return same_as_input(self, f)

@@ -45,6 +45,6 @@ class Clip(Op):
         return scaled([lx], 1.0)
 
     def batch_axis(self, f):
-        from verify.batch_axis import elementwise
+        from verify.front.batch_axis import elementwise
 
         return elementwise(self, f)

@@ -24,7 +24,7 @@ class Concat(Op):
         return max(v) if v else 0.0
 
     def batch_axis(self, f):
-        from verify.batch_axis import Rows, coupled, dims_through
+        from verify.front.batch_axis import Rows, coupled, dims_through
 
         if not any(isinstance(s, Rows) for s in f.states):
             return dims_through(self, f, data=range(len(f.states)))

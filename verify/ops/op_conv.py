@@ -72,6 +72,6 @@ class Conv(Op):
         return mul_up(inf_norm_up(w.reshape(w.shape[0], -1), 1), lx)
 
     def batch_axis(self, f):
-        from verify.batch_axis import keep_rows0
+        from verify.front.batch_axis import keep_rows0
 
         return keep_rows0(self, f)

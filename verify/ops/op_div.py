@@ -60,6 +60,6 @@ class Div(Op):
         return mul_up(inv, la)
 
     def batch_axis(self, f):
-        from verify.batch_axis import elementwise
+        from verify.front.batch_axis import elementwise
 
         return elementwise(self, f)

@@ -20,7 +20,7 @@ class Flatten(ShapeOp):
         return x.reshape(lead, -1) if x.size or lead else x.reshape(lead, 0)
 
     def batch_axis(self, f):
-        from verify.batch_axis import Rows, coupled
+        from verify.front.batch_axis import Rows, coupled
 
         r = f.rank(0)
         axis = int(self.attr("axis", 1))

@@ -21,7 +21,7 @@ class Gather(ShapeOp):
         return np.take(x, idx, axis=axis)
 
     def batch_axis(self, f):
-        from verify.batch_axis import Dims, dims_through, shape_rows
+        from verify.front.batch_axis import Dims, dims_through, shape_rows
 
         if isinstance(f.states[0], Dims):
             return dims_through(self, f)

@@ -72,7 +72,7 @@ class Gemm(Op):
         return 0.0
 
     def batch_axis(self, f):
-        from verify.batch_axis import Rows, coupled
+        from verify.front.batch_axis import Rows, coupled
 
         if f.rows(0) != int(self.attr("transA", 0)) or not f.free():
             return coupled(self, "does not keep the batch on the rows of A (B and C constant)")

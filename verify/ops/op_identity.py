@@ -22,6 +22,6 @@ class Identity(Op):
         return scaled([lx], 1.0)
 
     def batch_axis(self, f):
-        from verify.batch_axis import same_as_input
+        from verify.front.batch_axis import same_as_input
 
         return same_as_input(self, f)

@@ -7,7 +7,7 @@ import numpy as np
 
 from verify.ops._elementwise import f32
 from verify.ops.base import Box, Op, scaled
-from verify.rounding import step_down, step_up
+from verify.bounds.rounding import step_down, step_up
 
 
 class LeakyRelu(Op):
@@ -39,6 +39,6 @@ class LeakyRelu(Op):
         return scaled([lx], max(1.0, float(self._alpha())))
 
     def batch_axis(self, f):
-        from verify.batch_axis import elementwise
+        from verify.front.batch_axis import elementwise
 
         return elementwise(self, f)

@@ -6,7 +6,7 @@ import numpy as np
 
 from verify.ops._linf_kernel import linf_bounds, linf_forward
 from verify.ops.base import Box, Op, add_up
-from verify.rounding import step_down, step_up
+from verify.bounds.rounding import step_down, step_up
 
 
 def add_bias_outward(lo: np.ndarray, hi: np.ndarray, b: Box | None) -> Box:
@@ -55,6 +55,6 @@ class LinfDist(Op):
         return add_up(*(v for v in (lx, lw, lb) if v is not None))
 
     def batch_axis(self, f):
-        from verify.batch_axis import coupled, keep_rows0
+        from verify.front.batch_axis import coupled, keep_rows0
 
         return keep_rows0(self, f) if f.rank(0) == 2 else coupled(self, "needs X of rank 2")

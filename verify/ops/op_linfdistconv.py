@@ -79,6 +79,6 @@ class LinfDistConv(Op):
         return add_up(*(v for v in (lx, lw, lb) if v is not None))
 
     def batch_axis(self, f):
-        from verify.batch_axis import keep_rows0
+        from verify.front.batch_axis import keep_rows0
 
         return keep_rows0(self, f)

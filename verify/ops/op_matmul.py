@@ -48,7 +48,7 @@ class MatMul(Op):
         return 0.0
 
     def batch_axis(self, f):
-        from verify.batch_axis import Rows, coupled
+        from verify.front.batch_axis import Rows, coupled
 
         v = 0 if f.rows(0) is not None else 1  # the variable operand; the other must be FREE
         k, r, rc = f.rows(v), [max(f.rank(0), 2), max(f.rank(1), 2)], max(f.rank(1 - v), 2)

@@ -27,6 +27,6 @@ class Max(Op):
         return max(v) if v else 0.0
 
     def batch_axis(self, f):
-        from verify.batch_axis import elementwise
+        from verify.front.batch_axis import elementwise
 
         return elementwise(self, f)

@@ -26,6 +26,6 @@ class Min(Op):
         return max(v) if v else 0.0
 
     def batch_axis(self, f):
-        from verify.batch_axis import elementwise
+        from verify.front.batch_axis import elementwise
 
         return elementwise(self, f)

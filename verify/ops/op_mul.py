@@ -37,6 +37,6 @@ class Mul(Op):
         return mul_up(cmax, lv)
 
     def batch_axis(self, f):
-        from verify.batch_axis import elementwise
+        from verify.front.batch_axis import elementwise
 
         return elementwise(self, f)

@@ -62,7 +62,7 @@ class Pad(Op):
         return scaled([lx], 1.0)
 
     def batch_axis(self, f):
-        from verify.batch_axis import shape_rows
+        from verify.front.batch_axis import shape_rows
 
         k = f.rows(0)  # pads are non-negative constants: the batch axis is padded iff it grew
         grew = {k} if k is not None and f.shapes[0][k] != f.out_shape[k] else set()

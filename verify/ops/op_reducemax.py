@@ -33,7 +33,7 @@ class ReduceMax(ShapeOp):
         return np.max(x, axis=axes, keepdims=keep)
 
     def batch_axis(self, f):
-        from verify.batch_axis import reduce_rows
+        from verify.front.batch_axis import reduce_rows
 
         r = f.rank(0)
         axes = axes_from(self, 1)

@@ -23,6 +23,6 @@ class Relu(Op):
         return scaled([lx], 1.0)
 
     def batch_axis(self, f):
-        from verify.batch_axis import elementwise
+        from verify.front.batch_axis import elementwise
 
         return elementwise(self, f)

@@ -26,7 +26,7 @@ class Reshape(ShapeOp):
             raise self.fail(f"cannot reshape {list(x.shape)} to {target}: {e}") from None
 
     def batch_axis(self, f):
-        from verify.batch_axis import FREE, Dims, Rows, coupled, dims_through
+        from verify.front.batch_axis import FREE, Dims, Rows, coupled, dims_through
 
         if isinstance(f.states[0], Dims):
             return dims_through(self, f)

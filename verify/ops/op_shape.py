@@ -28,7 +28,7 @@ class Shape(Op):
         return 0.0
 
     def batch_axis(self, f):
-        from verify.batch_axis import FREE, Dims
+        from verify.front.batch_axis import FREE, Dims
 
         k = f.rows(0)
         if k is None:

@@ -28,6 +28,6 @@ class Sigmoid(Op):
         return scaled([lx], 0.25)
 
     def batch_axis(self, f):
-        from verify.batch_axis import elementwise
+        from verify.front.batch_axis import elementwise
 
         return elementwise(self, f)

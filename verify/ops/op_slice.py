@@ -68,7 +68,7 @@ class Slice(ShapeOp):
         return x[onnx_slices(self, x.shape, *args)]
 
     def batch_axis(self, f):
-        from verify.batch_axis import Dims, dims_through, shape_rows
+        from verify.front.batch_axis import Dims, dims_through, shape_rows
 
         if isinstance(f.states[0], Dims):
             return dims_through(self, f)

@@ -22,7 +22,7 @@ import numpy as np
 
 from verify.ops._elementwise import LIBM_REL
 from verify.ops.base import Box, Op, scaled
-from verify.rounding import U32, down, gamma, up
+from verify.bounds.rounding import U32, down, gamma, up
 
 
 def _softmax64(x: np.ndarray, axis: int) -> np.ndarray:
@@ -77,6 +77,6 @@ class Softmax(Op):
         return scaled([lx], 0.5)
 
     def batch_axis(self, f):
-        from verify.batch_axis import reduce_rows
+        from verify.front.batch_axis import reduce_rows
 
         return reduce_rows(self, f, {self._axis(f.rank(0))}, True)

@@ -28,7 +28,7 @@ class Squeeze(ShapeOp):
         return np.squeeze(x, axis=tuple(axes))
 
     def batch_axis(self, f):
-        from verify.batch_axis import Dims, dims_through, shape_rows
+        from verify.front.batch_axis import Dims, dims_through, shape_rows
 
         if isinstance(f.states[0], Dims):
             return dims_through(self, f)

@@ -13,7 +13,7 @@ import numpy as np
 
 from verify.ops._elementwise import f32, outward
 from verify.ops.base import Box, Op, add_up
-from verify.rounding import U64, dot_error_bound, down, gamma, may_overflow32, step_down64, step_up64, up
+from verify.bounds.rounding import U64, dot_error_bound, down, gamma, may_overflow32, step_down64, step_up64, up
 
 
 class Sum(Op):
@@ -42,6 +42,6 @@ class Sum(Op):
         return add_up(*(v for v in in_l if v is not None))
 
     def batch_axis(self, f):
-        from verify.batch_axis import elementwise
+        from verify.front.batch_axis import elementwise
 
         return elementwise(self, f)

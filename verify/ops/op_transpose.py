@@ -17,7 +17,7 @@ class Transpose(ShapeOp):
         return np.transpose(x, None if perm is None else [int(p) for p in perm]).copy()
 
     def batch_axis(self, f):
-        from verify.batch_axis import Dims, dims_through, shape_rows
+        from verify.front.batch_axis import Dims, dims_through, shape_rows
 
         if isinstance(f.states[0], Dims):
             return dims_through(self, f)

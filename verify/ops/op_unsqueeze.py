@@ -26,7 +26,7 @@ class Unsqueeze(ShapeOp):
         return np.expand_dims(x, tuple(norm_axes(self, axes, x.ndim + len(axes), duplicates=False)))
 
     def batch_axis(self, f):
-        from verify.batch_axis import Dims, dims_through, shape_rows
+        from verify.front.batch_axis import Dims, dims_through, shape_rows
 
         if isinstance(f.states[0], Dims):
             return dims_through(self, f)

@@ -25,8 +25,8 @@ from verify.attack.api import alarm_against
 from verify.attack.pgd import AttackConfig
 from verify.attack.replay import write_jsonl_atomic
 from verify.attack.runner import attack_arrays
-from verify.errors import LinfVerifyError
-from verify.header import data_sha256
+from common.errors import LinfVerifyError
+from verify.certify.header import data_sha256
 
 __all__ = ["run_audit", "default_eps_grid", "claims_from_metadata", "lipschitz_verdict"]
 
@@ -67,7 +67,7 @@ def lipschitz_verdict(claimed, proven: float) -> str:
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    from verify.outputs import atomic_file
+    from common.outputs import atomic_file
 
     with atomic_file(path) as f:
         f.write(json.dumps(obj, indent=2, allow_nan=False, default=str))
@@ -78,8 +78,8 @@ def _finite(v: float):
 
 
 def _certify(model_path, data, eps, out_dir: Path, limit, data_dir, split, domain, method):
-    from verify.certificates import read_records
-    from verify.certify_run import run_certify
+    from verify.certify.certificates import read_records
+    from verify.certify.run import run_certify
 
     path = out_dir / f"certificates_eps={eps:g}.jsonl"
     summary = run_certify(model_path, data, eps=eps, out=path, method=method, domain=domain, limit=limit,
@@ -92,9 +92,9 @@ def run_audit(model_path: str | os.PathLike, data: str | os.PathLike, *, eps: fl
               cfg: AttackConfig | None = None, data_dir=None, split: str = "test",
               domain: tuple[float, float] = (0.0, 1.0), method: str = "auto", source: dict | None = None) -> dict:
     """Run the audit and write the report folder; returns the JSON summary (also in summary.json)."""
-    from verify.audit_report import write_report
-    from verify.datasets import load_arrays
-    from verify.model import load_model
+    from pipeline.audit_report import write_report
+    from common.datasets import load_arrays
+    from verify.front.model import load_model
 
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
         raise LinfVerifyError(f"eps must be a finite number > 0, got {eps!r}")

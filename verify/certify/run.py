@@ -1,19 +1,19 @@
 """The certification batch driver behind ``verify_cli.py certify``.
 
 :func:`run_certify` loads the model and data, selects the samples (``--limit`` then ``--shard``),
-resumes an interrupted run from ``OUT.partial``, certifies batch by batch (verify/certify.py) and
-writes one record per sample (verify/certificates.py), renaming ``OUT.partial`` to ``OUT`` at the end.
+resumes an interrupted run from ``OUT.partial``, certifies batch by batch (verify/certify/certifier.py) and
+writes one record per sample (verify/certify/certificates.py), renaming ``OUT.partial`` to ``OUT`` at the end.
 
 Guarantees:
 - every input problem (model, data, shapes, labels, domain, options, output folder) is detected
-  before any file is created, and raises a ``verify.errors`` exception with one line;
+  before any file is created, and raises a ``common.errors`` exception with one line;
 - ``OUT`` appears only complete (atomic rename); after an interruption a rerun with the same
   arguments keeps every record of the batches that were complete and whose claims ``check``'s direct
-  re-proof confirms (verify/check.py ``unproven``), recomputes the rest with the same
+  re-proof confirms (verify/certify/check.py ``unproven``), recomputes the rest with the same
   batch boundaries, and produces a file identical to an uninterrupted run;
 - shards: ``--shard I/N`` takes the selected positions p ≡ I (mod N) (strided, so every shard
   gets a similar mix); the records of the N shard files hold every selected index exactly once;
-- the file is one run (verify/header.py): its header line states model, data identity, eps,
+- the file is one run (verify/certify/header.py): its header line states model, data identity, eps,
   domain, method, guarantee and selection, and every record agrees with it.
 """
 
@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from verify.certificates import CertWriter, input_sha256, resume_records, tool_version
-from verify.certify import Certifier, CertifyConfig, check_inputs, guarantee_of
-from verify.header import data_sha256, make_header, parse_shard, select_indices
-from verify.errors import LinfVerifyError, ModelError
-from verify.loader import model_identity
+from verify.certify.certificates import CertWriter, input_sha256, resume_records, tool_version
+from verify.certify.certifier import Certifier, CertifyConfig, check_inputs, guarantee_of
+from verify.certify.header import data_sha256, make_header, parse_shard, select_indices
+from common.errors import LinfVerifyError, ModelError
+from verify.front.loader import model_identity
 
 __all__ = ["parse_shard", "select_indices", "run_certify", "summarize"]
 
@@ -72,8 +72,8 @@ def run_certify(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Certify the selected samples and write ``out``; returns the summary (see :func:`summarize`)."""
-    from verify.datasets import load_arrays
-    from verify.model import load_model
+    from common.datasets import load_arrays
+    from verify.front.model import load_model
 
     t0 = time.perf_counter()
     cfg = CertifyConfig(float(eps), method, (float(domain[0]), float(domain[1])), bisect_steps).check()
@@ -103,7 +103,7 @@ def run_certify(
     partial = out.with_name(out.name + ".partial")
     kept = {r["index"]: r for r in resume_records(partial, header, inputs)}
     if kept:  # re-prove every kept claim as `check` does; a record that does not is recomputed
-        from verify.check import unproven
+        from verify.certify.check import unproven
 
         bad = unproven(list(kept.values()), x, header, model, model_path, batch_size)
         kept = {i: r for i, r in kept.items() if i not in bad}

@@ -11,7 +11,7 @@ Guarantees of :func:`read_model`:
 * model-local functions outside the ``linf`` domain are inlined only when onnxruntime certainly runs
   their bodies (a domain it registers no operator in, a name no operator has; otherwise ModelError,
   see :func:`_check_runs_as_written`); each ``linf`` function must equal the canonical body of
-  :mod:`verify.linf_spec` (otherwise onnxruntime would run something else than what we certify);
+  :mod:`common.linf_spec` (otherwise onnxruntime would run something else than what we certify);
 * ``onnx.checker`` and strict shape inference pass.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from verify.errors import ModelError
+from common.errors import ModelError
 
 MAX_MODEL_BYTES = 2**31 - 1  # protobuf's hard limit
 MAX_EXTERNAL_BYTES = 16 * 2**30
@@ -143,7 +143,7 @@ def _check_runs_as_written(functions: list[tuple[str, str]]) -> None:
     runs) and otherwise makes the model fail, or runs, depending on the domain; and some of its
     code keys on the op name alone whatever the domain (a one-input ``foo::Mul`` aborts it). So
     only functions of domains it registers nothing in, with names no operator has, are inlined."""
-    from verify.runtime import is_kernel_domain, kernel_registry
+    from common.runtime import is_kernel_domain, kernel_registry
 
     domains, names = kernel_registry()
     for domain, name in functions:
@@ -209,7 +209,7 @@ def _check_function_attributes(model: onnx.ModelProto, local: list[onnx.Function
 
 
 def _check_functions(model: onnx.ModelProto, opsets: dict[str, int]) -> onnx.ModelProto:
-    from verify import linf_spec
+    from common import linf_spec
 
     other = []
     for f in model.functions:
@@ -227,7 +227,7 @@ def _check_functions(model: onnx.ModelProto, opsets: dict[str, int]) -> onnx.Mod
     if missing:
         raise ModelError(
             f"the model uses linf::{', linf::'.join(missing)} without its function body; "
-            "plain onnxruntime cannot run it (attach verify.linf_spec.make_linf_functions)"
+            "plain onnxruntime cannot run it (attach common.linf_spec.make_linf_functions)"
         )
     if other:
         from onnx import inliner

@@ -10,10 +10,10 @@ parity check) creates its session here, so the verdicts and their replay always 
 (export/fast_ort.py, which no verdict uses, adds its custom-op library to these same options).
 
 :func:`kernel_registry` lists the domains and names onnxruntime resolves as its own operators
-(a model-local function there is not what runs: verify/loader.py refuses it).
+(a model-local function there is not what runs: verify/front/loader.py refuses it).
 
 A model given as bytes or a ModelProto is used as is; a path is read by onnxruntime itself (external
-data beside it). Errors are one-line :class:`verify.errors.ModelError`.
+data beside it). Errors are one-line :class:`common.errors.ModelError`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from verify.errors import ModelError
+from common.errors import ModelError
 
 __all__ = ["fixed_batch", "is_kernel_domain", "kernel_registry", "ort_logits", "ort_session", "session_options"]
 
@@ -94,7 +94,7 @@ def is_kernel_domain(domain: str, domains: frozenset[str]) -> bool:
 
 def fixed_batch(sess) -> int | None:
     """The session input's fixed batch size, or None when the batch dimension is dynamic (symbolic);
-    ModelError for a declared batch size <= 0 (no batch fits; verify/loader.py refuses it too)."""
+    ModelError for a declared batch size <= 0 (no batch fits; verify/front/loader.py refuses it too)."""
     shape = sess.get_inputs()[0].shape
     n0 = shape[0] if shape else None
     if isinstance(n0, int) and n0 <= 0:

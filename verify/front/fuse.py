@@ -12,7 +12,7 @@ is replaced by one ``linf::LinfDist(X, W, B)`` node. Why this is exact: onnxrunt
 ``RN(x - w)`` per element (``RN(w - x) = -RN(x - w)``, so abs agrees), abs and max exactly, and the
 bias as one rounded add -- precisely the LinfDist semantics (a C that broadcasts along D is the
 same subtraction of W = C broadcast to [M, D], which is what the fused node gets, so every
-consumer of W -- the core kernels, the onnxruntime box kernel of verify/fastibp.py -- sees the
+consumer of W -- the core kernels, the onnxruntime box kernel of verify/bounds/fastibp.py -- sees the
 [M, D] weights LinfDist is defined on; a C wider than X would broadcast X, so it is not fused);
 the fused graph therefore has the same
 float32 outputs and is bounded by the same (tight) LinfDist interval and Lipschitz rules.
@@ -21,10 +21,23 @@ Intermediate tensors must have exactly one consumer and must not be the graph ou
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from verify.graph import Graph, evaluate
+from verify.front.graph import Graph, evaluate
 from verify.ops.base import NodeSpec, Op
+
+
+@dataclass
+class LastAffine:
+    """The output is ``x @ W.T + b`` of the tensor ``input_name`` (W [K, H] float32, b [K] float32):
+    the exact real map the certifier may merge into the margin (paper Eqn 21). ``node`` produced it."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    input_name: str
+    node: str
 
 
 def _axes(op: Op, idx: int) -> list[int] | None:
@@ -127,7 +140,7 @@ def fuse_linf_patterns(g: Graph, shapes: dict[str, tuple] | None = None) -> Grap
             nodes.insert(min(pos, len(nodes)), new)
             changed = True
             break
-    from verify.graph import toposort
+    from verify.front.graph import toposort
 
     nodes = toposort(nodes, set(consts) | {g.input_name})
     return Graph(g.input_name, g.output_name, nodes, consts)
@@ -147,7 +160,6 @@ def find_last_affine(g: Graph):
     W is [K, H] and b [K] (float32, the exact stored values). The certifier must still account for the
     float32 rounding of this layer when it reasons about onnxruntime's evaluation (γ_n, see
     verify/ops/_affine.py); the real-valued map is exact."""
-    from verify.model import LastAffine
 
     prod = {o: op for op in g.nodes for o in op.outputs}
     op = prod.get(g.output_name)

@@ -4,7 +4,7 @@ Semantics (docs/SOUNDNESS.md): a sample (x, y) is *certified at ε* when every r
 ‖x′ − x‖∞ ≤ ε inside the input domain gets label y from the real function f defined by the model's
 float32 weights (z_y > z_j strictly for all j ≠ y). ``radius`` r is a lower bound of the robust
 radius: every such x′ with ‖x′ − x‖∞ < r gets y. Every number used in a decision is a directed-
-rounded bound (verify/margins.py); a sample is reported ``certified`` only after a proof at its ε.
+rounded bound (verify/bounds/margins.py); a sample is reported ``certified`` only after a proof at its ε.
 
 Methods (:func:`certify_batch`):
 
@@ -29,9 +29,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from verify import margins, rounding
-from verify.errors import DataError, LinfVerifyError, ModelError
-from verify.runtime import ort_logits, ort_session
+from verify.bounds import margins
+
+from verify.bounds import rounding
+from common.errors import DataError, LinfVerifyError, ModelError
+from common.runtime import ort_logits, ort_session
 
 __all__ = ["METHODS", "CertifyConfig", "BatchResult", "Certifier", "certify_batch", "guarantee_of"]
 
@@ -89,10 +91,10 @@ class Certifier:
             self.lip = math.inf
         self.affine = model.last_affine()
         self.pair = pair_lipschitz_of(model, self.affine)
-        from verify.fastpath import ChainBound
+        from verify.bounds.fastpath import ChainBound
 
         self.chain = ChainBound.build(model)  # one-forward sound margins for 1-Lipschitz chains
-        self.sess = ort_session(model.path)  # the judge of `predicted` (pinned, verify/runtime.py)
+        self.sess = ort_session(model.path)  # the judge of `predicted` (pinned, common/runtime.py)
         self._runs = 0
 
     def lipv(self, y: np.ndarray):
@@ -137,7 +139,7 @@ class Certifier:
         """(m0, radius, margin over the ε-ball) of the Lipschitz method.
 
         m0: lower bound of the exact margin at x; radius = m0/(2L) rounded down. With a 1-Lipschitz
-        chain (verify/fastpath.py) one forward gives m0, and the ball margin also subtracts
+        chain (verify/bounds/fastpath.py) one forward gives m0, and the ball margin also subtracts
         onnxruntime's float32 error at every x′ of the ball (theorem (b), margins.chain_margins);
         otherwise m0 comes from the interval of the degenerate box [x, x]."""
         eps = self.cfg.eps
@@ -284,7 +286,7 @@ class Certifier:
 
 
 def guarantee_of(method: str, chain: bool) -> str:
-    """What a run's ``certified`` records prove (verify/header.py GUARANTEES): theorems (a) and (b)
+    """What a run's ``certified`` records prove (verify/certify/header.py GUARANTEES): theorems (a) and (b)
     for every record when the method is IBP or the model a 1-Lipschitz chain (whose Lipschitz ball
     margin subtracts onnxruntime's error), else (b) only for the records with method ibp."""
     return "a+b" if method == "ibp" or chain else "a+b(ibp)"

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from verify.errors import ModelError
-from verify.graph import Graph, evaluate
+from common.errors import ModelError
+from verify.front.graph import Graph, evaluate
 
 
 class _Free:

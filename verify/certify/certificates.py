@@ -1,6 +1,6 @@
 """Per-sample certificates: JSON Lines records, hashing, atomic and resumable writing.
 
-A file is one run: its first line is the run's header (verify/header.py), then one JSON object
+A file is one run: its first line is the run's header (verify/certify/header.py), then one JSON object
 per line and per sample (fields in :data:`REQUIRED_FIELDS`, see docs/SOUNDNESS.md for what each
 claims), each agreeing with the header. Guarantees:
 
@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from verify.errors import CertificateError
-from verify.header import disagreement, parse_header
+from common.errors import CertificateError
+from verify.certify.header import disagreement, parse_header
 
 __all__ = [
     "STATUSES",
@@ -339,7 +339,7 @@ class CertWriter:
     def __init__(self, out: str | os.PathLike, header: Mapping[str, Any], keep: Iterable[Mapping[str, Any]] = ()):
         self.out = Path(out)
         self.partial = self.out.with_name(self.out.name + ".partial")
-        from verify.outputs import atomic_file
+        from common.outputs import atomic_file
 
         with atomic_file(self.partial) as f:  # a failure leaves no temp file and the old partial
             f.write(header_line(header))

@@ -8,7 +8,7 @@ Guarantees of :func:`load_arrays`:
 - named data sets are NCHW in [0, 1] (MNIST/F-MNIST (N,1,28,28), CIFAR-10 (N,3,32,32),
   digits (N,1,8,8)); pixels are exact: uint8 / 255 (digits: integer / 16);
 - nothing is ever unpickled (``np.load(..., allow_pickle=False)``; the CIFAR-10 python version is
-  refused); any missing or malformed input raises :class:`verify.errors.DataError` with one line.
+  refused); any missing or malformed input raises :class:`common.errors.DataError` with one line.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from verify.errors import DataError
+from common.errors import DataError
 
 __all__ = [
     "DatasetSpec",

@@ -1,9 +1,9 @@
 """``check``: re-verify a certificate (or witness) file from the model file and the data, independently.
 
-The file must be ONE run (verify/header.py): the header line first (an empty file or one without
+The file must be ONE run (verify/certify/header.py): the header line first (an empty file or one without
 it fails), every record agreeing with it, and the records covering exactly the selection the header
 declares, re-derived from the data. Independent of the code path that wrote it: the model identity
-is recomputed from the file (verify.loader.model_identity), the data identity, input hashes and
+is recomputed from the file (verify.front.loader.model_identity), the data identity, input hashes and
 labels from the data, the prediction with onnxruntime (not our forward), the guarantee from the
 model and method, and every claim is re-proven from a fresh model load with ONE direct evaluation
 per bound (no bisection):
@@ -30,14 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from verify import margins
+from verify.bounds import margins
 from verify.attack.box import in_domain, within_eps
-from verify.certificates import STATUSES, read_sections
-from verify.certify import guarantee_of, pair_lipschitz_of
-from verify.errors import CertificateError, ModelError
-from verify.header import RECORD_METHODS, data_sha256, header_selection
-from verify.loader import model_identity
-from verify.runtime import ort_logits, ort_session
+from verify.certify.certificates import STATUSES, read_sections
+from verify.certify.certifier import guarantee_of, pair_lipschitz_of
+from common.errors import CertificateError, ModelError
+from verify.certify.header import RECORD_METHODS, data_sha256, header_selection
+from verify.front.loader import model_identity
+from common.runtime import ort_logits, ort_session
 
 __all__ = ["run_check", "ort_predict", "unproven"]
 
@@ -46,7 +46,7 @@ MAX_LISTED = 5
 
 
 def ort_predict(model_path, x: np.ndarray, batch: int = 256, sess=None) -> np.ndarray:
-    """argmax of onnxruntime's float32 logits (pinned session, verify/runtime.py), first index on ties."""
+    """argmax of onnxruntime's float32 logits (pinned session, common/runtime.py), first index on ties."""
     sess = sess or ort_session(model_path)
     out = ort_logits(sess, x, batch)
     return np.argmax(out, axis=1) if len(out) else np.zeros(0, np.int64)
@@ -61,7 +61,7 @@ class _Prover:
         self.lip = float(model.lipschitz())
         self.affine = model.last_affine()
         self.pair = pair_lipschitz_of(model, self.affine)
-        from verify.fastpath import ChainBound
+        from verify.bounds.fastpath import ChainBound
 
         self.chain = ChainBound.build(model)
 
@@ -118,8 +118,8 @@ def _coverage(sections, n_data: int) -> list[str]:
 def run_check(certs, model_path, data, *, data_dir=None, split: str = "test",
               batch_size: int = 256) -> dict[str, Any]:
     """Re-verify ``certs``; returns a summary dict, raises CertificateError on any mismatch."""
-    from verify.datasets import load_arrays
-    from verify.model import load_model
+    from common.datasets import load_arrays
+    from verify.front.model import load_model
 
     sections = read_sections(certs)
     header, records = sections[0][0], [r for _, recs in sections for r in recs]
@@ -169,7 +169,7 @@ def run_check(certs, model_path, data, *, data_dir=None, split: str = "test",
 def unproven(records, x, header, model, model_path, batch_size: int = 256) -> dict[int, str]:
     """{index: why} of the records whose claim ``check``'s direct re-proof (above) does not confirm;
     ``records`` must already match the data (input hash, label) and the ``header`` of their run.
-    certify's resume keeps only records absent from it (verify/certify_run.py)."""
+    certify's resume keeps only records absent from it (verify/certify/run.py)."""
     prover = _Prover(model, model_path)
     bad: dict[int, str] = {}
     for s in range(0, len(records), batch_size):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from verify.ops.base import Box
-from verify.rounding import step_down, step_up
+from verify.bounds.rounding import step_down, step_up
 
 __all__ = ["OrtLinfBox"]
 
@@ -63,7 +63,7 @@ def _session(w: np.ndarray, threads: int):
     m = h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
     m.ir_version = 9
     onnx.checker.check_model(m)
-    from verify.runtime import ort_session
+    from common.runtime import ort_session
 
     return ort_session(m, threads=threads)
 

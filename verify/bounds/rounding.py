@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from verify.errors import ModelError
+from common.errors import ModelError
 
 U32 = 2.0**-24  # unit roundoff of binary32 (round to nearest)
 U64 = 2.0**-53  # unit roundoff of binary64

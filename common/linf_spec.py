@@ -36,7 +36,7 @@ from onnx import AttributeProto, FunctionProto, NodeProto
 from onnx import TensorProto as T
 from onnx import helper as h
 
-from verify.errors import ModelError
+from common.errors import ModelError
 
 DOMAIN = "linf"
 DOMAIN_VERSION = 1
@@ -260,7 +260,7 @@ def check_function(fn: FunctionProto, opset: int) -> None:
     if not is_canonical_function(fn, opset):
         raise ModelError(
             f"the attached body of linf::{fn.name} is not the canonical linf v1 body for opset "
-            f"{opset}; refusing to trust it (rebuild with verify.linf_spec.make_linf_functions)"
+            f"{opset}; refusing to trust it (rebuild with common.linf_spec.make_linf_functions)"
         )
 
 

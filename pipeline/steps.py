@@ -1,6 +1,6 @@
 """The demo's steps after training: export → certify → attack (with the soundness alarm) → summary.
 
-`nets.demo.run_demo` runs an ordered list of `(name, step)` pairs over one `DemoState`; this module
+`pipeline.demo.run_demo` runs an ordered list of `(name, step)` pairs over one `DemoState`; this module
 adds the steps that cross the ONNX boundary. It lives in export/ because export is the one package
 that may see both sides: the torch checkpoint (nets) and the ONNX file the verifier reads. The
 verifier steps only ever receive the ONNX file's path, exactly as a third party's model would.
@@ -28,8 +28,8 @@ def step_export(state) -> None:
 
 def step_certify(state) -> None:
     """Soundly certify every test sample at the training ε; per-sample certificates as JSON Lines."""
-    from verify.certify_run import run_certify
-    from verify.report import certify_table
+    from verify.certify.run import run_certify
+    from verify.certify.report import certify_table
 
     certs = state.out / "certificates.jsonl"
     s = run_certify(state.summary["onnx"], DEMO_DATA, eps=state.summary["eps"], out=certs)
@@ -51,7 +51,7 @@ def step_attack(state) -> None:
 
 def step_check(state) -> None:
     """Re-verify the certificate file independently of the code path that wrote it."""
-    from verify.check import run_check
+    from verify.certify.check import run_check
 
     run_check(state.summary["certificates"], state.summary["onnx"], DEMO_DATA)
     state.summary["check"] = "passed"
@@ -88,7 +88,7 @@ def resolve_to_onnx(model: Path, out_dir: Path, *, dataset: str | None) -> tuple
     MODEL may be an ONNX file (used as is), our checkpoint folder (exported into OUT_DIR), or a
     checkpoint of the seed papers' code (loaded with weights_only=True, converted, exported).
     """
-    from verify.errors import LinfVerifyError
+    from common.errors import LinfVerifyError
 
     if model.is_dir():
         onnx_path = out_dir / "model.onnx"
@@ -98,7 +98,7 @@ def resolve_to_onnx(model: Path, out_dir: Path, *, dataset: str | None) -> tuple
         return model, {"kind": "onnx", "path": str(model)}
     from export.onnx_export import export_model
     from nets.seed_compat import convert_seed_checkpoint
-    from verify.datasets import canonical_name
+    from common.datasets import canonical_name
 
     ds = canonical_name(dataset) if dataset else None
     if ds is None:

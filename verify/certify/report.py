@@ -26,7 +26,7 @@ def lipschitz_report(model_path) -> dict[str, Any]:
     "breaking", "claimed"} — bounds are floats, None meaning unbounded (math.inf). ``guarantee`` says
     what the bound is about: the exact real function of the stored weights (theorem (a)); onnxruntime's
     float32 rounding is not Lipschitz at all (x + 1 maps two inputs 2^-47 apart to outputs 2^-23 apart)."""
-    from verify.model import load_model
+    from verify.front.model import load_model
 
     m = load_model(model_path)
     nodes = []

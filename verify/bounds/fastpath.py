@@ -3,7 +3,7 @@
 For a graph that is a chain (each node has exactly one variable input, the previous node's output)
 of ops that are 1-Lipschitz in ℓ∞ and whose float32 evaluation is at most two correctly rounded
 operations per output — ``linf::LinfDist``, ``linf::LinfDistConv`` (``RN(RN(max|x − w|) + b)``,
-FACTS.md), ``Neg``, ``Relu``, ``MaxPool``, ``Identity``, ``Flatten``, ``Reshape``, ``Squeeze``,
+docs/FACTS.md F1), ``Neg``, ``Relu``, ``MaxPool``, ``Identity``, ``Flatten``, ``Reshape``, ``Squeeze``,
 ``Unsqueeze`` (exact) and ``Add``/``Sub`` of a constant (one rounding) — :class:`ChainBound`
 returns the float32 logits ŷ (computed by onnxruntime itself when it can expose the intermediate
 tensors, else by the core's bit-identical forward) together with a float64 bound e per
@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from verify.graph import evaluate
+from verify.front.graph import evaluate
 
 __all__ = ["ChainBound"]
 
@@ -102,7 +102,7 @@ class ChainBound:
 
     def _chunk_error(self, x: np.ndarray, eps: np.ndarray):
         """forward_with_error of one chunk. With a dynamic batch row i of every chain tensor is
-        sample i (per-sample graph, verify/batch_axis.py), so magnitudes are taken per row. With a
+        sample i (per-sample graph, verify/front/batch_axis.py), so magnitudes are taken per row. With a
         fixed batch size B > 1 an intermediate tensor need not be laid out by samples (a Reshape
         may name B), so the bound is taken over the whole chunk: every chain op is 1-Lipschitz in
         ℓ∞ of the whole tensor, so the proof holds for the chunk as one input, at the largest ε of
@@ -133,7 +133,7 @@ class ChainBound:
 
     def interval(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Sound logit box for the input box [lo, hi], the same float32 values as the core's
-        ``VerifiedModel.interval``: ℓ∞-dist layers through onnxruntime (verify/fastibp.py, each
+        ``VerifiedModel.interval``: ℓ∞-dist layers through onnxruntime (verify/bounds/fastibp.py, each
         probe-checked bit-identical to the core's kernel), every other node through the core op's
         own ``interval``; in the model's chunks (``VerifiedModel.per_chunk``). The caller checks
         FTZ/DAZ (rounding.require_ieee_subnormals)."""
@@ -163,7 +163,7 @@ class ChainBound:
         if op.name not in self._kernels:
             k = None
             if op.domain == "linf" and op.op_type == "LinfDist" and 1 in op.consts:
-                from verify.fastibp import OrtLinfBox
+                from verify.bounds.fastibp import OrtLinfBox
 
                 k = OrtLinfBox.build(op.consts[1], _threads())
             self._kernels[op.name] = k
@@ -186,7 +186,7 @@ def _ort_values_session(model, names):
     try:
         import onnx
 
-        from verify.loader import load_proto
+        from verify.front.loader import load_proto
 
         proto, sha = load_proto(model.path)
         if sha != getattr(model, "sha256", None):
@@ -198,7 +198,7 @@ def _ort_values_session(model, names):
         for n in names:
             if n not in have:
                 proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(n))
-        from verify.runtime import ort_session
+        from common.runtime import ort_session
 
         return ort_session(proto, threads=_threads())  # follow the process' thread setting
     except Exception:  # any failure only disables this speed-up

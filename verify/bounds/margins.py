@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from verify import rounding
+from verify.bounds import rounding
 
 __all__ = [
     "input_box",
@@ -180,7 +180,7 @@ def lipschitz_margin(m0: np.ndarray, lip, eps) -> np.ndarray:
 
 
 def chain_margins(m_hat: np.ndarray, e: np.ndarray, e_ball: np.ndarray, lip, eps) -> tuple[np.ndarray, np.ndarray]:
-    """(m0, ball margin) of a 1-Lipschitz chain from its float32 forward (verify/fastpath.py), the
+    """(m0, ball margin) of a 1-Lipschitz chain from its float32 forward (verify/bounds/fastpath.py), the
     one formula the certifier and ``check`` share (docs/SOUNDNESS.md):
 
     - m0 = m̂ − 2e ≤ the exact margin at x (‖ŷ(x) − f(x)‖∞ ≤ e);

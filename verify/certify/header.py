@@ -3,7 +3,7 @@
 The first line of every file ``certify`` or ``attack`` writes is a JSON object with
 ``"format": FORMAT`` stating the run once (docs/SOUNDNESS.md, "One file, one run"):
 
-- ``model_sha256``: the model's identity (``verify.loader.model_identity``);
+- ``model_sha256``: the model's identity (``verify.front.loader.model_identity``);
 - ``data_sha256``, ``n_data``: the data's identity, :func:`data_sha256` of ALL samples of the data
   set / split the run read (before any selection), and their number;
 - ``eps``, ``domain`` [lo, hi], ``method`` (auto | ibp | lipschitz for ``certify``, pgd for
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from verify.errors import CertificateError, LinfVerifyError
+from common.errors import CertificateError, LinfVerifyError
 
 __all__ = ["FORMAT", "GUARANTEES", "RECORD_METHODS", "data_sha256", "parse_shard", "select_indices",
            "make_header", "parse_header", "disagreement", "header_selection"]

@@ -14,7 +14,7 @@ interleaving its writes with the first. :func:`atomic_file` writes through a tem
 folder and renames it over the target only on success, so a failure (disk full, interruption) never
 leaves a partial output and never truncates an existing file.
 
-This module imports nothing of ours but ``verify.errors``, so nets/ and export/ may use it too.
+This module imports nothing of ours but ``common.errors``, so nets/ and export/ may use it too.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from verify.errors import LinfVerifyError
+from common.errors import LinfVerifyError
 
 __all__ = ["OutputError", "OutputBusy", "EXIT_CODES", "os_error_line", "model_files",
            "data_files", "check_file_output", "check_dir_output", "output_lock", "atomic_file",
@@ -120,7 +120,7 @@ def model_files(path: str | os.PathLike) -> list[Path]:
 def data_files(data: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> list[Path]:
     """What a ``--data`` option reads: the file itself, or a named data set's folder (a folder here
     protects every existing file below it, see :func:`check_file_output`)."""
-    from verify.datasets import canonical_name, default_data_dir
+    from common.datasets import canonical_name, default_data_dir
 
     name = canonical_name(os.fspath(data))
     if name is None:

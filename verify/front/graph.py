@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from verify.errors import ModelError
+from common.errors import ModelError
 from verify.ops.base import Box, Op
 
 

@@ -1,46 +1,35 @@
 """``load_model(path) -> VerifiedModel``: the verifier's view of an ONNX file (see docs/DESIGN.md).
 
-Pipeline: safe read (verify/loader.py) -> NodeSpecs in topological order -> bind every node to its
+Pipeline: safe read (verify/front/loader.py) -> NodeSpecs in topological order -> bind every node to its
 registry op (ONE ModelError naming every unsupported node or invalid constant) -> fold constant
 subgraphs whose value is provably exact (``Op.fold``; the rest stay nodes bounded from point boxes) -> fuse standard-op ℓ∞-dist layers into linf::LinfDist
-(verify/fuse.py) -> dry run on zeros, checking every tensor's shape against ONNX shape inference.
+(verify/front/fuse.py) -> dry run on zeros, checking every tensor's shape against ONNX shape inference.
 
 What ``interval``/``propagate`` guarantee (each op's proof is in its file):
 1. real semantics: for every real input in the box, the exact real value of the function defined by
    the stored float32 weights lies in the returned box (directed rounding, proven error bounds);
 2. float32 semantics: for every float32 input in the box, the float32 output of onnxruntime's CPU
-   execution provider with graph optimisations disabled (the pinned session of verify/runtime.py,
+   execution provider with graph optimisations disabled (the pinned session of common/runtime.py,
    which runs the graph node by node as written) lies in it too, under two stated assumptions: dot products are evaluated
    in float32 in some order (error <= γ_n), and MLAS tanh/sigmoid/exp are within 2^-16 relative +
    2^-20 absolute (measured in tests/test_ops_soundness.py). The ℓ∞-dist ops need no assumption:
-   their float32 result is the correctly rounded exact value (FACTS.md). FTZ/DAZ voids both, so it
-   is checked before every bound (verify.rounding.require_ieee_subnormals).
+   their float32 result is the correctly rounded exact value (docs/FACTS.md F1). FTZ/DAZ voids both, so it
+   is checked before every bound (verify.bounds.rounding.require_ieee_subnormals).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
-from verify.batch_axis import check_per_sample
-from verify.errors import ModelError
-from verify.graph import Graph, NodeLipschitz, evaluate, lipschitz_table, output_lipschitz, propagate, toposort
-from verify.loader import RawModel, read_model, tensor_to_numpy
+from verify.front.batch_axis import check_per_sample
+from common.errors import ModelError
+from verify.front.fuse import LastAffine, find_last_affine, fuse_linf_patterns, tensor_shapes
+from verify.front.graph import Graph, NodeLipschitz, evaluate, lipschitz_table, output_lipschitz, propagate, toposort
+from verify.front.loader import RawModel, read_model, tensor_to_numpy
 from verify.ops.base import Box, NodeSpec, Op, attrs_of
-from verify.rounding import require_ieee_subnormals
-
-
-@dataclass
-class LastAffine:
-    """The output is ``x @ W.T + b`` of the tensor ``input_name`` (W [K, H] float32, b [K] float32):
-    the exact real map the certifier may merge into the margin (paper Eqn 21). ``node`` produced it."""
-
-    weight: np.ndarray
-    bias: np.ndarray
-    input_name: str
-    node: str
+from verify.bounds.rounding import require_ieee_subnormals
 
 
 def _specs(raw: RawModel) -> list[NodeSpec]:
@@ -121,7 +110,7 @@ class VerifiedModel:
     Attributes: ``input_name``, ``input_shape`` (without N), ``output_name``, ``num_classes``,
     ``metadata`` (dict of metadata_props; claims, never trusted), ``sha256``, ``path``,
     ``batch_size`` (None = dynamic; a fixed batch dim makes forward/interval run in chunks of it),
-    ``graph`` (:class:`verify.graph.Graph`; ``graph.nodes`` is the list of bound ops).
+    ``graph`` (:class:`verify.front.graph.Graph`; ``graph.nodes`` is the list of bound ops).
     """
 
     def __init__(self, raw: RawModel, graph: Graph, num_classes: int):
@@ -148,11 +137,11 @@ class VerifiedModel:
     def per_chunk(self, fn, *arrays):
         """``fn`` applied to row chunks of ``arrays`` (same number of rows N each), the results
         concatenated: THE one place where a batch is cut for this model's graph (forward, interval,
-        boxes, the chain fast path of verify/fastpath.py, and through them certify and check).
+        boxes, the chain fast path of verify/bounds/fastpath.py, and through them certify and check).
 
         A dynamic batch gets all N rows at once. A fixed batch size B gets chunks of exactly B rows,
         a short last chunk padded with copies of its last row (harmless: the graph is per-sample,
-        verify/batch_axis.py, or B = 1, when a run holds one sample whatever the graph); a graph
+        verify/front/batch_axis.py, or B = 1, when a run holds one sample whatever the graph); a graph
         whose Reshape names B would merge samples if fed any other number of rows. ``fn`` must
         return an array or a tuple of arrays, each with one row per chunk row
         (per sample); the padding rows are dropped."""
@@ -243,7 +232,6 @@ class VerifiedModel:
         """When the logits are produced by Gemm (A variable, B/C constant) or MatMul with a constant
         right operand (optionally followed by Add of a constant vector), return the exact map
         ``logits = h @ W.T + b`` as float32 arrays and the name of ``h``; otherwise None."""
-        from verify.fuse import find_last_affine
 
         return find_last_affine(self.graph)
 
@@ -270,7 +258,6 @@ def build_graph(raw: RawModel) -> Graph:
     if raw.output_name in constants:
         raise ModelError("the model output does not depend on its input")
     if any(op.op_type == "ReduceMax" for op in g.nodes):
-        from verify.fuse import fuse_linf_patterns, tensor_shapes
 
         shapes = tensor_shapes(g, np.zeros([raw.batch_dim or 1] + raw.input_dims, np.float32))
         g = fuse_linf_patterns(g, shapes)

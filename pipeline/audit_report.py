@@ -1,4 +1,4 @@
-"""Render an audit summary (verify/audit.py) as Markdown, a PNG plot and rich tables.
+"""Render an audit summary (pipeline/audit.py) as Markdown, a PNG plot and rich tables.
 
 All files are written to a temp name in the report folder and renamed (never half-written).
 The plot uses matplotlib's Agg backend (no display needed).
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from verify.outputs import atomic_file
+from common.outputs import atomic_file
 
 __all__ = ["write_report", "markdown", "plot_curve", "rich_tables"]
 
