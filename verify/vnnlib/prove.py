@@ -102,21 +102,21 @@ def prove(model, case: Case, ladder=LADDER) -> Proof | None:
     # exact parts every rung shares: the input part and the rounding residual of c
     fixed = [_box_min(a.x, lo32, hi32) + _box_min(_pairs([q - Fraction(f) for q, f in zip(row, r64)]), ylo, yhi)
              for a, row, r64 in zip(atoms, c_exact, c64)]
-    best = [None] * len(atoms)
-    used: list[Rung] = []
+    best: list[Fraction | None] = [None] * len(atoms)
+    source: list[Rung | None] = [None] * len(atoms)  # the rung that gave best[i]
     for rung in ladder:
         lb = rung.lower_bounds(model, lo, hi, c64)
-        improved = False
         for i, v in enumerate(lb):
             if np.isfinite(v):
                 total = Fraction(float(v)) + fixed[i]
                 if best[i] is None or total > best[i]:
-                    best[i], improved = total, True
-        if improved:
-            used.append(rung)
+                    best[i], source[i] = total, rung
         refuted = _refutations(case, atoms, best)
-        if refuted is not None and _guarantee(used):
-            return Proof("+".join(r.name for r in used), _guarantee(used), refuted)
+        if refuted is not None:
+            index = {a: i for i, a in enumerate(atoms)}
+            used = list(dict.fromkeys(source[index[conj[j]]] for conj, j in zip(case.disjuncts, refuted)))
+            if _guarantee(used):
+                return Proof("+".join(r.name for r in used), _guarantee(used), refuted)
     return None
 
 

@@ -117,13 +117,15 @@ class Property:
 def f32_below(v: Fraction) -> np.float32:
     """The largest float32 ≤ v (−inf below the float32 range)."""
     f = _f32(v)
-    return np.nextafter(f, np.float32(-np.inf)) if _q(f) > v else f
+    with np.errstate(over="ignore"):
+        return np.nextafter(f, np.float32(-np.inf)) if _q(f) > v else f
 
 
 def f32_above(v: Fraction) -> np.float32:
     """The smallest float32 ≥ v (+inf above the float32 range)."""
     f = _f32(v)
-    return np.nextafter(f, np.float32(np.inf)) if _q(f) < v else f
+    with np.errstate(over="ignore"):
+        return np.nextafter(f, np.float32(np.inf)) if _q(f) < v else f
 
 
 def _f32(v: Fraction) -> np.float32:
