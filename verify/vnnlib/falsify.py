@@ -109,10 +109,11 @@ def find_witness(tg, session, case: Case, case_index: int, deadline: float, *, s
     return None, True
 
 
-def replay(session, case: Case, case_index: int, x: np.ndarray) -> Witness | None:
-    """The Witness at float32 ``x`` if onnxruntime's outputs there satisfy the case exactly."""
+def replay(session, case: Case, case_index: int, x: np.ndarray, outer: bool = False) -> Witness | None:
+    """The Witness at float32 ``x`` if onnxruntime's outputs there satisfy the case exactly and
+    ``x`` lies in the box as written (``outer``: in the outward-rounded float32 box)."""
     x = np.ascontiguousarray(x, np.float32)
-    if not case.contains(x.ravel()):
+    if not case.contains(x.ravel(), outer):
         return None
     y = ort_logits(session, x[None])[0]
     k = case.satisfied_by(y, x.ravel())

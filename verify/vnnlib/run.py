@@ -155,14 +155,16 @@ def write_result(path, res: VnnResult) -> None:
         f.write(result_text(res))
 
 
-def replay_text(sess, prop: Property, text: str, input_shape) -> Witness | None:
+def replay_text(sess, prop: Property, text: str, input_shape, outer: bool = False) -> Witness | None:
     """A witness text (ours or another tool's counterexample) checked on its own: its X rounded to
     float32 (what onnxruntime is fed) must lie in some case's box exactly and onnxruntime's outputs
-    there must satisfy that case's condition exactly; the Y it states are not trusted."""
+    there must satisfy that case's condition exactly; the Y it states are not trusted. ``outer``:
+    the box is the outward-rounded float32 box an ``unsat`` proof covers (tools print the bound
+    0.03 as float32(0.03), a hair above the decimal the file wrote)."""
     x, _ = parse_witness(text, prop.n_x, prop.n_y)
     x32 = x.astype(np.float32).reshape(input_shape)
     for i, case in enumerate(prop.cases):
-        w = replay(sess, case, i, x32)
+        w = replay(sess, case, i, x32, outer)
         if w is not None:
             return w
     return None

@@ -83,8 +83,13 @@ class Case:
         hi = np.array([_inside(v, s, up=False) for v, s in zip(self.hi, self.hi_strict)], np.float32)
         return lo, hi
 
-    def contains(self, x) -> bool:
-        """Exact test that the float values ``x`` (flat) satisfy every bound of the box."""
+    def contains(self, x, outer: bool = False) -> bool:
+        """Exact test that the float values ``x`` (flat) satisfy every bound of the box as written;
+        ``outer``: lie in :meth:`outer_box` instead (the set a proof covers, a superset)."""
+        if outer:
+            lo, hi = self.outer_box()
+            x = np.asarray(x, np.float64).ravel()
+            return bool(np.isfinite(x).all() and (x >= lo).all() and (x <= hi).all())
         for v, lo, hi, ls, hs in zip(np.asarray(x, np.float64).ravel(), self.lo, self.hi,
                                      self.lo_strict, self.hi_strict):
             q = Fraction(float(v)) if np.isfinite(v) else None
