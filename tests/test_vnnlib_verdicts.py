@@ -182,3 +182,16 @@ def test_cli_bad_input_one_line_exit_2(tmp_path, case):
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: ")
     assert p.read_bytes() == before and not (tmp_path / "res.txt").exists()
+
+
+def test_model_the_attack_cannot_run_is_unknown_not_an_error(tmp_path, monkeypatch):
+    from verify.attack.torch_graph import TorchGraph
+    from verify.errors import ModelError
+
+    def refuse(*_a, **_k):
+        raise ModelError("the attack cannot evaluate op(s) Foo")
+
+    monkeypatch.setattr(TorchGraph, "from_onnx", refuse)
+    m = net(tmp_path)
+    res = run_instance(m, write(tmp_path, vnnlib_text([-1.0, -1.0], [1.0, 1.0], "(>= Y_1 Y_0)")), 10)
+    assert res.verdict == "unknown" and "Foo" in res.notes[0]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from verify.errors import PropertyError
+from verify.errors import ModelError, PropertyError
 from verify.vnnlib.falsify import Witness, find_witness, replay
 from verify.vnnlib.prove import LADDER, prove
 from verify.vnnlib.spec import Property, read_property
@@ -43,6 +43,8 @@ class VnnResult:
     def summary(self) -> dict:
         out = {"verdict": self.verdict, "seconds": round(self.seconds, 3), "method": self.method,
                "guarantee": self.guarantee, "cases": self.cases, "proved_cases": self.proved_cases}
+        if self.notes:
+            out["notes"] = list(self.notes)
         if self.witness is not None:
             out["witness"] = {"case": self.witness.case, "disjunct": self.witness.disjunct,
                               "x": [float(v) for v in self.witness.x], "y": [float(v) for v in self.witness.y]}
@@ -88,7 +90,12 @@ def run_instance(model_path, prop_path, timeout: float = 60.0, *, seed: int = 0,
         common = set.intersection(*(set(g.split("+")) for g in guarantees)) if guarantees else {"a", "b"}
         res.guarantee = "+".join(sorted(common))
         return _done(res, "unsat" if res.guarantee else "unknown", t0)
-    tg, sess = TorchGraph.from_onnx(model_path), ort_session(model_path)
+    try:
+        tg = TorchGraph.from_onnx(model_path)
+    except ModelError as e:  # the verifier reads more ops than the attack: no search, no verdict
+        res.notes.append(f"no witness search: {e}"[:300])
+        return _done(res, "unknown", t0)
+    sess = ort_session(model_path)
     finished = True
     for i in open_cases:
         w, done = find_witness(tg, sess, prop.cases[i], i, deadline, steps=steps, restarts=restarts, seed=seed)
