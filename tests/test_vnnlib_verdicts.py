@@ -97,20 +97,33 @@ def test_unreachable_condition_is_never_sat(tmp_path):
     assert res.verdict in ("unsat", "unknown")
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_random_properties_verdicts_agree_with_onnxruntime(tmp_path, seed):
-    """Random nets, boxes and linear conditions: an unsat is never contradicted by onnxruntime at
-    sampled points of the box; a sat witness always replays (checked inside run_instance and here)."""
+def random_instance(tmp_path, seed):
+    """A random net (fixed batch 1 for odd seeds), box and two-disjunct linear condition over Y (and
+    X for seeds divisible by 4, strict for seeds ≡ 1 mod 4); the thresholds sit far below, just
+    below or inside the range sampled in onnxruntime (seed % 3), so all verdicts occur."""
     rng = np.random.default_rng(100 + seed)
     m = net(tmp_path, seed=seed, batch=1 if seed % 2 else "N")
     c = rng.normal(size=(2, 3)).round(3)
+    cx = rng.normal(size=(2, 2)).round(3) if seed % 4 == 0 else np.zeros((2, 2))
     lo = rng.uniform(-1, 0.5, 2).round(4)
-    hi = (lo + rng.uniform(0.001, 0.5, 2)).round(4)
+    hi = (lo + rng.uniform(0.001, 0.3, 2)).round(4)
     x, y = sample_outputs(m, lo, hi, n=1000)
-    vals = y.astype(np.float64) @ c.T
-    d = np.quantile(vals, rng.choice([0.0005, 0.3, 0.999]), axis=0) * rng.choice([1.0, 0.5])
-    terms = [f"(<= (+ {' '.join(f'(* {float(v)!r} Y_{j})' for j, v in enumerate(row))}) {float(b)!r})" for row, b in zip(c, d)]
+    vals = y.astype(np.float64) @ c.T + x.astype(np.float64) @ cx.T
+    spread = vals.max(0) - vals.min(0) + 1e-3
+    d = {0: vals.min(0) - spread, 1: vals.min(0) - 0.01 * spread, 2: np.quantile(vals, 0.3, axis=0)}[seed % 3]
+    op = "<" if seed % 4 == 1 else "<="
+    terms = [f"({op} (+ {' '.join(f'(* {float(v)!r} Y_{j})' for j, v in enumerate(row))} "
+             f"{' '.join(f'(* {float(v)!r} X_{i})' for i, v in enumerate(rx))}) {float(b)!r})"
+             for row, rx, b in zip(c, cx, d)]
     text = vnnlib_text(lo.tolist(), hi.tolist(), f"(or (and {terms[0]}) (and {terms[1]}))")
+    return m, text, x, y
+
+
+@pytest.mark.parametrize("seed", range(18))
+def test_random_properties_verdicts_agree_with_onnxruntime(tmp_path, seed):
+    """An unsat is never contradicted by onnxruntime at sampled points of the box (corners
+    included); a sat witness always replays (checked inside run_instance and again here)."""
+    m, text, x, y = random_instance(tmp_path, seed)
     prop = parse_property(text)
     res = run_instance(m, write(tmp_path, text), 30, restarts=1, steps=30, seed=seed)
     hit = [prop.cases[0].satisfied_by(yy, xx) is not None for xx, yy in zip(x, y)]
@@ -118,7 +131,18 @@ def test_random_properties_verdicts_agree_with_onnxruntime(tmp_path, seed):
         assert not any(hit)
     if res.verdict == "sat":
         assert replay_text(ort_session(m), prop, result_text(res), (2,)) is not None
+    if any(hit):
+        assert res.verdict == "sat"  # a sampled point satisfies it: never unsat, and PGD finds one
     assert res.verdict in ("unsat", "sat", "unknown")
+
+
+def test_random_properties_reach_every_verdict(tmp_path):
+    """The random instances above are not all of one kind: intervals prove the far thresholds."""
+    got = set()
+    for seed in (0, 1, 2, 3, 5, 6):
+        m, text, _, _ = random_instance(tmp_path, seed)
+        got.add(run_instance(m, write(tmp_path, text), 30, restarts=1, steps=30, seed=seed).verdict)
+    assert {"unsat", "sat"} <= got
 
 
 class ExactLinearRung:
