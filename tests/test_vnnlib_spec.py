@@ -140,3 +140,20 @@ def test_bad_files_one_line_errors(body, msg):
 def test_bad_declarations(decl, msg):
     with pytest.raises(PropertyError, match=msg):
         parse_property(decl + "(assert (>= X_0 0)) (assert (<= X_0 1))")
+
+
+def test_read_property_plain_gzip_and_unreadable(tmp_path):
+    import gzip
+
+    from verify.vnnlib.spec import read_property
+
+    text = DECL + BOX + "(assert (>= Y_0 Y_1))"
+    (tmp_path / "p.vnnlib").write_text(text)
+    (tmp_path / "p.vnnlib.gz").write_bytes(gzip.compress(text.encode()))
+    a, b = read_property(tmp_path / "p.vnnlib"), read_property(tmp_path / "p.vnnlib.gz")
+    assert a.cases[0].lo == b.cases[0].lo and len(b.cases[0].disjuncts) == 1
+    (tmp_path / "bad.vnnlib.gz").write_bytes(b"not gzip")
+    (tmp_path / "latin.vnnlib").write_bytes(b"\xff\xfe")
+    for name, msg in (("missing.vnnlib", "cannot read"), ("bad.vnnlib.gz", "cannot read"), ("latin.vnnlib", "UTF-8")):
+        with pytest.raises(PropertyError, match=msg):
+            read_property(tmp_path / name)
