@@ -400,5 +400,32 @@ def audit(
     console.print(f"report: {out / 'report.md'}, plot: {out / 'accuracy_vs_eps.png'}, summary: {out / 'summary.json'}")
 
 
+@app.command()
+@user_errors
+def vnnlib(
+    model: Annotated[Path, typer.Argument(help="ONNX model file")],
+    prop: Annotated[Path, typer.Argument(help="VNN-LIB 1.0 property file (.vnnlib, or .vnnlib.gz)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="results file to write (VNN-COMP format)")],
+    timeout: Annotated[float, typer.Option(help="time limit in seconds")] = 60.0,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the witness search")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
+):
+    """Decide a VNN-COMP instance: unsat (proved), sat (witness replayed in onnxruntime), unknown or timeout."""
+    from verify.errors import LinfVerifyError
+    from verify.outputs import check_file_output, output_lock
+    from verify.vnnlib.run import run_instance, write_result
+
+    if not 0 < timeout < float("inf"):
+        raise LinfVerifyError(f"--timeout must be a positive number of seconds, got {timeout}")
+    check_file_output(out, command_inputs(model, None, None, prop))
+    with output_lock(out):
+        res = run_instance(model, prop, timeout, seed=seed)
+        write_result(out, res)
+    summary = res.summary()
+    if not json_out:
+        summary.pop("witness", None)
+    show(summary, json_out, title="vnnlib")
+
+
 if __name__ == "__main__":
     app()

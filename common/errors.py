@@ -25,3 +25,7 @@ class SoundnessAlarm(LinfVerifyError):
     """A sample is both certified and falsified: the verifier or the model file is wrong."""
 
     exit_code = 3
+
+
+class PropertyError(LinfVerifyError):
+    """A VNN-LIB property file is malformed, unsupported, or does not fit the model."""

@@ -31,8 +31,9 @@ def _save(graph, path, functions=(), metadata=None, domains=()):
     return path
 
 
-def relu_mlp_onnx(path, weights, input_shape, metadata=None):
-    """weights: [(W [out, in], b [out]), ...]; Relu between layers, none after the last."""
+def relu_mlp_onnx(path, weights, input_shape, metadata=None, batch="N"):
+    """weights: [(W [out, in], b [out]), ...]; Relu between layers, none after the last.
+    ``batch``: the batch dimension ("N" dynamic, or a fixed size such as 1)."""
     nodes = [h.make_node("Flatten", ["input"], ["h0"], axis=1)]
     inits = []
     cur = "h0"
@@ -45,8 +46,8 @@ def relu_mlp_onnx(path, weights, input_shape, metadata=None):
             nodes.append(h.make_node("Relu", [out], [f"r{i}"]))
             cur = f"r{i}"
     k = np.asarray(weights[-1][0]).shape[0]
-    graph = h.make_graph(nodes, "mlp", [h.make_tensor_value_info("input", T.FLOAT, ["N", *input_shape])],
-                         [h.make_tensor_value_info("logits", T.FLOAT, ["N", k])], inits)
+    graph = h.make_graph(nodes, "mlp", [h.make_tensor_value_info("input", T.FLOAT, [batch, *input_shape])],
+                         [h.make_tensor_value_info("logits", T.FLOAT, [batch, k])], inits)
     return _save(graph, path, metadata=metadata)
 
 

@@ -15,6 +15,7 @@ loss changed; restart from the best point after a halving; per-sample early stop
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -105,14 +106,20 @@ def _success(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _other_max(z, y) > z.gather(1, y[:, None])[:, 0]
 
 
-def apgd(model, x, y, lo, hi, *, loss: str, target=None, steps: int = 100, rho: float = 0.75,
-         generator: torch.Generator | None = None, random_start: bool = True):
+def apgd(model, x, y, lo, hi, *, loss, target=None, steps: int = 100, rho: float = 0.75,
+         generator: torch.Generator | None = None, random_start: bool = True, success=None,
+         deadline: float | None = None):
     """Run APGD on a batch; returns (x_adv [B,...] float32 in [lo, hi], success bool [B]).
 
     ``x``, ``lo``, ``hi`` float32 tensors of one shape; ``y`` (and ``target``) int64 [B].
     For successful samples x_adv is the first point found that the model misclassifies.
+    Other goals (verify/vnnlib/falsify.py): ``loss`` a callable ``(z, y, target) -> [B]`` to
+    maximise and ``success`` a callable ``(z, y) -> bool [B]`` (default: misclassified); ``y``
+    then only identifies each row (it is subset with the active rows). ``deadline``: a
+    time.monotonic() value after which no further step is taken.
     """
-    lossf = LOSSES[loss]
+    lossf = LOSSES[loss] if isinstance(loss, str) else loss
+    succf = _success if success is None else success
     b = x.shape[0]
     view = (b,) + (1,) * (x.dim() - 1)
     eps = ((hi - lo).flatten(1).amax(1) / 2).clamp_min(1e-12)
@@ -143,7 +150,7 @@ def apgd(model, x, y, lo, hi, *, loss: str, target=None, steps: int = 100, rho: 
     a_lo, a_hi, ya = lo, hi, y
     k = 0
     while True:
-        succ = _success(z, ya)  # z is the exact model's logits at cur
+        succ = succf(z, ya)  # z is the exact model's logits at cur
         if succ.any():
             result[idx[succ]] = cur[succ]
             found[idx[succ]] = True
@@ -154,7 +161,7 @@ def apgd(model, x, y, lo, hi, *, loss: str, target=None, steps: int = 100, rho: 
                 t[keep] for t in (best_val, best_x, best_g, best_z, eta, n_improved))
             eta_at_cp, best_at_cp = eta_at_cp[keep], best_at_cp[keep]
             ta = None if ta is None else ta[keep]
-        if k >= steps or idx.numel() == 0:
+        if k >= steps or idx.numel() == 0 or (deadline is not None and time.monotonic() >= deadline):
             break
         zstep = torch.minimum(torch.maximum(cur + eta * g.sign(), a_lo), a_hi)
         if k == 0:

@@ -1,0 +1,168 @@
+"""Proving a VNN-LIB case ``unsat``: no input of the box meets the output condition.
+
+A case is proved when, for every disjunct (a conjunction of atoms ``c·(y, x) ≤ r``), some atom is
+violated at every point of the box: a sound lower bound of ``c·(y, x)`` over the box exceeds ``r``
+(or reaches it, for a strict ``<``). The bound is split exactly into
+- the input part ``c_x·x``: its exact minimum over the (outward-rounded, float32) box, in rationals;
+- the output part ``c_y·y``: the best lower bound any *rung* of the method ladder gives.
+
+A rung (:class:`Rung`) bounds the output part: given the model, the float32 box and the float64
+matrix ``C`` [m, K], it returns float64 lower bounds [m] of ``C·f(x)`` over the box (NaN or −inf
+where it has none), together with the guarantee they hold for. The file's coefficients are exact
+rationals: ``c = c64 + δ`` with ``c64`` the float64 nearest, and ``δ·y`` is bounded exactly over the
+interval rung's output box, so a rung only ever sees float64 matrices. Rungs run cheapest first and
+the ladder stops at the first that proves the case. Today's ladder: :class:`IntervalRung`. A linear
+bound propagation (CROWN) rung plugs in as one more :class:`Rung` passed to :func:`prove`;
+nonnegative combinations of a disjunct's atoms are a row of ``C`` like any other (λᵀC, λᵀr).
+
+Guarantee of the interval rung ("a+b", docs/SOUNDNESS.md): ``VerifiedModel.interval`` encloses
+(a) the exact real outputs of the stored weights for every real input in the box and (b) the
+float32 outputs of onnxruntime (the pinned session) for every float32 input in it; the box is the
+property's box rounded outwards, so ``unsat`` holds for both readings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Protocol
+
+import numpy as np
+
+from verify.errors import ModelError
+from verify.vnnlib.spec import Atom, Case
+
+__all__ = ["Rung", "IntervalRung", "Proof", "prove", "LADDER"]
+
+
+class Rung(Protocol):
+    """One method of the ladder (see the module docstring)."""
+
+    name: str
+    guarantee: str
+
+    def lower_bounds(self, model, lo: np.ndarray, hi: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """float64 [m]: sound lower bounds of ``c @ f(x)`` for x in [lo, hi] (float32 [1, ...])."""
+
+
+@dataclass
+class Proof:
+    """Every disjunct of the case is refuted; ``method``/``guarantee`` name the rungs used."""
+
+    method: str
+    guarantee: str
+    refuted_by: list[int] = field(default_factory=list)  # per disjunct: the index of a violated atom
+
+
+class IntervalRung:
+    """Interval bound propagation of the box (``VerifiedModel.interval``), then the exact minimum
+    of ``c·y`` over the output box (in rationals, rounded down to float64)."""
+
+    name = "interval"
+    guarantee = "a+b"
+
+    def lower_bounds(self, model, lo, hi, c):
+        ylo, yhi = output_box(model, lo, hi)
+        if ylo is None:
+            return np.full(len(c), np.nan)
+        return np.array([_down(_box_min(_pairs(row), ylo, yhi)) for row in c])
+
+
+LADDER = (IntervalRung(),)
+
+
+def output_box(model, lo, hi):
+    """(ylo, yhi) float64 [K] enclosing the outputs over the box, or (None, None) if unknown."""
+    try:
+        ylo, yhi = model.interval(lo, hi)
+    except ModelError:
+        return None, None
+    ylo, yhi = ylo[0].astype(np.float64), yhi[0].astype(np.float64)
+    if not (np.isfinite(ylo).all() and np.isfinite(yhi).all()):
+        return None, None
+    return ylo, yhi
+
+
+def prove(model, case: Case, ladder=LADDER) -> Proof | None:
+    """A proof that no input of ``case``'s box meets its condition, or None (see module docstring)."""
+    lo32, hi32 = case.outer_box()
+    if not (np.isfinite(lo32).all() and np.isfinite(hi32).all()):
+        return None
+    shape = (1,) + tuple(model.input_shape)
+    lo, hi = lo32.reshape(shape), hi32.reshape(shape)
+    atoms = list(dict.fromkeys(a for conj in case.disjuncts for a in conj))
+    if not case.disjuncts:
+        return Proof("empty", "a+b")
+    ylo, yhi = output_box(model, lo, hi)
+    if ylo is None:
+        return None
+    k = len(ylo)
+    c_exact = [_dense(a.y, k) for a in atoms]
+    c64 = np.array([[float(v) for v in row] for row in c_exact], np.float64).reshape(len(atoms), k)
+    # exact parts every rung shares: the input part and the rounding residual of c
+    fixed = [_box_min(a.x, lo32, hi32) + _box_min(_pairs([q - Fraction(f) for q, f in zip(row, r64)]), ylo, yhi)
+             for a, row, r64 in zip(atoms, c_exact, c64)]
+    best: list[Fraction | None] = [None] * len(atoms)
+    source: list[Rung | None] = [None] * len(atoms)  # the rung that gave best[i]
+    for rung in ladder:
+        lb = rung.lower_bounds(model, lo, hi, c64)
+        for i, v in enumerate(lb):
+            if np.isfinite(v):
+                total = Fraction(float(v)) + fixed[i]
+                if best[i] is None or total > best[i]:
+                    best[i], source[i] = total, rung
+        refuted = _refutations(case, atoms, best)
+        if refuted is not None:
+            index = {a: i for i, a in enumerate(atoms)}
+            used = list(dict.fromkeys(source[index[conj[j]]] for conj, j in zip(case.disjuncts, refuted)))
+            if _guarantee(used):
+                return Proof("+".join(r.name for r in used), _guarantee(used), refuted)
+    return None
+
+
+def _refutations(case: Case, atoms: list[Atom], best) -> list[int] | None:
+    index = {a: i for i, a in enumerate(atoms)}
+    out = []
+    for conj in case.disjuncts:
+        hit = next((j for j, a in enumerate(conj) if _violated(a, best[index[a]])), None)
+        if hit is None:
+            return None
+        out.append(hit)
+    return out
+
+
+def _violated(a: Atom, lower: Fraction | None) -> bool:
+    """True when ``lower`` ≤ c·(y, x) everywhere proves ``c·(y, x) ≤ r`` (or ``<``) false everywhere."""
+    return lower is not None and (lower >= a.rhs if a.strict else lower > a.rhs)
+
+
+def _guarantee(used) -> str:
+    """The theorems every rung used holds for ("a", "b" or "a+b"; "" if none in common)."""
+    common = set.intersection(*(set(r.guarantee.split("+")) for r in used)) if used else set()
+    return "+".join(sorted(common))
+
+
+def _dense(pairs, n: int) -> list[Fraction]:
+    row = [Fraction(0)] * n
+    for i, c in pairs:
+        row[i] = c
+    return row
+
+
+def _pairs(row) -> list[tuple[int, Fraction]]:
+    """(index, coefficient) of the nonzero entries of a dense row (exact: floats become Fractions)."""
+    return [(i, Fraction(c)) for i, c in enumerate(row) if c != 0]
+
+
+def _box_min(pairs, lo, hi) -> Fraction:
+    """Exact minimum of ``Σ c·v_i`` over lo ≤ v ≤ hi for (i, c) in ``pairs`` (floats taken exactly)."""
+    total = Fraction(0)
+    for i, c in pairs:
+        total += c * Fraction(float(lo[i] if c > 0 else hi[i]))
+    return total
+
+
+def _down(q: Fraction) -> float:
+    """The largest float64 ≤ q."""
+    f = float(q)
+    return float(np.nextafter(f, -np.inf)) if Fraction(f) > q else f

@@ -1,0 +1,375 @@
+"""VNN-LIB 1.0 properties (VNN-COMP 2021–2024) as input boxes and linear output conditions.
+
+A property file declares ``X_0 … X_{n-1}`` (the model input, flattened in C order) and ``Y_0 …
+Y_{k-1}`` (the output) as ``Real`` constants and asserts formulas over them. The assertions are
+conjoined; formulas are ``and``/``or`` of comparisons (``<= >= < > =``) between linear terms
+(numbers, variables, ``+``, ``-``, ``*`` by a constant, ``/`` by a constant). The property holds
+("sat") when some input satisfies every assertion; a verifier answers ``unsat`` when none does.
+
+:func:`parse_property` puts the conjunction in disjunctive normal form and splits each term into
+its *box* (atoms on a single input variable, e.g. ``(<= X_3 0.5)``) and its *condition* (every
+other atom: anything with a Y, or several X). Terms with the same box are grouped into one
+:class:`Case`: a box and a disjunction of conjunctions of linear inequalities ``c·(y, x) ≤ r``
+(``<`` when strict). This covers the single box with an ``or`` of output conjunctions, and several
+boxes written as a top-level ``or`` of ``and``s over X. Every number is kept as an exact rational
+(the decimal as written); :meth:`Case.outer_box` rounds the bounds outwards to float32 (a superset
+of the real box: what a proof covers), :meth:`Case.inner_box` inwards (a subset: where a witness
+is searched, so that it satisfies the bounds as written, exactly).
+
+An input variable without a lower or an upper bound in some box is refused: an unbounded input is
+never treated as bounded (nor proved over). Errors are one-line :class:`PropertyError`.
+VNN-LIB 2.0 (``vnnlib-version``, ``declare-network``) is refused with one line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import os
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from verify.errors import PropertyError
+from verify.vnnlib.sexpr import number, read_sexprs
+
+__all__ = ["Atom", "Case", "Property", "parse_property", "read_property", "f32_below", "f32_above"]
+
+MAX_TERMS = 100_000  # disjunctive normal form terms (products of disjunctions grow fast)
+MAX_BYTES = 512 * 2**20
+_VAR = re.compile(r"([XY])_(0|[1-9]\d*)")
+_IGNORED = {"check-sat", "get-model", "set-logic", "set-info", "set-option", "exit"}
+_V2 = {"vnnlib-version", "declare-network", "declare-input", "declare-output", "declare-hidden"}
+
+
+@dataclass(frozen=True)
+class Atom:
+    """``Σ y_coef[j]·Y_j + Σ x_coef[i]·X_i ≤ rhs`` (``<`` when ``strict``); coefficients exact."""
+
+    y: tuple[tuple[int, Fraction], ...]
+    x: tuple[tuple[int, Fraction], ...]
+    rhs: Fraction
+    strict: bool
+
+    def holds(self, y_vals, x_vals) -> bool:
+        """Exact truth at float values (converted to rationals without rounding)."""
+        s = sum((c * Fraction(float(y_vals[j])) for j, c in self.y), Fraction(0))
+        s += sum((c * Fraction(float(x_vals[i])) for i, c in self.x), Fraction(0))
+        return s < self.rhs if self.strict else s <= self.rhs
+
+
+@dataclass
+class Case:
+    """One input box (exact bounds, each possibly strict) and its output condition: the disjunction
+    of ``disjuncts``, each a conjunction of :class:`Atom`."""
+
+    lo: list[Fraction]
+    hi: list[Fraction]
+    lo_strict: list[bool]
+    hi_strict: list[bool]
+    disjuncts: list[list[Atom]]
+
+    def outer_box(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 (lo, hi) containing the box: each bound rounded outwards (strictness dropped)."""
+        return (np.array([f32_below(v) for v in self.lo], np.float32),
+                np.array([f32_above(v) for v in self.hi], np.float32))
+
+    def inner_box(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 (lo, hi) inside the box, strict bounds respected; lo > hi somewhere when the
+        box holds no float32 point."""
+        lo = np.array([_inside(v, s, up=True) for v, s in zip(self.lo, self.lo_strict)], np.float32)
+        hi = np.array([_inside(v, s, up=False) for v, s in zip(self.hi, self.hi_strict)], np.float32)
+        return lo, hi
+
+    def contains(self, x, outer: bool = False) -> bool:
+        """Exact test that the float values ``x`` (flat) satisfy every bound of the box as written;
+        ``outer``: lie in :meth:`outer_box` instead (the set a proof covers, a superset)."""
+        if outer:
+            lo, hi = self.outer_box()
+            x = np.asarray(x, np.float64).ravel()
+            return bool(np.isfinite(x).all() and (x >= lo).all() and (x <= hi).all())
+        for v, lo, hi, ls, hs in zip(np.asarray(x, np.float64).ravel(), self.lo, self.hi,
+                                     self.lo_strict, self.hi_strict):
+            q = Fraction(float(v)) if np.isfinite(v) else None
+            if q is None or q < lo or q > hi or (ls and q == lo) or (hs and q == hi):
+                return False
+        return True
+
+    def satisfied_by(self, y, x) -> int | None:
+        """Index of a disjunct that the outputs ``y`` and inputs ``x`` satisfy exactly, or None."""
+        y = np.asarray(y, np.float64).ravel()
+        x = np.asarray(x, np.float64).ravel()
+        if not (np.isfinite(y).all() and np.isfinite(x).all()):
+            return None
+        for k, conj in enumerate(self.disjuncts):
+            if all(a.holds(y, x) for a in conj):
+                return k
+        return None
+
+
+@dataclass
+class Property:
+    """A parsed property: ``n_x`` inputs, ``n_y`` outputs, and the cases (an input satisfies the
+    property iff it lies in some case's box and meets that case's condition)."""
+
+    n_x: int
+    n_y: int
+    cases: list[Case]
+
+
+def f32_below(v: Fraction) -> np.float32:
+    """The largest float32 ≤ v (−inf below the float32 range)."""
+    f = _f32(v)
+    with np.errstate(over="ignore"):
+        return np.nextafter(f, np.float32(-np.inf)) if _q(f) > v else f
+
+
+def f32_above(v: Fraction) -> np.float32:
+    """The smallest float32 ≥ v (+inf above the float32 range)."""
+    f = _f32(v)
+    with np.errstate(over="ignore"):
+        return np.nextafter(f, np.float32(np.inf)) if _q(f) < v else f
+
+
+def _f32(v: Fraction) -> np.float32:
+    """A float32 neighbour of v (round to float64, then to float32: at most one ulp off)."""
+    try:
+        d = float(v)
+    except OverflowError:
+        d = np.inf if v > 0 else -np.inf
+    with np.errstate(over="ignore"):
+        return np.float32(d)
+
+
+def _q(f) -> Fraction | float:
+    """The exact value of a float (±inf kept as a float, which compares correctly with Fractions)."""
+    return Fraction(float(f)) if np.isfinite(f) else float(f)
+
+
+def _inside(v: Fraction, strict: bool, up: bool) -> np.float32:
+    f = f32_above(v) if up else f32_below(v)
+    if strict and _q(f) == v:
+        f = np.nextafter(f, np.float32(np.inf if up else -np.inf))
+    return f
+
+
+# ---- reading ----
+
+def read_property(path: str | os.PathLike) -> Property:
+    """Read and parse a VNN-LIB file (``.gz`` compressed too)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+        if str(path).endswith(".gz"):
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError) as e:
+        raise PropertyError(f"cannot read the property {os.fspath(path)}: {getattr(e, 'strerror', None) or e}") from None
+    if len(raw) > MAX_BYTES:
+        raise PropertyError(f"the property file is larger than {MAX_BYTES >> 20} MiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PropertyError("the property file is not UTF-8 text") from None
+    return parse_property(text)
+
+
+def parse_property(text: str) -> Property:
+    """Parse VNN-LIB 1.0 text (see the module docstring)."""
+    names: dict[str, None] = {}
+    formulas = []
+    for form in read_sexprs(text):
+        if not isinstance(form, list) or not form or not isinstance(form[0], str):
+            raise PropertyError(f"expected a command such as (declare-const ...) or (assert ...), got {_show(form)}")
+        head = form[0]
+        if head == "declare-const":
+            _declare(form, names)
+        elif head == "assert" and len(form) == 2:
+            formulas.append(form[1])
+        elif head in _V2:
+            raise PropertyError(f"VNN-LIB 2.0 ({head}) is not supported; write the property in VNN-LIB 1.0")
+        elif head not in _IGNORED:
+            raise PropertyError(f"unsupported command {_show(form)}")
+    n_x, n_y = (_count(names, v) for v in "XY")
+    if n_y == 0:
+        raise PropertyError("the property declares no output variable Y_0")
+    return Property(n_x, n_y, _cases([_dnf(f, names) for f in formulas], n_x))
+
+
+def _declare(form, names) -> None:
+    if len(form) != 3 or form[2] != "Real" or not isinstance(form[1], str):
+        raise PropertyError(f"expected (declare-const NAME Real), got {_show(form)}")
+    if not _VAR.fullmatch(form[1]):
+        raise PropertyError(f"variable {form[1]!r}: VNN-LIB 1.0 names inputs X_i and outputs Y_j")
+    if form[1] in names:
+        raise PropertyError(f"variable {form[1]} is declared twice")
+    names[form[1]] = None
+
+
+def _count(names, kind: str) -> int:
+    idx = sorted(int(n[2:]) for n in names if n[0] == kind)
+    if idx != list(range(len(idx))):
+        missing = min(set(range(len(idx))) - set(idx))
+        raise PropertyError(f"{kind}_{missing} is not declared but {kind}_{idx[-1]} is")
+    return len(idx)
+
+
+def _show(form) -> str:
+    s = form if isinstance(form, str) else "(" + " ".join(_show(f) for f in form) + ")"
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _term(t, names) -> tuple[dict[str, Fraction], Fraction]:
+    """A linear term: (coefficients by variable name, constant)."""
+    v = number(t)
+    if v is not None:
+        return {}, v
+    if isinstance(t, str):
+        if t not in names:
+            raise PropertyError(f"undeclared variable {t!r}")
+        return {t: Fraction(1)}, Fraction(0)
+    if not t or not isinstance(t[0], str):
+        raise PropertyError(f"expected a linear term, got {_show(t)}")
+    args = [_term(a, names) for a in t[1:]]
+    op = t[0]
+    if op == "+" and args:
+        return _lin_sum(args, [1] * len(args))
+    if op == "-" and args:
+        signs = [-1] if len(args) == 1 else [1] + [-1] * (len(args) - 1)
+        return _lin_sum(args, signs)
+    if op == "*" and args:
+        out = ({}, Fraction(1))
+        for a in args:
+            if out[0] and a[0]:
+                raise PropertyError(f"nonlinear product {_show(t)}")
+            lin, k = (out, a[1]) if not a[0] else (a, out[1])
+            out = ({n: c * k for n, c in lin[0].items()}, lin[1] * k)
+        return out
+    if op == "/" and len(args) == 2 and not args[1][0] and args[1][1] != 0:
+        k = args[1][1]
+        return {n: c / k for n, c in args[0][0].items()}, args[0][1] / k
+    raise PropertyError(f"unsupported term {_show(t)}")
+
+
+def _lin_sum(args, signs):
+    coef: dict[str, Fraction] = {}
+    const = Fraction(0)
+    for (lin, c), s in zip(args, signs):
+        for n, v in lin.items():
+            coef[n] = coef.get(n, Fraction(0)) + s * v
+        const += s * c
+    return coef, const
+
+
+def _atom(lhs, rhs, strict: bool) -> Atom | bool:
+    """lhs ≤ rhs (< when strict) as an Atom; True/False when no variable is left."""
+    coef, const = _lin_sum([lhs, rhs], [1, -1])
+    coef = {n: c for n, c in coef.items() if c != 0}
+    if not coef:
+        return const < 0 if strict else const <= 0
+    ys = tuple(sorted((int(n[2:]), c) for n, c in coef.items() if n[0] == "Y"))
+    xs = tuple(sorted((int(n[2:]), c) for n, c in coef.items() if n[0] == "X"))
+    return Atom(ys, xs, -const, strict)
+
+
+def _dnf(f, names) -> list[list[Atom]]:
+    """The formula as a list of conjunctions (an empty list is false, [[]] is true)."""
+    if not isinstance(f, list) or not f or not isinstance(f[0], str):
+        raise PropertyError(f"expected a formula, got {_show(f)}")
+    op, args = f[0], f[1:]
+    if op == "and":
+        out = [[]]
+        for a in args:
+            out = _product(out, _dnf(a, names))
+        return out
+    if op == "or":
+        out = [t for a in args for t in _dnf(a, names)]
+        if len(out) > MAX_TERMS:
+            raise PropertyError(f"the property has more than {MAX_TERMS} disjuncts")
+        return out
+    if op in ("<=", ">=", "<", ">", "=") and len(args) == 2:
+        a, b = (_term(t, names) for t in args)
+        if op in (">=", ">"):
+            a, b = b, a
+        atoms = [_atom(a, b, op in ("<", ">"))] if op != "=" else [_atom(a, b, False), _atom(b, a, False)]
+        if any(t is False for t in atoms):
+            return []
+        return [[t for t in atoms if t is not True]]
+    raise PropertyError(f"unsupported formula {_show(f)}")
+
+
+def _product(a: list[list[Atom]], b: list[list[Atom]]) -> list[list[Atom]]:
+    if len(a) * len(b) > MAX_TERMS:
+        raise PropertyError(f"the property has more than {MAX_TERMS} disjuncts")
+    return [s + t for s, t in itertools.product(a, b)]
+
+
+def _cases(dnfs: list[list[list[Atom]]], n_x: int) -> list[Case]:
+    """Group the terms of the conjunction of ``dnfs`` by input box (module docstring)."""
+    if any(not d for d in dnfs):
+        return []  # an assertion is false: no input satisfies the property
+    common = [a for d in dnfs if len(d) == 1 for a in d[0]]
+    split = [d for d in dnfs if len(d) > 1]
+    base = _Box(n_x)
+    base_cond = base.add_all(common)
+    groups: dict[tuple, Case] = {}
+    total = 1
+    for d in split:
+        total *= len(d)
+        if total > MAX_TERMS:
+            raise PropertyError(f"the property has more than {MAX_TERMS} disjuncts")
+    for combo in itertools.product(*split):
+        box = base.copy()
+        cond = base_cond + box.add_all([a for t in combo for a in t])
+        if box.empty():
+            continue
+        key = box.key()
+        if key not in groups:
+            box.require_bounded()
+            groups[key] = Case(box.lo, box.hi, box.lo_s, box.hi_s, [])
+        groups[key].disjuncts.append(cond)
+    return list(groups.values())
+
+
+class _Box:
+    """Exact bounds of the inputs collected from single-variable atoms."""
+
+    def __init__(self, n: int):
+        self.lo: list = [None] * n
+        self.hi: list = [None] * n
+        self.lo_s = [False] * n
+        self.hi_s = [False] * n
+
+    def copy(self) -> "_Box":
+        b = _Box(0)
+        b.lo, b.hi, b.lo_s, b.hi_s = self.lo[:], self.hi[:], self.lo_s[:], self.hi_s[:]
+        return b
+
+    def add_all(self, atoms: list[Atom]) -> list[Atom]:
+        """Tighten the box by the single-input atoms; return the other atoms (the condition)."""
+        rest = []
+        for a in atoms:
+            if a.y or len(a.x) != 1:
+                rest.append(a)
+                continue
+            i, c = a.x[0]
+            v = a.rhs / c
+            if c > 0 and (self.hi[i] is None or v < self.hi[i] or (v == self.hi[i] and a.strict)):
+                self.hi[i], self.hi_s[i] = v, a.strict
+            elif c < 0 and (self.lo[i] is None or v > self.lo[i] or (v == self.lo[i] and a.strict)):
+                self.lo[i], self.lo_s[i] = v, a.strict
+        return rest
+
+    def empty(self) -> bool:
+        return any(lo is not None and hi is not None and (lo > hi or (lo == hi and (ls or hs)))
+                   for lo, hi, ls, hs in zip(self.lo, self.hi, self.lo_s, self.hi_s))
+
+    def require_bounded(self) -> None:
+        for i, (lo, hi) in enumerate(zip(self.lo, self.hi)):
+            if lo is None or hi is None:
+                side = "lower" if lo is None else "upper"
+                raise PropertyError(f"input X_{i} has no {side} bound: unbounded inputs are not supported")
+
+    def key(self) -> tuple:
+        return tuple(self.lo), tuple(self.hi), tuple(self.lo_s), tuple(self.hi_s)
