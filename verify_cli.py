@@ -411,8 +411,8 @@ def vnnlib(
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
 ):
     """Decide a VNN-COMP instance: unsat (proved), sat (witness replayed in onnxruntime), unknown or timeout."""
-    from verify.errors import LinfVerifyError
-    from verify.outputs import check_file_output, output_lock
+    from common.errors import LinfVerifyError
+    from common.outputs import check_file_output, output_lock
     from verify.vnnlib.run import run_instance, write_result
 
     if not 0 < timeout < float("inf"):

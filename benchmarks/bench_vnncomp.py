@@ -52,9 +52,9 @@ def counterexamples(root: Path, onnx: Path, prop: Path) -> list[Path]:
 
 
 def run_one(root: Path, bench: str, row, cap: float, csv_timeout: bool, models: dict) -> dict:
-    from verify.errors import LinfVerifyError
-    from verify.model import load_model
-    from verify.runtime import ort_session
+    from common.errors import LinfVerifyError
+    from verify.front.model import load_model
+    from common.runtime import ort_session
     from verify.vnnlib.run import replay_text, result_text, run_instance
     from verify.vnnlib.spec import read_property
 
@@ -84,7 +84,7 @@ def run_one(root: Path, bench: str, row, cap: float, csv_timeout: bool, models: 
 def _replays(sess, prop, path: Path, input_shape) -> bool:
     """A published counterexample replays in the proof's (outward-rounded float32) box; an empty or
     malformed file does not."""
-    from verify.errors import PropertyError
+    from common.errors import PropertyError
     from verify.vnnlib.run import replay_text
 
     try:

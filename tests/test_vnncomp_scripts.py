@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_vnnlib_verdicts import net, vnnlib_text, write
-from verify.runtime import ort_session
+from common.runtime import ort_session
 from verify.vnnlib.run import replay_text
 from verify.vnnlib.spec import read_property
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from verify.model import load_model
-from verify.runtime import ort_session
+from verify.front.model import load_model
+from common.runtime import ort_session
 from verify.vnnlib.run import replay_text, result_text, run_instance
 from verify.vnnlib.spec import read_property
 

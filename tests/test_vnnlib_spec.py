@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from verify.errors import PropertyError
+from common.errors import PropertyError
 from verify.vnnlib.spec import f32_above, f32_below, parse_property
 
 DECL = "".join(f"(declare-const X_{i} Real)\n" for i in range(2)) + "".join(

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from tests.attack_helpers import relu_mlp_onnx
-from verify.model import load_model
-from verify.runtime import ort_logits, ort_session
+from verify.front.model import load_model
+from common.runtime import ort_logits, ort_session
 from verify.vnnlib.prove import IntervalRung, prove
 from verify.vnnlib.run import parse_witness, replay_text, result_text, run_instance
 from verify.vnnlib.spec import parse_property
@@ -210,7 +210,7 @@ def test_cli_bad_input_one_line_exit_2(tmp_path, case):
 
 def test_model_the_attack_cannot_run_is_unknown_not_an_error(tmp_path, monkeypatch):
     from verify.attack.torch_graph import TorchGraph
-    from verify.errors import ModelError
+    from common.errors import ModelError
 
     def refuse(*_a, **_k):
         raise ModelError("the attack cannot evaluate op(s) Foo")

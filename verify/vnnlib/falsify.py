@@ -8,7 +8,7 @@ verify/vnnlib/spec.py). Inputs enter the atoms through the model's outputs exten
 flattened input, so atoms over X and Y are one linear map.
 
 Nothing the torch model says is trusted: a candidate becomes a :class:`Witness` only when
-onnxruntime (the pinned session of verify/runtime.py, fixed batch sizes honoured) evaluated at the
+onnxruntime (the pinned session of common/runtime.py, fixed batch sizes honoured) evaluated at the
 float32 point gives outputs that satisfy some disjunct exactly (rational arithmetic on the float32
 values) and the point lies in the case's box exactly.
 """
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from verify.attack.pgd import apgd
-from verify.runtime import ort_logits
+from common.runtime import ort_logits
 from verify.vnnlib.spec import Case
 
 __all__ = ["Witness", "find_witness"]

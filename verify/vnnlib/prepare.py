@@ -8,8 +8,8 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    from verify.errors import LinfVerifyError
-    from verify.model import load_model
+    from common.errors import LinfVerifyError
+    from verify.front.model import load_model
     from verify.vnnlib.run import check_fit
     from verify.vnnlib.spec import read_property
 

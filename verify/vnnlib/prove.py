@@ -29,7 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
-from verify.errors import ModelError
+from common.errors import ModelError
 from verify.vnnlib.spec import Atom, Case
 
 __all__ = ["Rung", "IntervalRung", "Proof", "prove", "LADDER"]

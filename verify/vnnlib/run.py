@@ -1,6 +1,6 @@
 """One VNN-COMP instance: a model, a VNN-LIB property, a time limit -> ``unsat``/``sat``/``unknown``/``timeout``.
 
-:func:`run_instance` loads the model (verify.model.load_model, the one front-end) and the property
+:func:`run_instance` loads the model (verify.front.model.load_model, the one front-end) and the property
 (verify/vnnlib/spec.py), checks that they fit (number of inputs and outputs), then per case:
 the proof ladder first (verify/vnnlib/prove.py, cheap), and, for the cases it cannot prove, the
 witness search (verify/vnnlib/falsify.py). ``unsat`` only when every case is proved; ``sat`` only
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from verify.errors import ModelError, PropertyError
+from common.errors import ModelError, PropertyError
 from verify.vnnlib.falsify import Witness, find_witness, replay
 from verify.vnnlib.prove import LADDER, prove
 from verify.vnnlib.spec import Property, read_property
@@ -64,8 +64,8 @@ def run_instance(model_path, prop_path, timeout: float = 60.0, *, seed: int = 0,
                  restarts: int = 4, steps: int = 100, model=None) -> VnnResult:
     """Decide one instance within about ``timeout`` seconds (see the module docstring)."""
     from verify.attack.torch_graph import TorchGraph
-    from verify.model import load_model
-    from verify.runtime import ort_session
+    from verify.front.model import load_model
+    from common.runtime import ort_session
 
     t0 = time.monotonic()
     deadline = t0 + float(timeout)
@@ -155,8 +155,8 @@ def parse_witness(text: str, n_x: int, n_y: int) -> tuple[np.ndarray, np.ndarray
 
 
 def write_result(path, res: VnnResult) -> None:
-    """Write the results file atomically (verify/outputs.py: never half-written)."""
-    from verify.outputs import atomic_file
+    """Write the results file atomically (common/outputs.py: never half-written)."""
+    from common.outputs import atomic_file
 
     with atomic_file(path) as f:
         f.write(result_text(res))

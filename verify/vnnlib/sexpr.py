@@ -3,7 +3,7 @@
 ``read_sexprs(text)`` returns the top-level forms: an atom is a ``str`` (symbol or number text,
 kept as written so numbers can be converted exactly), a list is a Python list. ``;`` starts a
 comment to the end of the line; ``|quoted symbols|`` and strings are not part of VNN-LIB 1.0 and
-are refused. Every error is one line (:class:`verify.errors.PropertyError`) naming the line.
+are refused. Every error is one line (:class:`common.errors.PropertyError`) naming the line.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-from verify.errors import PropertyError
+from common.errors import PropertyError
 
 __all__ = ["read_sexprs", "number"]
 

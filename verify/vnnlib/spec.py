@@ -32,7 +32,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from verify.errors import PropertyError
+from common.errors import PropertyError
 from verify.vnnlib.sexpr import number, read_sexprs
 
 __all__ = ["Atom", "Case", "Property", "parse_property", "read_property", "f32_below", "f32_above"]
