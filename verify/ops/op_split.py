@@ -15,6 +15,7 @@ from verify.ops.base import Box
 class Split(ShapeOp):
     op_type = "Split"
     known_attrs = frozenset({"axis", "split", "num_outputs"})
+    multi_output = True
 
     def unsupported(self):
         r = super().unsupported()
