@@ -226,6 +226,15 @@ def _pow(x, y, dom):
     return x if e == 1.0 else dom.approx(np.sqrt, x)
 
 
+def _fmod(x, c, dom):
+    if not dom.exact:
+        with np.errstate(all="ignore"):
+            return np.fmod(x, c)
+    if np.any(c == 0):
+        raise Undefined("modulo by 0")
+    return np.vectorize(lambda u, v: u - v * int(u / v), otypes=[object])(x, c)
+
+
 def _split(x, a, ins, n_out):
     ax = int(a.get("axis", 0)) % x.ndim
     n = x.shape[ax]
@@ -306,6 +315,9 @@ def _node(n, ins, dom):
         "LayerNormalization": lambda: dom.approx(lambda v: _layernorm(
             v, ins[1], ins[2] if len(ins) > 2 else None, int(a.get("axis", -1)), float(np.float32(a.get("epsilon", 1e-5)))), x),
         "Pow": lambda: _pow(x, ins[1], dom),
+        "Equal": lambda: np.asarray(ins[0] == ins[1], dtype=bool),
+        "Where": lambda: np.where(np.asarray(ins[0], bool), ins[1], ins[2]),
+        "Mod": lambda: _fmod(x, ins[1], dom),
         "Expand": lambda: np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(int(v) for v in ins[1]))).copy(),
         "ConstantOfShape": lambda: dom.lift(np.full([int(v) for v in x], np.asarray(a["value"]).reshape(-1)[0])),
         "Split": lambda: _split(x, a, ins, len(n.output)),

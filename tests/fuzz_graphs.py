@@ -395,12 +395,29 @@ def gen_constantofshape(b):
     b.push(b.emit(b.draw(st.sampled_from(["Add", "Mul"])), [x, c]))
 
 
+def gen_where(b, equal=False):
+    x = b.pick()
+    y = operand(b, x)
+    if not equal and b.draw(st.booleans()):
+        shape = b.draw(st.sampled_from([(), b.shape(x)[-1:], (1, *b.shape(x)[1:])]))
+        cond = b.init(np.asarray(b.draw(st.lists(st.booleans(), min_size=int(np.prod(shape)),
+                                                 max_size=int(np.prod(shape)))), bool).reshape(shape))
+    else:
+        cond = b.emit("Equal", [x, operand(b, x)])
+    b.push(b.emit("Where", [cond, x, y] if b.draw(st.booleans()) else [cond, y, x]))
+
+
+def gen_mod(b):
+    b.push(b.emit("Mod", [b.pick(), b.floats(())], fmod=1))
+
+
 GENERATORS = {
     **{op: gen_unary(op) for op in ("Abs", "Neg", "Relu", "Sigmoid", "Tanh", "Identity", "Exp", "Erf")},
     **{op: gen_reduce(op) for op in ("ReduceMean", "ReduceSum")},
     **{op: gen_global(op) for op in ("GlobalAveragePool", "GlobalMaxPool")},
     "Gelu": gen_gelu, "Sqrt": gen_sqrt, "Pow": gen_pow, "LayerNormalization": gen_layernormalization,
     "Split": gen_split, "Expand": gen_expand, "ConstantOfShape": gen_constantofshape,
+    "Where": gen_where, "Equal": lambda b: gen_where(b, equal=True), "Mod": gen_mod,
     **{op: gen_binary(op) for op in ("Add", "Sub", "Mul", "Div")},
     **{op: gen_variadic(op) for op in ("Max", "Min", "Sum")},
     "AveragePool": gen_averagepool, "BatchNormalization": gen_batchnormalization, "Cast": gen_cast,

@@ -66,6 +66,14 @@ NEW_CASES = {
                               N("Add", ["input", "c"], ["y"])], {}, lambda x: x, True, []),
     "MatMulVV": ([2, 3], [N("Transpose", ["input"], ["t"], perm=[0, 2, 1]), N("MatMul", ["input", "t"], ["y"])], {},
                  lambda x: np.matmul(x, np.transpose(x, (0, 2, 1))), False, []),
+    "Where": ([6], [N("Where", ["cond", "input", "c6"], ["y"])],
+              {"cond": np.array([True, False, True, True, False, False]), "c6": np.arange(6, dtype=np.float32)},
+              lambda x: np.where([True, False, True, True, False, False], x, np.arange(6)), True, []),
+    "WhereEqual": ([6], [N("Equal", ["input", "c6"], ["e"]), N("Where", ["e", "input", "c6"], ["y"])],
+                   {"c6": np.arange(6, dtype=np.float32)}, lambda x: np.where(x == np.arange(6), x, np.arange(6)),
+                   True, []),
+    "Mod": ([6], [N("Mod", ["input", "m"], ["y"], fmod=1)], {"m": np.float32(0.75)},
+            lambda x: np.fmod(x, np.float64(0.75)), True, []),
 }
 #: cases whose output is not "y": the node list renames it
 RENAMED = {"Split": "y2"}

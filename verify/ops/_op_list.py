@@ -19,6 +19,7 @@ from verify.ops.op_constantofshape import ConstantOfShape
 from verify.ops.op_conv import Conv
 from verify.ops.op_div import Div
 from verify.ops.op_dropout import Dropout
+from verify.ops.op_equal import Equal
 from verify.ops.op_erf import Erf
 from verify.ops.op_exp import Exp
 from verify.ops.op_expand import Expand
@@ -37,6 +38,7 @@ from verify.ops.op_matmul import MatMul
 from verify.ops.op_max import Max
 from verify.ops.op_maxpool import MaxPool
 from verify.ops.op_min import Min
+from verify.ops.op_mod import Mod
 from verify.ops.op_mul import Mul
 from verify.ops.op_neg import Neg
 from verify.ops.op_pad import Pad
@@ -58,6 +60,7 @@ from verify.ops.op_sum import Sum
 from verify.ops.op_tanh import Tanh
 from verify.ops.op_transpose import Transpose
 from verify.ops.op_unsqueeze import Unsqueeze
+from verify.ops.op_where import Where
 
 OPS: dict[tuple[str, str], type[Op]] = {
     ("linf", "LinfDist"): LinfDist,
@@ -74,6 +77,7 @@ OPS: dict[tuple[str, str], type[Op]] = {
     ("", "Conv"): Conv,
     ("", "Div"): Div,
     ("", "Dropout"): Dropout,
+    ("", "Equal"): Equal,
     ("", "Erf"): Erf,
     ("", "Exp"): Exp,
     ("", "Expand"): Expand,
@@ -90,6 +94,7 @@ OPS: dict[tuple[str, str], type[Op]] = {
     ("", "Max"): Max,
     ("", "MaxPool"): MaxPool,
     ("", "Min"): Min,
+    ("", "Mod"): Mod,
     ("", "Mul"): Mul,
     ("", "Neg"): Neg,
     ("", "Pad"): Pad,
@@ -111,6 +116,7 @@ OPS: dict[tuple[str, str], type[Op]] = {
     ("", "Tanh"): Tanh,
     ("", "Transpose"): Transpose,
     ("", "Unsqueeze"): Unsqueeze,
+    ("", "Where"): Where,
 }
 
 
