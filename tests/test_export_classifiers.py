@@ -29,6 +29,7 @@ CASES = [  # (family, dynamo, dynamic batch)
     pytest.param("cnn", True, True, marks=pytest.mark.slow),
     pytest.param("resnet", False, True, marks=pytest.mark.slow),
     pytest.param("vit_mean", True, False, marks=pytest.mark.slow),
+    pytest.param("vit_cls", False, False, marks=pytest.mark.slow),
 ]
 
 

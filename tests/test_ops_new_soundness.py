@@ -219,6 +219,20 @@ def test_matmul_of_two_variables_has_no_finite_lipschitz_bound(tmp_path):
     assert math.isinf(load_model(p).lipschitz())
 
 
+def test_reducesum_of_shape_integers_is_exact(tmp_path):
+    """ReduceSum on shape arithmetic (int64) is exact integer arithmetic: [2, 2] sums to 4, and the
+    Reshape it feeds flattens [N, 2, 2] to [N, 4] as in onnxruntime."""
+    nodes = [N("Shape", ["input"], ["sh"], start=1), N("ReduceSum", ["sh", "z"], ["n"], keepdims=1),
+             N("Concat", ["m1", "n"], ["t"], axis=0), N("Reshape", ["input", "t"], ["logits"])]
+    p = _one(tmp_path, nodes, {"z": I64(0), "m1": I64(-1)}, [2, 2])
+    m = load_model(p)
+    x = np.arange(12, dtype=np.float32).reshape(3, 2, 2)
+    assert np.array_equal(m.forward(x), x.reshape(3, 4))
+    assert np.array_equal(ort_run(p, x), x.reshape(3, 4))
+    lo, hi = m.interval(x, x + 1)
+    assert np.array_equal(lo, x.reshape(3, 4)) and np.array_equal(hi, x.reshape(3, 4) + 1)
+
+
 def test_reductions_over_the_batch_axis_are_refused(tmp_path):
     for op in ("ReduceMean", "ReduceSum"):
         p = _one(tmp_path, [N(op, ["input", "ax"], ["r"], keepdims=1), N("Sub", ["input", "r"], ["logits"])],
@@ -307,7 +321,7 @@ def test_torch_forward_matches_forward_and_has_gradients(tmp_path):
 def test_every_new_op_has_a_torch_forward():
     from verify.ops._op_list import OPS
 
-    new = """ConstantOfShape Erf Exp Expand Gelu GlobalAveragePool GlobalMaxPool LayerNormalization Pow ReduceMean
-    ReduceSum Split Sqrt""".split()
+    new = """ConstantOfShape Equal Erf Exp Expand Gelu GlobalAveragePool GlobalMaxPool LayerNormalization Mod Pow
+    ReduceMean ReduceSum Split Sqrt Where""".split()
     for t in new:
         assert callable(getattr(OPS[("", t)], "torch_forward", None)), t

@@ -72,6 +72,13 @@ class LinearReduce(Op):
         return (s / x.dtype.type(n) if self.mean else s), n
 
     def forward(self, x, *_):
+        if np.issubdtype(np.asarray(x).dtype, np.integer):  # shape arithmetic: exact in python ints
+            if self.mean:
+                raise self.fail("the mean of integers is not supported")
+            r = self._apply(np.asarray(x).astype(object))[0]
+            if np.any(np.abs(np.asarray(r, dtype=object)) > np.iinfo(np.int64).max):
+                raise self.fail("integer overflow (the result would wrap around)")
+            return np.asarray(r).astype(np.asarray(x).dtype)
         x64 = np.asarray(x, np.float32).astype(np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
             return self._apply(x64)[0].astype(np.float32)
@@ -85,6 +92,10 @@ class LinearReduce(Op):
         return torch.sum(x, dim=axes, keepdim=keepdims(self))
 
     def interval(self, b, *_):
+        if np.issubdtype(b.lo.dtype, np.integer):
+            if not np.array_equal(b.lo, b.hi):
+                raise self.fail("integer arithmetic on values that depend on the input")
+            return Box.point(self.forward(b.lo))
         lo64 = b.lo.astype(np.float64)
         if reduced_axes(self, lo64.ndim) is None:
             return Box(b.lo, b.hi)
