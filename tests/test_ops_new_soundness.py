@@ -51,6 +51,8 @@ def test_error_model_covers_onnxruntime_kernels(op, attrs, pre, tmp_path):
     x = _wide_points(rng, 3000, k, hi_exp=2.5 if op in ("Exp", "Sqrt") else 30)
     if op == "Exp":
         x[100:200] = rng.uniform(-104, 89, size=(100, k)).astype(np.float32)
+    else:  # densely where the function bends
+        x[100:1600] = rng.uniform(-12, 12, size=(1500, k)).astype(np.float32)
     y = ort_run(p, x)
     lo, hi = m.interval(x, x)
     assert np.all(lo <= y) and np.all(y <= hi)
@@ -355,3 +357,23 @@ def test_fuzzer_exercises_the_new_op(op, tmp_path_factory):
     run()
     assert not bad, "\n".join(bad[:5])
     assert stats["loaded"] - stats["box unknown"] >= 1, stats
+
+
+@pytest.mark.parametrize("mode", ["none", "tanh"])
+def test_gelu_boxes_around_the_minimum(mode, tmp_path):
+    """Boxes meeting the bracket of the minimum (where the bound uses the mean value theorem) hold
+    onnxruntime's values and the float64 function at sampled points; a point box stays tight."""
+    rng = np.random.default_rng(8)
+    k = 64
+    p = _one(tmp_path, [N("Gelu", ["input"], ["logits"], approximate=mode)], {}, [k], k)
+    m = load_model(p)
+    for r in (0.0, 1e-6, 1e-3, 0.02, 0.3):
+        c = rng.uniform(-0.8, -0.7, size=(4, k)).astype(np.float32)
+        lo, hi = (c - np.float32(r)).astype(np.float32), (c + np.float32(r)).astype(np.float32)
+        blo, bhi = m.interval(lo, hi)
+        for _ in range(10):
+            pt = np.clip((lo + rng.random(lo.shape) * (hi - lo)).astype(np.float32), lo, hi)
+            y, y64 = ort_run(p, pt), gelu64(pt.astype(np.float64), mode)
+            assert np.all(blo <= y) and np.all(y <= bhi) and np.all(blo <= y64) and np.all(y64 <= bhi)
+        if r == 0.0:
+            assert np.all(bhi.astype(np.float64) - blo <= 1e-5)

@@ -4,7 +4,8 @@ x/2 (1 + tanh(√(2/π) (x + 0.044715 x³))).
 Shape: both decrease on (-inf, x*] and increase on [x*, inf) with x* ≈ -0.7518 ("none") or -0.7525
 ("tanh"), both inside BRACKET; the minimum is ≈ -0.16997 / -0.17004 > GELU_MIN. So on [l, u] the
 maximum is max(f(l), f(u)) and the minimum is min(f(l), f(u)) unless [l, u] meets BRACKET, where
-GELU_MIN bounds it from below. f is evaluated in float64 at the endpoints.
+it is at least max(GELU_MIN, min(f(l), f(u)) - 1.13 (u - l)) (mean value theorem with the slope
+bound below; a point box stays tight). f is evaluated in float64 at the endpoints.
 
 onnxruntime's float32 error (its kernel or the function body: a scaled argument, erf or tanh, 1 +,
 two products): the erf/tanh value is within the libm model (LIBM_REL relative + LIBM_ABS absolute,
@@ -78,7 +79,10 @@ class Gelu(Op):
             raise self.fail("an input may exceed 2^120 in magnitude (onnxruntime may overflow); cannot certify")
         fl, fh = gelu64(lo, self._mode()), gelu64(hi, self._mode())
         top = np.maximum(fl, fh)
-        bottom = np.where((lo <= BRACKET[1]) & (hi >= BRACKET[0]), GELU_MIN, np.minimum(fl, fh))
+        # inside the bracket the minimum may be interior: GELU_MIN, or (mean value theorem) the
+        # smaller endpoint value minus the slope bound times the width, whichever is larger
+        near = np.maximum(GELU_MIN, np.minimum(fl, fh) - GELU_SLOPE * (hi - lo) * (1 + 2.0**-40))
+        bottom = np.where((lo <= BRACKET[1]) & (hi >= BRACKET[0]), near, np.minimum(fl, fh))
         err = gelu_error(np.maximum(np.abs(lo), np.abs(hi)))
         return Box(down(bottom - err), up(top + err))
 
