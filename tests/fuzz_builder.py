@@ -13,7 +13,7 @@ from onnx import helper as h
 
 from fuzz_exact import Domain, run_node
 
-OPSET = 18
+OPSET = 20
 #: Classes of hostile constants a generator can be told to avoid (``avoid=``); the fuzz tests
 #: generate them all (their fixes: verify/ops, issue 12 root causes 1, 6, 7).
 KNOWN_OPEN = frozenset({"cast_out_of_range", "bad_constants", "float32_folding"})

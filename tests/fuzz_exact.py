@@ -21,7 +21,8 @@ from functools import reduce
 import numpy as np
 from onnx import TensorProto, numpy_helper
 
-TRANSCENDENTAL = frozenset({"Sigmoid", "Tanh", "Softmax", "BatchNormalization"})
+TRANSCENDENTAL = frozenset({"Sigmoid", "Tanh", "Softmax", "BatchNormalization", "LayerNormalization", "Gelu", "Erf",
+                            "Exp", "Sqrt"})
 _INT = {TensorProto.INT64: np.int64, TensorProto.INT32: np.int32}
 
 
@@ -185,7 +186,64 @@ def _binary(op, a, b, dom):
 
 def _reduce_axes(a, ins, x):
     axes = a.get("axes", None if len(ins) < 2 or ins[1] is None else [int(v) for v in ins[1]])
-    return tuple(range(x.ndim)) if not axes else tuple(int(v) % x.ndim for v in axes)
+    if not axes and a.get("noop_with_empty_axes", 0):
+        return ()
+    return tuple(range(x.ndim)) if not axes else tuple(sorted({int(v) % x.ndim for v in axes}))
+
+
+def _reduce(x, a, ins, dom, mean):
+    axes = _reduce_axes(a, ins, x)
+    if not axes:
+        return x
+    n = int(np.prod([x.shape[i] for i in axes]))
+    s = x.sum(axis=axes, keepdims=bool(a.get("keepdims", 1)))
+    return s * dom.lift(np.float64(1.0)) / n if mean else s
+
+
+def _erf64(v):
+    import torch
+
+    return torch.erf(torch.from_numpy(np.asarray(v, np.float64))).numpy()
+
+
+def _gelu(v, mode):
+    if mode == "tanh":
+        return 0.5 * v * (1 + np.tanh(np.sqrt(2 / np.pi) * (v + 0.044715 * v**3)))
+    return 0.5 * v * (1 + _erf64(v / np.sqrt(2)))
+
+
+def _layernorm(v, s, b, axis, eps):
+    axes = tuple(range(axis % v.ndim, v.ndim))
+    d = v - v.mean(axis=axes, keepdims=True)
+    y = d / np.sqrt((d * d).mean(axis=axes, keepdims=True) + eps) * np.asarray(s, np.float64)
+    return y if b is None else y + np.asarray(b, np.float64)
+
+
+def _pow(x, y, dom):
+    e = float(np.asarray(y).reshape(-1)[0])
+    if e == 2.0:
+        return x * x
+    return x if e == 1.0 else dom.approx(np.sqrt, x)
+
+
+def _fmod(x, c, dom):
+    if not dom.exact:
+        with np.errstate(all="ignore"):
+            return np.fmod(x, c)
+    if np.any(c == 0):
+        raise Undefined("modulo by 0")
+    return np.vectorize(lambda u, v: u - v * int(u / v), otypes=[object])(x, c)
+
+
+def _split(x, a, ins, n_out):
+    ax = int(a.get("axis", 0)) % x.ndim
+    n = x.shape[ax]
+    if len(ins) > 1 and ins[1] is not None:
+        sizes = [int(v) for v in ins[1]]
+    else:
+        c = -(-n // n_out)
+        sizes = [min(c, max(n - i * c, 0)) for i in range(n_out)]
+    return tuple(np.split(x, np.cumsum(sizes)[:-1], axis=ax))
 
 
 def _slice(x, starts, ends, axes, steps):
@@ -248,6 +306,21 @@ def _node(n, ins, dom):
         "Concat": lambda: np.concatenate(ins, axis=int(a["axis"])),
         "Pad": lambda: _pad_op(x, ins, dom),
         "ReduceMax": lambda: x.max(axis=_reduce_axes(a, ins, x), keepdims=bool(a.get("keepdims", 1))),
+        "ReduceMean": lambda: _reduce(x, a, ins, dom, True), "ReduceSum": lambda: _reduce(x, a, ins, dom, False),
+        "GlobalAveragePool": lambda: _reduce(x, {"axes": list(range(2, x.ndim))}, ins, dom, True),
+        "GlobalMaxPool": lambda: x.max(axis=tuple(range(2, x.ndim)), keepdims=True),
+        "Exp": lambda: dom.approx(np.exp, x), "Erf": lambda: dom.approx(_erf64, x),
+        "Sqrt": lambda: dom.approx(np.sqrt, x),
+        "Gelu": lambda: dom.approx(lambda v: _gelu(v, a.get("approximate", "none")), x),
+        "LayerNormalization": lambda: dom.approx(lambda v: _layernorm(
+            v, ins[1], ins[2] if len(ins) > 2 else None, int(a.get("axis", -1)), float(np.float32(a.get("epsilon", 1e-5)))), x),
+        "Pow": lambda: _pow(x, ins[1], dom),
+        "Equal": lambda: np.asarray(ins[0] == ins[1], dtype=bool),
+        "Where": lambda: np.where(np.asarray(ins[0], bool), ins[1], ins[2]),
+        "Mod": lambda: _fmod(x, ins[1], dom),
+        "Expand": lambda: np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(int(v) for v in ins[1]))).copy(),
+        "ConstantOfShape": lambda: dom.lift(np.full([int(v) for v in x], np.asarray(a["value"]).reshape(-1)[0])),
+        "Split": lambda: _split(x, a, ins, len(n.output)),
         "Constant": lambda: dom.lift(np.asarray(next(iter(a.values())), np.float32)),
     }
     if t == "Clip":
@@ -267,7 +340,9 @@ def _node(n, ins, dom):
 
 def run_node(n, vals: dict, dom: Domain) -> None:
     """Evaluate NodeProto ``n`` on ``vals`` (tensor name -> value) in ``dom``; stores its output."""
-    vals[n.output[0]] = _node(n, [vals[i] if i else None for i in n.input], dom)
+    out = _node(n, [vals[i] if i else None for i in n.input], dom)
+    for name, v in zip(n.output, out if isinstance(out, tuple) else (out,)):
+        vals[name] = v
 
 
 def evaluate(model, x: np.ndarray, exact: bool) -> tuple[np.ndarray, bool]:

@@ -18,6 +18,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
+from fuzz_exact import run_node
 from fuzz_builder import I64_MAX, I64_MIN, KNOWN_OPEN, OPSET, Builder, Fuzzed, boxes, float_arrays  # noqa: F401
 from common import linf_spec
 
@@ -136,14 +137,17 @@ def gen_gemm(b):
 def gen_matmul(b):
     x = b.pick()
     s = b.shape(x)
-    forms = ["right"] + (["vector", "left"] if len(s) >= 3 else [])
+    forms = ["right"] + (["vector", "left", "variable"] if len(s) >= 3 else [])
     form = b.draw(st.sampled_from(forms))
     if form == "right":
         ins = [x, b.floats((s[-1], b.int_of(1, 4)))]
     elif form == "vector":
         ins = [x, b.floats((s[-1],))]
-    else:
+    elif form == "left":
         ins = [b.floats((b.int_of(1, 3), s[-2])), x]
+    else:  # two variables (attention's Q Kᵀ)
+        perm = list(range(len(s) - 2)) + [len(s) - 1, len(s) - 2]
+        ins = [x, b.emit("Transpose", [b.same_shape(x)], perm=perm)]
     b.push(b.emit("MatMul", ins))
 
 
@@ -312,8 +316,108 @@ def gen_reducemax(b):
     b.push(b.emit("ReduceMax", [x, b.ints(axes)], keepdims=keep))
 
 
+def gen_reduce(op):
+    def g(b):
+        x = b.pick()
+        r = len(b.shape(x))
+        if b.draw(st.integers(0, 5)) == 0:  # empty axes with noop_with_empty_axes: the identity
+            b.push(b.emit(op, [x, b.ints(np.zeros(0, np.int64))], noop_with_empty_axes=1))
+            return
+        axes = b.draw(st.lists(st.integers(1, r - 1), min_size=1, max_size=r - 1, unique=True))
+        keep = 1 if len(axes) == r - 1 else b.int_of(0, 1)
+        b.push(b.emit(op, [x, b.ints([a - r if b.draw(st.booleans()) else a for a in axes])], keepdims=keep))
+    return g
+
+
+def gen_global(op):
+    return lambda b: b.push(b.emit(op, [to_rank4(b, b.pick())]))
+
+
+def gen_gelu(b):
+    b.push(b.emit("Gelu", [b.pick()], approximate=b.draw(st.sampled_from(["none", "tanh"]))))
+
+
+def gen_sqrt(b):
+    x = b.pick()
+    b.push(b.emit("Sqrt", [b.emit("Abs", [x]) if b.draw(st.booleans()) else x]))
+
+
+def gen_pow(b):
+    x = b.pick()
+    e = b.draw(st.sampled_from([2.0, 2.0, 0.5, 1.0, 3.0]))
+    base = b.emit("Abs", [x]) if e == 0.5 and b.draw(st.booleans()) else x
+    b.push(b.emit("Pow", [base, b.init(np.float32(e))]))
+
+
+def gen_layernormalization(b):
+    x = b.pick()
+    ax = b.axis(x)
+    shape = b.shape(x)[ax:]
+    ins = [x, b.floats(shape)] + ([b.floats(shape)] if b.draw(st.booleans()) else [])
+    eps = b.draw(st.sampled_from([1e-5, 1e-3, 1.0]))
+    b.push(b.emit("LayerNormalization", ins, axis=ax, epsilon=eps))
+
+
+def gen_split(b):
+    x = b.pick()
+    ax = b.axis(x)
+    n = b.shape(x)[ax]
+    if n < 2:
+        x = b.emit("Concat", [x, x], axis=ax)
+        n *= 2
+    k = b.int_of(1, n - 1)
+    outs = [b.fresh(), b.fresh()]
+    if b.draw(st.booleans()):
+        node = h.make_node("Split", [x, b.ints([k, n - k])], outs, axis=ax)
+    else:
+        node = h.make_node("Split", [x], outs, axis=ax, num_outputs=2)
+    run_node(node, b.vals, b.dom)
+    b.nodes.append(node)
+    b.used.append("Split")
+    for o in outs:
+        b.push(o)
+
+
+def gen_expand(b):
+    x = b.pick()
+    s = list(b.shape(x))
+    ones = [i for i, v in enumerate(s) if i and v == 1]
+    target = [1] * len(s)
+    if ones:
+        target[b.draw(st.sampled_from(ones))] = b.int_of(2, 3)
+    b.push(b.emit("Expand", [x, b.ints(target)]))
+
+
+def gen_constantofshape(b):
+    x = b.pick()
+    v = b.draw(float_arrays((1,), b.avoid))
+    c = b.emit("ConstantOfShape", [b.emit("Shape", [x])], value=nh.from_array(v))
+    b.push(b.emit(b.draw(st.sampled_from(["Add", "Mul"])), [x, c]))
+
+
+def gen_where(b, equal=False):
+    x = b.pick()
+    y = operand(b, x)
+    if not equal and b.draw(st.booleans()):
+        shape = b.draw(st.sampled_from([(), b.shape(x)[-1:], (1, *b.shape(x)[1:])]))
+        cond = b.init(np.asarray(b.draw(st.lists(st.booleans(), min_size=int(np.prod(shape)),
+                                                 max_size=int(np.prod(shape)))), bool).reshape(shape))
+    else:
+        cond = b.emit("Equal", [x, operand(b, x)])
+    b.push(b.emit("Where", [cond, x, y] if b.draw(st.booleans()) else [cond, y, x]))
+
+
+def gen_mod(b):
+    b.push(b.emit("Mod", [b.pick(), b.floats(())], fmod=1))
+
+
 GENERATORS = {
-    **{op: gen_unary(op) for op in ("Abs", "Neg", "Relu", "Sigmoid", "Tanh", "Identity")},
+    **{op: gen_unary(op) for op in ("Abs", "Neg", "Relu", "Sigmoid", "Tanh", "Identity", "Exp", "Erf")},
+    **{op: gen_reduce(op) for op in ("ReduceMean", "ReduceSum")},
+    **{op: gen_global(op) for op in ("GlobalAveragePool", "GlobalMaxPool")},
+    "Gelu": gen_gelu, "Sqrt": gen_sqrt, "Pow": gen_pow, "LayerNormalization": gen_layernormalization,
+    "Split": gen_split, "Expand": gen_expand, "ConstantOfShape": gen_constantofshape,
+    "Where": gen_where, "Equal": lambda b: gen_where(b, equal=True), "Mod": gen_mod,
     **{op: gen_binary(op) for op in ("Add", "Sub", "Mul", "Div")},
     **{op: gen_variadic(op) for op in ("Max", "Min", "Sum")},
     "AveragePool": gen_averagepool, "BatchNormalization": gen_batchnormalization, "Cast": gen_cast,

@@ -62,7 +62,9 @@ def test_every_op_with_float_constants_is_poisoned():
     poisoned = {n.op_type for case, *_ in VARIANTS for n in CASES[case][1]}
     without = {"Abs", "Neg", "Relu", "Tanh", "Sigmoid", "Identity", "Softmax", "MaxPool", "AveragePool", "Flatten",
                "Transpose", "Cast", "Shape", "Gather", "Reshape", "Squeeze", "Unsqueeze", "Slice", "ReduceMax",
-               "Concat"}  # ops whose cases have no float constant: covered by test_ops_extremes
+               "Concat", "Erf", "Exp", "Gelu", "Sqrt", "ReduceMean", "ReduceSum", "GlobalAveragePool",
+               "GlobalMaxPool", "Split", "Expand",
+               "ConstantOfShape"}  # its float constant is a tensor attribute: test_constantofshape_value_poisoned  # ops whose cases have no float constant: covered by test_ops_extremes
     assert {t for _, t in OPS} <= poisoned | without
 
 
@@ -96,3 +98,23 @@ def test_batchnorm_variance_must_be_positive(tmp_path, var, eps):
     inits = {"s": one * 1e38, "b": one, "m": one, "v": np.array([1.0, var], np.float32)}
     with pytest.raises(ModelError, match="var|NaN|overflow"):
         load_model(save(make_model(nodes, inits, [2, 2, 2], "K"), tmp_path))
+
+
+@pytest.mark.parametrize("bad", sorted(BAD))
+def test_constantofshape_value_poisoned(tmp_path, bad):
+    """ConstantOfShape's ``value`` (a tensor attribute): NaN is refused at load; ±inf loads (the op
+    declares inf_consts_ok) but bounding the Add it feeds is refused, never a box."""
+    nodes = [
+        h.make_node("Shape", ["input"], ["s"], start=1),
+        h.make_node("ConstantOfShape", ["s"], ["c"], value=h.make_tensor("v", 1, [1], [BAD[bad]])),
+        h.make_node("Add", ["input", "c"], ["y"]),
+        h.make_node("Flatten", ["y"], ["logits"]),
+    ]
+    path = save(make_model(nodes, {}, [4], 4), tmp_path)
+    if bad == "nan":
+        with pytest.raises(ModelError, match="NaN"):
+            load_model(path)
+        return
+    m = load_model(path)
+    with pytest.raises(ModelError, match="±inf"):
+        m.interval(np.zeros((1, 4), np.float32), np.ones((1, 4), np.float32))

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from onnx import helper as h
 
+from new_op_cases import NEW_CASES, RENAMED
 from onnx_helpers import make_model, ort_run, save
 from verify.front.model import load_model
 from verify.ops._op_list import OPS, supported_ops
@@ -168,10 +169,14 @@ CASES = {
 }
 
 
+CASES.update(NEW_CASES)
+
+
 def _model(case, tmp_path):
     shape, nodes, inits, _, _, linf = CASES[case]
-    nodes = list(nodes) + [h.make_node("Flatten", ["y"], ["logits"])]
-    p = save(make_model(nodes, inits, shape, "K", linf_ops=linf), tmp_path, f"{case}.onnx")
+    nodes = list(nodes) + [h.make_node("Flatten", [RENAMED.get(case, "y")], ["logits"])]
+    opset = 20 if case in NEW_CASES else 18
+    p = save(make_model(nodes, inits, shape, "K", linf_ops=linf, opset=opset), tmp_path, f"{case}.onnx")
     return p, shape
 
 

@@ -64,7 +64,7 @@ def _bind(specs: list[NodeSpec], constants: dict[str, np.ndarray]) -> list[Op]:
             continue
         op = cls(s, {i: constants[t] for i, t in enumerate(s.inputs) if t in constants})
         reason = op.nonfinite_constants() or op.unsupported() or op.constants_problem()
-        if not reason and any(o for o in s.outputs[1:]):
+        if not reason and any(o for o in s.outputs[1:]) and not cls.multi_output:
             reason = "optional extra outputs are not supported"
         if reason:
             rounded = sorted(set(s.inputs) & inexact)

@@ -113,6 +113,9 @@ class Op:
     inf_safe: bool = False
     #: constant inputs / float attributes may hold ±inf (NaN is never accepted)
     inf_consts_ok: bool = False
+    #: the op computes several outputs (``forward``/``interval`` return tuples, one per output; the
+    #: Lipschitz bound and batch axis hold for each); otherwise extra outputs are refused at load
+    multi_output: bool = False
 
     def __init__(self, spec: NodeSpec, consts: dict[int, np.ndarray]):
         self.spec = spec

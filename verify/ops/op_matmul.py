@@ -1,10 +1,13 @@
-"""MatMul (numpy semantics) with one constant operand: a sound linear map."""
+"""MatMul (numpy semantics). One constant operand: a sound linear map (verify/ops/_affine.py).
+Two variable operands (attention): the centre-radius product of verify/ops/_bilinear.py, not
+Lipschitz on an unbounded domain (``math.inf``); their batch axes must be the same stacking axis."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from verify.ops._affine import affine_interval
+from verify.ops._bilinear import bilinear_interval
 from verify.ops.base import Op, inf_norm_up, mul_up
 
 
@@ -12,18 +15,14 @@ class MatMul(Op):
     op_type = "MatMul"
     foldable = False
 
-    def unsupported(self):
-        r = super().unsupported()
-        if r:
-            return r
-        if self.is_var(0) and self.is_var(1):
-            return "both operands variable (bilinear) is not supported"
-        return None
-
     def forward(self, a, b):
         return np.matmul(np.asarray(a, np.float32), np.asarray(b, np.float32)).astype(np.float32)
 
     def interval(self, ab, bb):
+        if self.is_var(0) and self.is_var(1):
+            if ab.lo.ndim < 2 or bb.lo.ndim < 2:
+                raise self.fail("a product of two variable vectors is not supported")
+            return bilinear_interval(ab, bb, ab.lo.shape[-1])
         if self.is_var(1) and not self.is_var(0):
             am = np.asarray(ab.lo, np.float64)
             aam = np.abs(am)
@@ -50,6 +49,8 @@ class MatMul(Op):
     def batch_axis(self, f):
         from verify.front.batch_axis import Rows, coupled
 
+        if f.rows(0) is not None and f.rows(1) is not None:
+            return self._bilinear_batch_axis(f)
         v = 0 if f.rows(0) is not None else 1  # the variable operand; the other must be FREE
         k, r, rc = f.rows(v), [max(f.rank(0), 2), max(f.rank(1), 2)], max(f.rank(1 - v), 2)
         contracted = f.rank(v) - 1 if v == 0 else max(f.rank(1) - 2, 0)
@@ -60,3 +61,14 @@ class MatMul(Op):
         if 0 <= j < rc - 2 and (1, 1, *f.shapes[1 - v])[-rc:][j] != 1:
             return coupled(self, "broadcasts a stack of constant matrices along the batch axis")
         return Rows(a - (f.rank(0) == 1 and a == max(r) - 1))
+
+    def _bilinear_batch_axis(self, f):
+        """Two variable operands: the batch must be the same stacking axis (not one of the last two)
+        of both, aligned in the output."""
+        from verify.front.batch_axis import Rows, coupled
+
+        r = max(f.rank(0), f.rank(1))
+        pos = {f.rows(i) + r - f.rank(i) for i in (0, 1)}
+        if f.rank(0) < 2 or f.rank(1) < 2 or len(pos) != 1 or next(iter(pos)) >= r - 2:
+            return coupled(self, "multiplies two variables whose batch axes are not one stacking axis")
+        return Rows(next(iter(pos)))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from verify.ops._shape import ShapeOp, axes_from, norm_axes
+from verify.ops._reduce import keepdims, reduce_batch_axis, reduce_unsupported, reduced_axes
+from verify.ops._shape import ShapeOp
 
 
 class ReduceMax(ShapeOp):
@@ -12,31 +13,16 @@ class ReduceMax(ShapeOp):
     known_attrs = frozenset({"axes", "keepdims", "noop_with_empty_axes"})
 
     def unsupported(self):
-        r = super().unsupported()
-        if r:
-            return r
-        if self.is_var(1):
-            return "axes must be a constant"
-        return None
+        return super().unsupported() or reduce_unsupported(self)
 
     def forward(self, x, *_):
         x = np.asarray(x)
-        axes = axes_from(self, 1)
-        keep = bool(int(self.attr("keepdims", 1)))
-        if not axes:
-            if int(self.attr("noop_with_empty_axes", 0)):
-                return x
-            axes = list(range(x.ndim))
-        axes = tuple(norm_axes(self, axes, x.ndim))  # an axis named twice ([1, -2]) reduces once
+        axes = reduced_axes(self, x.ndim)  # an axis named twice ([1, -2]) reduces once
+        if axes is None:
+            return x
         if any(x.shape[a] == 0 for a in axes):
             raise self.fail("reduction over an empty axis")
-        return np.max(x, axis=axes, keepdims=keep)
+        return np.max(x, axis=axes, keepdims=keepdims(self))
 
     def batch_axis(self, f):
-        from verify.front.batch_axis import reduce_rows
-
-        r = f.rank(0)
-        axes = axes_from(self, 1)
-        if not axes:
-            axes = [] if int(self.attr("noop_with_empty_axes", 0)) else range(r)
-        return reduce_rows(self, f, set(norm_axes(self, axes, r)), bool(int(self.attr("keepdims", 1))))
+        return reduce_batch_axis(self, f)
