@@ -31,6 +31,7 @@ import numpy as np
 
 from verify import margins, rounding
 from verify.errors import DataError, LinfVerifyError, ModelError
+from verify.header import check_eps
 from verify.runtime import ort_logits, ort_session
 
 __all__ = ["METHODS", "CertifyConfig", "BatchResult", "Certifier", "certify_batch", "guarantee_of"]
@@ -49,8 +50,7 @@ class CertifyConfig:
     bisect_steps: int = 10
 
     def check(self) -> "CertifyConfig":
-        if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps >= 0):
-            raise LinfVerifyError(f"eps must be a finite number >= 0, got {self.eps!r}")
+        check_eps(self.eps)
         if self.method not in METHODS:
             raise LinfVerifyError(f"unknown method {self.method!r}; expected one of {', '.join(METHODS)}")
         lo, hi = self.domain
