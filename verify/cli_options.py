@@ -44,7 +44,7 @@ DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help=SHARED_HE
 SplitOpt = Annotated[str, typer.Option("--split", help=SHARED_HELP["--split"])]
 DomainOpt = Annotated[tuple[float, float], typer.Option("--domain", help=SHARED_HELP["--domain"])]
 SeedOpt = Annotated[int, typer.Option("--seed", min=0, help=SHARED_HELP["--seed"])]
-PresetSeedOpt = Annotated[Optional[int], typer.Option("--seed", min=0, help=SHARED_HELP["--seed"] + "; default: the preset's")]
+PresetSeedOpt = Annotated[Optional[int], typer.Option("--seed", help=SHARED_HELP["--seed"] + "; default: the preset's")]
 StepsOpt = Annotated[int, typer.Option("--steps", help=SHARED_HELP["--steps"])]
 RestartsOpt = Annotated[int, typer.Option("--restarts", help=SHARED_HELP["--restarts"])]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="samples per batch (verifier commands)")]
