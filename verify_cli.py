@@ -60,7 +60,12 @@ def show(summary: dict, json_out: bool, table=None, title: str = "") -> None:
 
     from verify.report import summary_table
 
-    Console().print(table(summary) if table else summary_table(summary, title))
+    from verify.report import path_line
+
+    console = Console()
+    console.print(table(summary) if table else summary_table(summary, title))
+    if "out" in summary:
+        path_line(console, "written", summary["out"])
 
 
 # ---- commands: thin functions over library calls ----
@@ -388,8 +393,10 @@ def audit(
     console = Console()
     for table in rich_tables(summary):
         console.print(table)
+    from verify.report import path_line
+
     for what, name in (("report", "report.md"), ("plot", "accuracy_vs_eps.png"), ("summary", "summary.json")):
-        console.print(f"{what}: {out / name}", highlight=False, overflow="fold")
+        path_line(console, what, out / name)
 
 
 def main() -> None:

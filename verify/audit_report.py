@@ -14,7 +14,7 @@ __all__ = ["write_report", "markdown", "plot_curve", "curve_figure", "rich_table
 
 
 def _pct(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.2f}%"
+    return "n/a" if v is None else f"{100 * v:.2f} %"
 
 
 def _num(v) -> str:

@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 __all__ = ["ONE_SLACK", "lipschitz_report", "lipschitz_table", "certify_table", "check_table", "attack_table",
-           "summary_table", "two_column_table", "label_of", "value_of", "plural"]
+           "summary_table", "two_column_table", "path_line", "label_of", "value_of", "plural"]
 
 ONE_SLACK = 1e-9  # upward-rounded products of 1.0 land a few ulps above 1
 
@@ -114,12 +114,19 @@ def two_column_table(title: str):
 
 
 def summary_table(summary: dict[str, Any], title: str = "", keys=None):
-    """A generic summary as a table of human labels and values (KEYS: which, in order)."""
+    """A generic summary as a table of human labels and values (KEYS: which, in order; by default all
+    but the output path "out", which the CLI prints on a line of its own, see :func:`path_line`)."""
     t = two_column_table(title)
-    for k in summary if keys is None else keys:
+    for k in [k for k in summary if k != "out"] if keys is None else keys:
         if k in summary:
             t.add_row(label_of(k), value_of(k, summary[k]))
     return t
+
+
+def path_line(console, what: str, path) -> None:
+    """Print ``WHAT: PATH`` on a line of its own that the terminal wraps: a path is never cut or
+    folded by rich, so it can be copied whole at any terminal width."""
+    console.print(f"{what}: {path}", highlight=False, soft_wrap=True)
 
 
 def certify_table(s: dict[str, Any]):
@@ -129,12 +136,11 @@ def certify_table(s: dict[str, Any]):
     t.add_row("clean accuracy", f"{100 * s['clean_accuracy']:.2f} %")
     t.add_row("certified accuracy", f"{100 * s['certified_accuracy']:.2f} %")
     for k, v in s["counts"].items():
-        t.add_row(f"  {k}", str(v))
+        t.add_row(f"  {label_of(k)}", str(v))
     t.add_row("mean certified radius", f"{s['mean_certified_radius']:.6g}")
     t.add_row("global Lipschitz bound", _fmt(_num(s.get("lipschitz", math.inf))))
     t.add_row("resumed records", str(s.get("resumed", 0)))
     t.add_row("seconds", f"{s.get('seconds', 0.0):.2f}")
-    t.add_row("certificates", str(s.get("out", "")))
     return t
 
 
@@ -148,7 +154,7 @@ def check_table(rep: dict[str, Any]):
     limit = "all" if sel["limit"] is None else f"first {sel['limit']}"
     t.add_row("selection", f"{limit}, shard {sel['shard']}, n_total {sel['n_total']}")
     for k, v in rep["counts"].items():
-        t.add_row(f"  {k}", str(v))
+        t.add_row(f"  {label_of(k)}", str(v))
     t.add_row("model sha256", rep["model_sha256"])
     return t
 
@@ -157,9 +163,8 @@ def attack_table(summary: dict):
     """The `attack` summary: accuracies, counts, witness file and the soundness alarm's verdict."""
     t = summary_table(summary, f"attack at ε = {summary['eps']:g}" if "eps" in summary else "attack",
                       ("n", "clean_accuracy", "robust_accuracy", "falsified", "misclassified", "unknown",
-                       "skipped_certified", "seconds", "out"))
+                       "skipped_certified", "seconds"))
     if "alarm_pairs_checked" in summary:
-        pairs = summary["alarm_pairs_checked"]
-        t.add_row("soundness alarm", f"clear ({plural(pairs, 'falsified sample')} "
-                  f"{'has a certificate' if pairs == 1 else 'have certificates'}, none certified)")
+        t.add_row("soundness alarm", f"clear ({plural(summary['alarm_pairs_checked'], 'falsified sample')} "
+                  "checked against the certificates)")
     return t
