@@ -58,9 +58,7 @@ def show(summary: dict, json_out: bool, table=None, title: str = "") -> None:
         return
     from rich.console import Console
 
-    from verify.report import summary_table
-
-    from verify.report import path_line
+    from verify.report import path_line, summary_table
 
     console = Console()
     console.print(table(summary) if table else summary_table(summary, title))

@@ -96,11 +96,10 @@ def run_audit(model_path: str | os.PathLike, data: str | os.PathLike, *, eps: fl
 
     ``progress(done, total)`` (verify/progress.py) counts sample-stages: per ε one certify and one
     attack stage over the n samples."""
-    from verify.progress import sub_progress
-
     from verify.audit_report import write_report
     from verify.datasets import load_arrays
     from verify.model import load_model
+    from verify.progress import sub_progress
 
     eps = check_eps(eps)
     grid = sorted({check_eps(e, "every --grid value") for e in eps_grid or default_eps_grid(eps)} | {eps})
