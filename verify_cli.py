@@ -12,12 +12,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from pipeline.cli_options import (App, BatchSizeOpt, DataDirOpt, DataOpt, DomainOpt, EpsOpt, JsonOpt, LimitOpt, ModelArg,
+                                PresetSeedOpt, RestartsOpt, SeedOpt, SplitOpt, StepsOpt, out_option)
 from common.outputs import EXIT_CODES, command_inputs, exit_code_of
 
 EXIT_HELP = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
 
 
-app = typer.Typer(
+app = App(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -47,21 +49,21 @@ def user_errors(fn):
 
 
 def show(summary: dict, json_out: bool, table=None, title: str = "") -> None:
-    """Print SUMMARY as one JSON object on stdout (--json) or as a rich table (TABLE(summary))."""
+    """Print SUMMARY as one JSON object on stdout (--json) or as a rich table (TABLE(summary); default:
+    human labels and values, pipeline.tables.summary_table)."""
     if json_out:
         import json
 
         typer.echo(json.dumps(summary))
         return
     from rich.console import Console
-    from rich.table import Table
 
-    if table is None:
-        t = Table(title=title, show_header=False)
-        for k, v in summary.items():
-            t.add_row(k, f"{v:.4f}" if isinstance(v, float) else " ".join(map(str, v)) if isinstance(v, list) else str(v))
-        table = lambda _: t  # noqa: E731
-    Console().print(table(summary))
+    from pipeline.tables import path_line, summary_table
+
+    console = Console()
+    console.print(table(summary) if table else summary_table(summary, title))
+    if "out" in summary:
+        path_line(console, "written", summary["out"])
 
 
 # ---- commands: thin functions over library calls ----
@@ -70,12 +72,12 @@ def show(summary: dict, json_out: bool, table=None, title: str = "") -> None:
 @app.command()
 @user_errors
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="checkpoint directory (config.json + model.safetensors)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write")],
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="checkpoint directory (config.json + model.safetensors)")],
+    out: Annotated[Path, out_option("the ONNX file")],
     opset: Annotated[int, typer.Option(help="default-domain ONNX opset (18..23)")] = 18,
     check: Annotated[bool, typer.Option("--check/--no-check",
                                         help="run the full ONNX checker and an onnxruntime parity run vs torch")] = True,
-    json_out: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
+    json_out: JsonOpt = False,
 ):
     """Export a trained checkpoint to one self-contained ONNX file (linf ops + standard-op bodies)."""
     from export import export_checkpoint, read_metadata
@@ -90,56 +92,38 @@ def export(
     summary = {"out": str(out), "bytes": out.stat().st_size, "opset": opset, "nodes": len(m.graph.node),
                "linf_nodes": linf_nodes, "checked": check, **{k: meta.get(k) for k in
                ("architecture", "dataset", "eps_train", "claimed_lipschitz")}}
-    show(summary, json_out, title=f"exported {out}")
+    show(summary, json_out, title="exported")
 
 
 @app.command()
 @user_errors
 def certify(
-    model: Annotated[Path, typer.Argument(help="ONNX model file")],
-    data: Annotated[str, typer.Option("--data", help=".npz with x, y or a data set name (mnist, fashion-mnist, cifar10, digits)")],
-    eps: Annotated[float, typer.Option("--eps", help="ℓ∞ radius to certify, in input units")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="certificates to write (JSON Lines)")],
-    json_out: Annotated[bool, typer.Option("--json", help="print one JSON summary object on stdout")] = False,
-    limit: Annotated[Optional[int], typer.Option(help="only the first N samples")] = None,
-    batch_size: Annotated[int, typer.Option(help="samples per batch (and per durable write)")] = 256,
+    model: ModelArg,
+    data: DataOpt,
+    eps: EpsOpt,
+    out: Annotated[Path, out_option("the certificates (JSON Lines)")],
+    json_out: JsonOpt = False,
+    limit: LimitOpt = None,
+    batch_size: BatchSizeOpt = 256,
     shard: Annotated[Optional[str], typer.Option(help="I/N: only the selected positions p with p mod N = I")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="folder with the data sets (default ../shared/data)")] = None,
-    domain: Annotated[tuple[float, float], typer.Option(help="input domain LO HI")] = (0.0, 1.0),
+    data_dir: DataDirOpt = None,
+    domain: DomainOpt = (0.0, 1.0),
     method: Annotated[str, typer.Option(help="auto | lipschitz | ibp")] = "auto",
-    split: Annotated[str, typer.Option(help="data split for named data sets")] = "test",
+    split: SplitOpt = "test",
     bisect_steps: Annotated[int, typer.Option(min=0, max=64, help="IBP bisection steps for the radius (0..64)")] = 10,
 ):
     """Soundly certify every selected sample at --eps; writes one certificate per sample (resumable)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from verify.certify.run import run_certify
     from common.outputs import check_file_output, output_lock
+    from pipeline.progress import progress_bar
 
     check_file_output(out, command_inputs(model, data, data_dir), companions=(".partial",))
-    err = Console(stderr=True)
-    bar = Progress(TextColumn("certifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=err, transient=True, disable=not err.is_terminal)
-    task = None
+    with output_lock(out), progress_bar("certifying") as progress:
+        summary = run_certify(model, data, eps=eps, out=out, method=method, domain=domain,
+                              batch_size=batch_size, limit=limit, shard=shard, data_dir=data_dir,
+                              split=split, bisect_steps=bisect_steps, progress=progress)
 
-    def progress(done: int, total: int) -> None:  # first called after all inputs are validated
-        nonlocal task
-        if task is None:
-            bar.start()
-            task = bar.add_task("certify", total=total)
-        bar.update(task, completed=done, total=total)
-
-    with output_lock(out):
-        try:
-            summary = run_certify(model, data, eps=eps, out=out, method=method, domain=domain,
-                                  batch_size=batch_size, limit=limit, shard=shard, data_dir=data_dir,
-                                  split=split, bisect_steps=bisect_steps, progress=progress)
-        finally:
-            if task is not None:
-                bar.stop()
-
-    from verify.certify.report import certify_table
+    from pipeline.tables import certify_table
 
     show(summary, json_out, certify_table)
 
@@ -147,28 +131,31 @@ def certify(
 @app.command()
 @user_errors
 def check(
-    certs: Annotated[Path, typer.Argument(help="certificate file (JSON Lines) to re-verify")],
-    model: Annotated[Path, typer.Option("--model", help="the ONNX model the certificates claim")],
-    data: Annotated[str, typer.Option("--data", help=".npz with x, y or a data set name")],
-    data_dir: Annotated[Optional[Path], typer.Option(help="folder with the data sets")] = None,
-    split: Annotated[str, typer.Option(help="data split for named data sets")] = "test",
-    json_out: Annotated[bool, typer.Option("--json", help="print one JSON summary object on stdout")] = False,
+    certs: Annotated[Path, typer.Argument(metavar="CERTS", help="certificate file (JSON Lines) to re-verify")],
+    model: Annotated[Path, typer.Option("--model", metavar="MODEL", help="the ONNX model the certificates claim")],
+    data: DataOpt,
+    data_dir: DataDirOpt = None,
+    split: SplitOpt = "test",
+    json_out: JsonOpt = False,
 ):
     """Re-verify a certificate file from the model and data (non-zero exit on any mismatch)."""
     from verify.certify.check import run_check
-    from verify.certify.report import check_table
+    from pipeline.progress import progress_bar
+    from pipeline.tables import check_table
 
-    show(run_check(certs, model, data, data_dir=data_dir, split=split), json_out, check_table)
+    with progress_bar("checking") as progress:
+        summary = run_check(certs, model, data, data_dir=data_dir, split=split, progress=progress)
+    show(summary, json_out, check_table)
 
 
 @app.command()
 @user_errors
 def lipschitz(
-    model: Annotated[Path, typer.Argument(help="ONNX model file")],
-    json_out: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
-    check_search: Annotated[bool, typer.Option("--check", help="also run the empirical Lipschitz search (props)")] = False,
-    budget: Annotated[int, typer.Option(min=16, help="model evaluations for --check (at least 16)")] = 4096,
-    seed: Annotated[int, typer.Option(min=0, help="seed for --check")] = 0,
+    model: ModelArg,
+    json_out: JsonOpt = False,
+    search: Annotated[bool, typer.Option("--search", help="also run the empirical Lipschitz search (props): a lower bound")] = False,
+    budget: Annotated[int, typer.Option(min=16, help="model evaluations for --search (at least 16)")] = 4096,
+    seed: SeedOpt = 0,
 ):
     """Per-node proven ℓ∞ Lipschitz bounds, the global bound, and the nodes that break 1-Lipschitzness.
 
@@ -178,11 +165,11 @@ def lipschitz(
 
     import numpy as np
 
-    from verify.certify.report import lipschitz_report, lipschitz_table
+    from pipeline.tables import lipschitz_report, lipschitz_table
 
     rep = lipschitz_report(model)
     note = None
-    if check_search:
+    if search:
         try:
             from props.lipschitz import search_lipschitz
         except Exception as e:  # props is optional for this command
@@ -208,9 +195,9 @@ def lipschitz(
 def train(
     preset: Annotated[str, typer.Option(help="named preset: mnist-linf, mnist-linf-mlp, fmnist-linf, fmnist-linf-mlp, cifar10-linf, cifar10-linf-mlp, cifar10-conv-linf-mlp, digits-small, mnist-small")] = "digits-small",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="checkpoint directory to write (default runs/PRESET-seedN)")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="folder with the data sets (default ../shared/data)")] = None,
+    data_dir: DataDirOpt = None,
     epochs: Annotated[Optional[int], typer.Option(help="total epochs (phase lengths scale with it)")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="random seed (same seed, same weights)")] = None,
+    seed: PresetSeedOpt = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     width: Annotated[Optional[int], typer.Option(help="units per hidden ℓ∞-dist layer")] = None,
     depth: Annotated[Optional[int], typer.Option(help="number of ℓ∞-dist linear layers")] = None,
@@ -231,7 +218,7 @@ def train(
     test_limit: Annotated[Optional[int], typer.Option(help="evaluate on the first N test samples only")] = None,
     backend: Annotated[Optional[str], typer.Option(help="distance op: auto | reference | cpu | cuda")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (1 is fastest for small nets on a busy CPU)")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print one JSON summary object on stdout")] = False,
+    json_out: JsonOpt = False,
 ):
     """Train an ℓ∞-dist net from a preset; writes a checkpoint directory (EMA weights)."""
     import json
@@ -272,10 +259,10 @@ def train(
 @app.command()
 @user_errors
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="folder for the demo outputs")] = Path("demo_out"),
+    out: Annotated[Path, out_option("the folder of the demo outputs")] = Path("demo_out"),
     epochs: Annotated[Optional[int], typer.Option(help="override the demo's epochs (quicker, less accurate)")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="random seed")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print one JSON summary object on stdout")] = False,
+    seed: PresetSeedOpt = None,
+    json_out: JsonOpt = False,
 ):
     """The offline main job on scikit-learn's digits: train, export, certify, attack, check, summarise."""
     import json
@@ -301,36 +288,38 @@ def demo(
 @app.command()
 @user_errors
 def attack(
-    model: Annotated[Path, typer.Argument(help="ONNX model file")],
-    data: Annotated[str, typer.Option("--data", help=".npz with x, y or a data set name (mnist, fashion-mnist, cifar10, digits)")],
-    eps: Annotated[float, typer.Option("--eps", help="ℓ∞ radius of the attack, in input units")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="witness records to write (JSON Lines)")],
-    steps: Annotated[int, typer.Option(help="APGD iterations per run")] = 100,
-    restarts: Annotated[int, typer.Option(help="random restarts per run")] = 1,
+    model: ModelArg,
+    data: DataOpt,
+    eps: EpsOpt,
+    out: Annotated[Path, out_option("the witness records (JSON Lines)")],
+    steps: StepsOpt = 100,
+    restarts: RestartsOpt = 1,
     targets: Annotated[int, typer.Option(help="targeted runs on the top-k other classes")] = 3,
     surrogate: Annotated[str, typer.Option(help="smoothed ℓp gradient for ℓ∞-dist layers: auto | on | off")] = "auto",
-    limit: Annotated[Optional[int], typer.Option(help="only the first N samples")] = None,
-    batch_size: Annotated[int, typer.Option(help="samples per attack batch")] = 256,
-    seed: Annotated[int, typer.Option(help="random seed (results are deterministic given it)")] = 0,
-    data_dir: Annotated[Optional[Path], typer.Option(help="folder with the data sets (default ../shared/data)")] = None,
-    domain: Annotated[tuple[float, float], typer.Option(help="input domain LO HI")] = (0.0, 1.0),
-    split: Annotated[str, typer.Option(help="data split for named data sets")] = "test",
+    limit: LimitOpt = None,
+    batch_size: BatchSizeOpt = 256,
+    seed: SeedOpt = 0,
+    data_dir: DataDirOpt = None,
+    domain: DomainOpt = (0.0, 1.0),
+    split: SplitOpt = "test",
     certs: Annotated[Optional[Path], typer.Option(help="certificate file of this model: run the soundness alarm against it")] = None,
     skip_certified: Annotated[bool, typer.Option(help="do not attack samples --certs proves robust at ≥ eps (faster; the alarm then covers the rest)")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="print one JSON summary object on stdout")] = False,
+    json_out: JsonOpt = False,
 ):
     """Falsify with APGD (CE, DLR, targeted; smoothed gradients for ℓ∞-dist layers); every witness is replayed in onnxruntime."""
     from verify.attack.api import run_attack
     from verify.attack.pgd import AttackConfig
     from common.outputs import check_file_output, output_lock
+    from pipeline.progress import progress_bar
 
     check_file_output(out, command_inputs(model, data, data_dir, certs))
     cfg = AttackConfig(steps=steps, restarts=restarts, n_target_classes=targets, surrogate=surrogate,
                        batch_size=batch_size, seed=seed)
-    with output_lock(out):
+    with output_lock(out), progress_bar("attacking") as progress:
         summary = run_attack(model, data, eps=eps, out=out, cfg=cfg, domain=domain, limit=limit,
-                             data_dir=data_dir, split=split, certs=certs, skip_certified=skip_certified)
-    from verify.certify.report import attack_table
+                             data_dir=data_dir, split=split, certs=certs, skip_certified=skip_certified,
+                             progress=progress)
+    from pipeline.tables import attack_table
 
     show(summary, json_out, attack_table)
 
@@ -338,7 +327,7 @@ def attack(
 @app.command()
 @user_errors
 def kernels(
-    json_out: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
+    json_out: JsonOpt = False,
 ):
     """Which distance-kernel path is active (C++ AVX2/generic, Triton, or the pure-torch reference, with why)."""
     from nets.kernels import kernel_info
@@ -349,44 +338,49 @@ def kernels(
 @app.command()
 @user_errors
 def audit(
-    model: Annotated[Path, typer.Argument(help="ONNX file, our checkpoint folder, or a seed-paper checkpoint (.pth, v1/v2)")],
-    data: Annotated[str, typer.Option("--data", help=".npz with x, y or a data set name (mnist, fashion-mnist, cifar10, digits)")],
-    eps: Annotated[float, typer.Option("--eps", help="ℓ∞ radius to audit, in input units")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="report folder (summary.json, report.md, PNG, certificates, witnesses)")] = Path("audit_report"),
-    limit: Annotated[int, typer.Option(help="audit the first N samples")] = 500,
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="ONNX file, our checkpoint folder, or a seed-paper checkpoint (.pth, v1/v2)")],
+    data: DataOpt,
+    eps: EpsOpt,
+    out: Annotated[Path, out_option("the report folder (summary.json, report.md, PNG, certificates, witnesses)")] = Path("audit_report"),
+    limit: LimitOpt = None,
     grid: Annotated[Optional[str], typer.Option(help="comma-separated ε values for the plot (default: 0.25..1.25 × eps)")] = None,
-    steps: Annotated[int, typer.Option(help="APGD iterations per run")] = 100,
-    restarts: Annotated[int, typer.Option(help="random restarts per run")] = 1,
+    steps: StepsOpt = 100,
+    restarts: RestartsOpt = 1,
     seed_dataset: Annotated[Optional[str], typer.Option(help="data set a seed checkpoint was trained on (default: --data)")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="folder with the data sets (default ../shared/data)")] = None,
-    domain: Annotated[tuple[float, float], typer.Option(help="input domain LO HI")] = (0.0, 1.0),
-    json_out: Annotated[bool, typer.Option("--json", help="print the JSON summary on stdout")] = False,
+    data_dir: DataDirOpt = None,
+    domain: DomainOpt = (0.0, 1.0),
+    json_out: JsonOpt = False,
 ):
     """Audit a model's claims: Lipschitz bound per node, clean / certified / PGD-robust accuracy, falsified samples, plot."""
     import json
 
     from verify.attack.pgd import AttackConfig
     from pipeline.audit import run_audit
-    from common.errors import LinfVerifyError
+    from common.errors import LinfVerifyError, SoundnessAlarm
+    from verify.certify.header import check_eps, check_limit
 
     try:
         eps_grid = None if grid is None else [float(v) for v in grid.split(",") if v.strip()]
     except ValueError:
         raise LinfVerifyError(f"--grid must be comma-separated numbers, got {grid!r}") from None
-    if not eps > 0 or any(not e > 0 for e in eps_grid or []):
-        raise LinfVerifyError("--eps and every --grid value must be > 0")
+    check_eps(eps)
+    for e in eps_grid or []:
+        check_eps(e, "every --grid value")
+    check_limit(limit)
     from pipeline.steps import resolve_to_onnx
     from nets.checkpoint import checkpoint_files
-    from common.outputs import check_dir_output, output_lock
+    from common.outputs import check_dir_output, output_lock, removed_on_error
+    from pipeline.progress import progress_bar
 
     sources = checkpoint_files(model) if model.is_dir() else []
     check_dir_output(out, command_inputs(None if model.is_dir() else model, data, data_dir, *sources))
-    with output_lock(out, make_parents=True):
+    with removed_on_error(out.parent, tree=False), output_lock(out, make_parents=True), \
+            removed_on_error(out, tree=True, keep=(SoundnessAlarm,)), progress_bar("auditing") as progress:
         out.mkdir(parents=True, exist_ok=True)
         onnx_path, source = resolve_to_onnx(model, out, dataset=seed_dataset or data)
         cfg = AttackConfig(steps=steps, restarts=restarts)
         summary = run_audit(onnx_path, data, eps=eps, out_dir=out, eps_grid=eps_grid, limit=limit, cfg=cfg,
-                            data_dir=data_dir, domain=domain, source=source)
+                            data_dir=data_dir, domain=domain, source=source, progress=progress)
     if json_out:
         typer.echo(json.dumps(summary))
         return
@@ -397,18 +391,27 @@ def audit(
     console = Console()
     for table in rich_tables(summary):
         console.print(table)
-    console.print(f"report: {out / 'report.md'}, plot: {out / 'accuracy_vs_eps.png'}, summary: {out / 'summary.json'}")
+    from pipeline.tables import path_line
+
+    for what, name in (("report", "report.md"), ("plot", "accuracy_vs_eps.png"), ("summary", "summary.json")):
+        path_line(console, what, out / name)
+
+
+def main() -> None:
+    """The ``linfverify`` console script ([project.scripts] in pyproject.toml)."""
+    app(prog_name="linfverify")
 
 
 @app.command()
 @user_errors
 def vnnlib(
-    model: Annotated[Path, typer.Argument(help="ONNX model file")],
-    prop: Annotated[Path, typer.Argument(help="VNN-LIB 1.0 property file (.vnnlib, or .vnnlib.gz)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="results file to write (VNN-COMP format)")],
+    model: ModelArg,
+    prop: Annotated[Path, typer.Argument(metavar="PROPERTY", help="VNN-LIB 1.0 property file (.vnnlib, or .vnnlib.gz)",
+                                         show_default=False)],
+    out: Annotated[Path, out_option("the results file (VNN-COMP format)")],
     timeout: Annotated[float, typer.Option(help="time limit in seconds")] = 60.0,
-    seed: Annotated[int, typer.Option(min=0, help="seed of the witness search")] = 0,
-    json_out: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
+    seed: SeedOpt = 0,
+    json_out: JsonOpt = False,
 ):
     """Decide a VNN-COMP instance: unsat (proved), sat (witness replayed in onnxruntime), unknown or timeout."""
     from common.errors import LinfVerifyError

@@ -32,7 +32,7 @@ from common.errors import LinfVerifyError
 
 __all__ = ["OutputError", "OutputBusy", "EXIT_CODES", "os_error_line", "model_files",
            "data_files", "check_file_output", "check_dir_output", "output_lock", "atomic_file",
-           "write_bytes_atomic"]
+           "write_bytes_atomic", "removed_on_error"]
 
 
 class OutputError(LinfVerifyError):
@@ -256,6 +256,35 @@ def output_lock(out: str | os.PathLike, *, make_parents: bool = False) -> Iterat
                 os.unlink(lock)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def removed_on_error(folder: str | os.PathLike, *, tree: bool, keep: tuple[type[BaseException], ...] = ()
+                     ) -> Iterator[None]:
+    """On an exception (other than KEEP), remove FOLDER and its parents if this block created them.
+
+    ``tree``: FOLDER is the command's own output folder and is removed with everything in it (the
+    run's partial outputs); otherwise only folders left empty are removed (``rmdir``). A folder that
+    existed before the block is never touched. Used by the commands that write a folder, so a refused
+    or failed run leaves nothing behind; KEEP names errors whose outputs are evidence (the soundness
+    alarm keeps both files).
+    """
+    folder = Path(folder).absolute()
+    created = [p for p in [folder, *folder.parents] if not p.exists()]
+    try:
+        yield
+    except keep:
+        raise
+    except BaseException:
+        for p in created:  # deepest first
+            with contextlib.suppress(OSError):
+                if tree and p == folder and p.is_dir() and not p.is_symlink():
+                    import shutil
+
+                    shutil.rmtree(p)
+                else:
+                    p.rmdir()
+        raise
 
 
 def _umask() -> int:

@@ -26,7 +26,7 @@ from verify.attack.pgd import AttackConfig
 from verify.attack.replay import write_jsonl_atomic
 from verify.attack.runner import attack_arrays
 from common.errors import LinfVerifyError
-from verify.certify.header import data_sha256
+from verify.certify.header import check_eps, check_limit, data_sha256
 
 __all__ = ["run_audit", "default_eps_grid", "claims_from_metadata", "lipschitz_verdict"]
 
@@ -63,7 +63,7 @@ def lipschitz_verdict(claimed, proven: float) -> str:
         return "not confirmed: no finite bound could be proven"
     if proven <= c:
         return "confirmed: proven bound ≤ claim"
-    return f"not confirmed: proven bound {proven:.6g} > claim {c:.6g} (the claim may still hold; see `lipschitz --check`)"
+    return f"not confirmed: proven bound {proven:.6g} > claim {c:.6g} (the claim may still hold; see `lipschitz --search`)"
 
 
 def _write_json_atomic(path: Path, obj) -> None:
@@ -77,27 +77,33 @@ def _finite(v: float):
     return v if math.isfinite(v) else None
 
 
-def _certify(model_path, data, eps, out_dir: Path, limit, data_dir, split, domain, method):
+def _certify(model_path, data, eps, out_dir: Path, limit, data_dir, split, domain, method, progress):
     from verify.certify.certificates import read_records
     from verify.certify.run import run_certify
 
     path = out_dir / f"certificates_eps={eps:g}.jsonl"
     summary = run_certify(model_path, data, eps=eps, out=path, method=method, domain=domain, limit=limit,
-                          data_dir=data_dir, split=split)
+                          data_dir=data_dir, split=split, progress=progress)
     return path, summary, read_records(path)
 
 
 def run_audit(model_path: str | os.PathLike, data: str | os.PathLike, *, eps: float,
-              out_dir: str | os.PathLike, eps_grid: list[float] | None = None, limit: int | None = 500,
+              out_dir: str | os.PathLike, eps_grid: list[float] | None = None, limit: int | None = None,
               cfg: AttackConfig | None = None, data_dir=None, split: str = "test",
-              domain: tuple[float, float] = (0.0, 1.0), method: str = "auto", source: dict | None = None) -> dict:
-    """Run the audit and write the report folder; returns the JSON summary (also in summary.json)."""
+              domain: tuple[float, float] = (0.0, 1.0), method: str = "auto", source: dict | None = None,
+              progress=None) -> dict:
+    """Run the audit and write the report folder; returns the JSON summary (also in summary.json).
+
+    ``progress(done, total)`` (pipeline/progress.py) counts sample-stages: per ε one certify and one
+    attack stage over the n samples."""
     from pipeline.audit_report import write_report
     from common.datasets import load_arrays
     from verify.front.model import load_model
+    from pipeline.progress import sub_progress
 
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
-        raise LinfVerifyError(f"eps must be a finite number > 0, got {eps!r}")
+    eps = check_eps(eps)
+    grid = sorted({check_eps(e, "every --grid value") for e in eps_grid or default_eps_grid(eps)} | {eps})
+    check_limit(limit)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise LinfVerifyError(f"--out {out_dir} exists and is not a folder")
@@ -110,17 +116,19 @@ def run_audit(model_path: str | os.PathLike, data: str | os.PathLike, *, eps: fl
     x, y = np.ascontiguousarray(x[:n]), y[:n]
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = cfg or AttackConfig()
-    grid = sorted(set(eps_grid or default_eps_grid(eps)) | {float(eps)})
     lip_nodes = [{"name": r.name, "op_type": r.op_type, "local": _finite(r.local), "cumulative": _finite(r.cumulative)}
                  for r in model.node_lipschitz()]
     proven_l = float(model.lipschitz())
     claims = claims_from_metadata(model.metadata)
     curve, main = [], None
-    for e in grid:
-        cert_path, csum, certs = _certify(model_path, data, e, out_dir, n, data_dir, split, domain, method)
+    total = 2 * n * len(grid)
+    for j, e in enumerate(grid):
+        cert_path, csum, certs = _certify(model_path, data, e, out_dir, n, data_dir, split, domain, method,
+                                          sub_progress(progress, 2 * j * n, n, total))
         certified = np.array([r["status"] == "certified" for r in certs], dtype=bool)
         at_main = e == float(eps)
-        res = attack_arrays(model_path, x, y, e, cfg, domain, skip=None if at_main else certified)
+        res = attack_arrays(model_path, x, y, e, cfg, domain, skip=None if at_main else certified,
+                            progress=sub_progress(progress, (2 * j + 1) * n, n, total))
         wit_path = out_dir / f"witnesses_eps={e:g}.jsonl"
         recs = res.records(x)
         write_jsonl_atomic(wit_path, res.header(data_sha, n_data, n), recs)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from common.outputs import atomic_file
 
-__all__ = ["write_report", "markdown", "plot_curve", "rich_tables"]
+__all__ = ["write_report", "markdown", "plot_curve", "curve_figure", "rich_tables"]
 
 
 def _pct(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.2f}%"
+    return "n/a" if v is None else f"{100 * v:.2f} %"
 
 
 def _num(v) -> str:
@@ -71,6 +71,19 @@ def markdown(s: dict) -> str:
 
 def plot_curve(s: dict, path: Path) -> None:
     """accuracy_vs_eps.png: certified and PGD-robust accuracy against ε (clean as a reference)."""
+    import matplotlib.pyplot as plt
+
+    fig = curve_figure(s)
+    try:
+        with atomic_file(path, "wb") as f:
+            fig.savefig(f, dpi=100, format="png")
+    finally:
+        plt.close(fig)
+
+
+def curve_figure(s: dict):
+    """The matplotlib figure of :func:`plot_curve` (every line in the legend; the title names the
+    model, the data set and n)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,18 +94,14 @@ def plot_curve(s: dict, path: Path) -> None:
     ax.plot(eps, [100 * p["robust_accuracy"] for p in s["curve"]], "o--", ms=9, mfc="none", label="PGD robust (upper bound)")
     ax.plot(eps, [100 * p["certified_accuracy"] for p in s["curve"]], "s-", label="certified (sound)")
     ax.axhline(100 * s["clean_accuracy"], color="gray", ls="--", lw=1, label="clean")
-    ax.axvline(s["eps"], color="k", ls=":", lw=1)
+    ax.axvline(s["eps"], color="k", ls=":", lw=1, label=f"audited ε = {s['eps']:g}")
     ax.set_xlabel("ε (ℓ∞, input units)")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(f"{Path(s['model']).name}: n = {s['n']}")
+    ax.set_title(f"{Path(s['model']).name} on {Path(str(s['data'])).name}: n = {s['n']}")
     ax.legend(loc="lower left")
     fig.tight_layout()
-    try:
-        with atomic_file(path, "wb") as f:
-            fig.savefig(f, dpi=100, format="png")
-    finally:
-        plt.close(fig)
+    return fig
 
 
 def write_report(s: dict, out_dir: Path) -> None:

@@ -121,11 +121,14 @@ def run_demo(out: str | Path = "demo_out", console: Console | None = None,
     console = console or Console()
     state = DemoState(out=Path(out), console=console, overrides=overrides)
     state.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
     for name, step in steps or DEMO_STEPS:
         t0 = time.perf_counter()
         console.rule(f"[bold]{name}")
         step(state)
         state.summary.setdefault("step_seconds", {})[name] = round(time.perf_counter() - t0, 2)
+    state.summary["total_seconds"] = round(time.perf_counter() - start, 2)
+    console.print(f"demo done in {state.summary['total_seconds']:.1f} s", highlight=False)
     return state
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from rich.table import Table
-
 from export.onnx_export import export_checkpoint
 
 DEMO_DATA = "digits"  # the offline default: scikit-learn's bundled 8x8 digits (test split)
@@ -29,10 +27,13 @@ def step_export(state) -> None:
 def step_certify(state) -> None:
     """Soundly certify every test sample at the training ε; per-sample certificates as JSON Lines."""
     from verify.certify.run import run_certify
-    from verify.certify.report import certify_table
+    from pipeline.tables import certify_table
+
+    from pipeline.progress import progress_bar
 
     certs = state.out / "certificates.jsonl"
-    s = run_certify(state.summary["onnx"], DEMO_DATA, eps=state.summary["eps"], out=certs)
+    with progress_bar("certifying") as progress:
+        s = run_certify(state.summary["onnx"], DEMO_DATA, eps=state.summary["eps"], out=certs, progress=progress)
     state.summary.update(certificates=str(certs), sound_certified_accuracy=s["certified_accuracy"],
                          sound_clean_accuracy=s["clean_accuracy"], n=s["n"])
     state.console.print(certify_table(s))
@@ -41,10 +42,12 @@ def step_certify(state) -> None:
 def step_attack(state) -> None:
     """Falsify with PGD; witnesses are replayed in onnxruntime, and the alarm checks the certificates."""
     from verify.attack.api import run_attack
+    from pipeline.progress import progress_bar
 
     witnesses = state.out / "witnesses.jsonl"
-    s = run_attack(state.summary["onnx"], DEMO_DATA, eps=state.summary["eps"], out=witnesses,
-                   certs=state.summary["certificates"])
+    with progress_bar("attacking") as progress:
+        s = run_attack(state.summary["onnx"], DEMO_DATA, eps=state.summary["eps"], out=witnesses,
+                       certs=state.summary["certificates"], progress=progress)
     state.summary.update(witnesses=str(witnesses), robust_accuracy=s["robust_accuracy"],
                          falsified=s["falsified"], alarm_pairs_checked=s.get("alarm_pairs_checked", 0))
 
@@ -52,21 +55,25 @@ def step_attack(state) -> None:
 def step_check(state) -> None:
     """Re-verify the certificate file independently of the code path that wrote it."""
     from verify.certify.check import run_check
+    from pipeline.progress import progress_bar
 
-    run_check(state.summary["certificates"], state.summary["onnx"], DEMO_DATA)
+    with progress_bar("checking") as progress:
+        run_check(state.summary["certificates"], state.summary["onnx"], DEMO_DATA, progress=progress)
     state.summary["check"] = "passed"
 
 
 def step_summary(state) -> None:
     """Print the bracket certified ≤ robust ≤ clean and where the artifacts are."""
+    from pipeline.tables import plural, two_column_table
+
     s = state.summary
-    t = Table(title=f"demo summary: {DEMO_DATA} test split, n = {s['n']}, ε = {s['eps']:g}", show_header=False)
+    t = two_column_table(f"demo summary: {DEMO_DATA} test split, n = {s['n']}, ε = {s['eps']:g}")
     t.add_row("clean accuracy", f"{100 * s['sound_clean_accuracy']:.2f} %")
     t.add_row("certified accuracy (sound, outward rounding)", f"{100 * s['sound_certified_accuracy']:.2f} %")
     t.add_row("PGD robust accuracy (upper bound)", f"{100 * s['robust_accuracy']:.2f} %")
     t.add_row("gap robust − certified", f"{100 * (s['robust_accuracy'] - s['sound_certified_accuracy']):.2f} points")
     t.add_row("falsified (witnesses replayed in onnxruntime)", str(s["falsified"]))
-    t.add_row("soundness alarm", f"clear ({s['alarm_pairs_checked']} falsified samples cross-checked)")
+    t.add_row("soundness alarm", f"clear ({plural(s['alarm_pairs_checked'], 'falsified sample')} cross-checked)")
     t.add_row("certificate check", s.get("check", "not run"))
     for key in ("checkpoint", "onnx", "certificates", "witnesses"):
         t.add_row(key, s[key])

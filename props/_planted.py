@@ -25,8 +25,10 @@ import math
 import numpy as np
 import torch
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 from torch import nn
 
+from props._base import MAX_SEED, build, check_number_range
 from props.floaterr import ETA, U_PRIME, register_error_rule
 
 KINDS = ("scale", "gemm", "finite_p", "weights")
@@ -55,8 +57,7 @@ register_error_rule(InputScale, _scale_rule)
 
 
 def _pure_net(shape, depth, width, classes, seed, *, identity=True):
-    from props.strategies import _build
-    return _build("linf", shape, depth, width, classes, True, identity, seed)
+    return build("linf", shape, depth, width, classes, True, identity, seed)
 
 
 def _identity_trunk_layer(model) -> None:
@@ -124,12 +125,26 @@ def planted_weights(d: int, depth: int, width: int, classes: int, weights: list[
     return _tag(ens, "weights", math.fsum(float(a) for a in ens.weights), d)
 
 
-@st.composite
-def lipschitz_violating_nets(draw, *, kinds=KINDS, min_excess: float = 0.1, max_excess: float = 1.0):
+def lipschitz_violating_nets(*, kinds=KINDS, min_excess: float = 0.1, max_excess: float = 1.0):
     """Tiny models (input (1, 1, D), D ∈ [2, 8]) whose ℓ∞ Lipschitz constant provably exceeds
-    1 + min_excess (see the module docstring); `model.planted_lipschitz` is the proven lower bound."""
-    kind = draw(st.sampled_from(list(kinds)))
-    seed = draw(st.integers(0, 2**16))
+    1 + min_excess (see the module docstring); `model.planted_lipschitz` is the proven lower bound.
+    ``kinds``: a non-empty subset of KINDS ("finite_p" needs min_excess ≤ 1: D^(1/p) ≤ 2 for p ≥ 2)."""
+    kinds = tuple(kinds) if isinstance(kinds, (tuple, list)) else kinds
+    if not (isinstance(kinds, tuple) and kinds and set(kinds) <= set(KINDS)):
+        raise InvalidArgument(f"kinds must be a non-empty list of {list(KINDS)}, got {kinds!r}")
+    check_number_range("excess", min_excess, max_excess)
+    if not min_excess > 0:
+        raise InvalidArgument(f"min_excess must be > 0, got {min_excess!r}")
+    if "finite_p" in kinds and min_excess > 1:
+        raise InvalidArgument(f"kind finite_p needs min_excess <= 1 (it plants D^(1/p), D >= 4, p >= 2), "
+                              f"got {min_excess!r}")
+    return _lipschitz_violating_nets(kinds, min_excess, max_excess)
+
+
+@st.composite
+def _lipschitz_violating_nets(draw, kinds, min_excess, max_excess):
+    kind = draw(st.sampled_from(kinds))
+    seed = draw(st.integers(0, MAX_SEED))
     classes = draw(st.integers(2, 4))
     depth = draw(st.integers(1, 3))
     s = 1.0 + draw(st.floats(min_excess, max_excess))

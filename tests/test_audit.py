@@ -109,8 +109,9 @@ def test_audit_our_checkpoint_folder(tmp_path):
     assert s["certified_accuracy"] <= s["robust_accuracy"] <= s["clean_accuracy"]
 
 
-@pytest.mark.parametrize("args,needle", [(["--eps", "0"], "> 0"), (["--eps", "0.1", "--grid", "a,b"], "grid"),
-                                         (["--eps", "0.1", "--grid", "0.1,-1"], "> 0")])
+@pytest.mark.parametrize("args,needle", [(["--eps", "-0.1"], "≥ 0"), (["--eps", "0.1", "--grid", "a,b"], "grid"),
+                                         (["--eps", "0.1", "--grid", "0.1,-1"], "≥ 0"),
+                                         (["--eps", "0.1", "--limit", "0"], "--limit must be ≥ 1")])
 def test_audit_bad_options_one_line_no_output(mlp, tmp_path, args, needle):
     out = tmp_path / "rep"
     r = CliRunner().invoke(app, ["audit", str(mlp), "--data", "digits", "--out", str(out), *args])

@@ -218,11 +218,11 @@ def test_demo_out_file_refused_before_training(tmp_path, no_training):
 
 
 def test_out_of_range_counts_are_usage_errors(files, tmp_path):
-    """lipschitz --check --budget 0 was a traceback; --bisect-steps 100000 ran for hours."""
+    """lipschitz --search --budget 0 was a traceback; --bisect-steps 100000 ran for hours."""
     _, model, data, _ = files
-    for args in (["lipschitz", str(model), "--check", "--budget", "0"],
-                 ["lipschitz", str(model), "--check", "--budget", "-5"],
-                 ["lipschitz", str(model), "--check", "--seed", "-1"],
+    for args in (["lipschitz", str(model), "--search", "--budget", "0"],
+                 ["lipschitz", str(model), "--search", "--budget", "-5"],
+                 ["lipschitz", str(model), "--search", "--seed", "-1"],
                  ["certify", str(model), "--data", str(data), "--eps", "0.01", "--out", str(tmp_path / "c.jsonl"),
                   "--limit", "0", "--bisect-steps", "100000"]):
         r = runner.invoke(app, args)

@@ -140,7 +140,7 @@ def test_lipschitz_json_and_table(files):
 
 def test_lipschitz_check_shows_empirical_bound(files):
     d, model, data = files
-    r = runner.invoke(app, ["lipschitz", str(model), "--json", "--check", "--budget", "256"])
+    r = runner.invoke(app, ["lipschitz", str(model), "--json", "--search", "--budget", "256"])
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
     if "empirical_note" in rep:

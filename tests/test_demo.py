@@ -16,9 +16,12 @@ def test_demo_runs_offline_end_to_end(tmp_path, monkeypatch):
 
     monkeypatch.setattr(vd, "default_data_dir", lambda: None)  # as on a fresh machine: no ../shared
     out = tmp_path / "d"
-    r = CliRunner().invoke(app, ["demo", "--out", str(out), "--epochs", "2", "--json"])
+    r = CliRunner().invoke(app, ["demo", "--out", str(out), "--epochs", "2", "--json"],
+                           env={"FORCE_COLOR": "1", "TTY_COMPATIBLE": "1"})  # progress bars drawn (on stderr)
     assert r.exit_code == 0, r.output
-    s = json.loads(r.stdout.strip().splitlines()[-1])
+    s = json.loads(r.stdout)  # under --json stdout is the one JSON object: progress and steps go to stderr
+    assert all(bar in r.stderr for bar in ("certifying", "attacking", "checking"))
+    assert "demo done in" in r.stderr and s["total_seconds"] >= 0
 
     load_checkpoint(out / "checkpoint")
     assert (out / "model.onnx").is_file()

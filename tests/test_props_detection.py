@@ -41,9 +41,9 @@ def _detection(n: int) -> dict[str, list[bool]]:
 def _true_models():
     shapes = st.tuples(st.just(1), st.integers(1, 3), st.integers(1, 3))
     return st.one_of(
-        pst.linf_dist_nets(input_shape=shapes).map(lambda m: (m, 1.0)),
+        shapes.flatmap(lambda s: pst.linf_dist_nets(input_shape=s)).map(lambda m: (m, 1.0)),
         pst.ensembles(mode="fusion").map(lambda m: (m, 1.0)),
-        pst.ensembles(mode="voting", n=st.integers(1, 2), num_classes=st.integers(2, 3)).map(lambda m: (m, 0.5)),
+        pst.ensembles(mode="voting", max_size=2, max_classes=3).map(lambda m: (m, 0.5)),
     )
 
 

@@ -18,7 +18,7 @@ FAST = settings(max_examples=40, deadline=None, database=None,
 
 
 @FAST
-@given(pst.convex_weights(n=st.integers(1, 6)))
+@given(pst.convex_weights(min_size=1, max_size=6))
 def test_convex_weights_sum_exactly_to_one_in_float32_any_order(w):
     assert all(v >= 0 for v in w)
     w32 = np.array(w, np.float32)
@@ -34,14 +34,14 @@ def test_convex_weights_sum_exactly_to_one_in_float32_any_order(w):
 def test_convex_weights_shrink_to_a_vertex():
     from hypothesis import find
 
-    w = find(pst.convex_weights(n=3), lambda w: True)
+    w = find(pst.convex_weights(min_size=3, max_size=3), lambda w: True)
     assert sorted(w) == [0.0, 0.0, 1.0]
 
 
 @FAST
 @given(st.data(), st.tuples(st.integers(1, 3), st.integers(1, 4)))
 def test_input_boxes_are_valid(data, shape):
-    lo, hi = data.draw(pst.input_boxes(shape=shape, low=-0.5, high=2.0, max_radius=0.3))
+    lo, hi = data.draw(pst.input_boxes(shape=shape, min_value=-0.5, max_value=2.0, max_radius=0.3))
     assert lo.shape == hi.shape == shape and lo.dtype == hi.dtype == np.float32
     assert (lo <= hi).all() and (lo >= -0.5).all() and (hi <= 2.0).all()
     assert (hi - lo <= np.float32(0.6) + 1e-6).all()
@@ -62,11 +62,45 @@ def test_input_pairs_near_data(pair):
     assert near <= 0.05 * (1 + 1e-6)
 
 
-def test_input_pairs_rejects_bad_arguments():
-    with pytest.raises(ValueError):
-        pst.input_pairs(near=DATA, max_distance=0.6).example()
-    with pytest.raises(ValueError):
-        pst.input_pairs(near=np.zeros((0, 3)), max_distance=0.1).example()
+@pytest.mark.parametrize("make", [
+    lambda: pst.input_pairs(near=DATA, max_distance=0.6),
+    lambda: pst.input_pairs(near=np.zeros((0, 3)), max_distance=0.1),
+    lambda: pst.input_pairs(near=DATA, min_distance=0.2, max_distance=0.1),
+    lambda: pst.input_boxes(shape=(2,), min_value=1.0, max_value=0.0),
+    lambda: pst.input_boxes(shape=(0,)),
+    lambda: pst.convex_weights(min_size=0),
+    lambda: pst.convex_weights(min_size=3, max_size=2),
+    lambda: pst.convex_weights(bits=25),
+    lambda: pst.linf_dist_layers(min_features=0),
+    lambda: pst.linf_dist_layers(bias="yes"),
+    lambda: pst.linf_dist_conv_layers(max_kernel_size=0),
+    lambda: pst.mean_shifts(scale=-1.0),
+    lambda: pst.linf_dist_nets(input_shape=(1, 0, 3)),
+    lambda: pst.linf_dist_nets(min_classes=1),
+    lambda: pst.linf_dist_mlp_nets(max_hidden=0),
+    lambda: pst.conv_linf_dist_mlp_nets(max_conv_layers=0),
+    lambda: pst.ensembles(mode="average"),
+    lambda: pst.ensembles(members=3),
+    lambda: pst.lipschitz_violating_nets(kinds=("bogus",)),
+    lambda: pst.lipschitz_violating_nets(min_excess=0.0),
+    lambda: pst.lipschitz_violating_nets(min_excess=2.0, max_excess=3.0),
+])
+def test_bad_arguments_raise_invalid_argument_at_definition(make):
+    """Hypothesis's style: InvalidArgument when the strategy is defined (no draw needed)."""
+    from hypothesis.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument):
+        make()
+
+
+def test_no_argument_takes_a_strategy_or_a_value():
+    """The old "value or strategy" arguments are gone: a strategy where a value belongs is refused."""
+    from hypothesis.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument):
+        pst.linf_dist_nets(input_shape=st.just((1, 3, 3)))
+    with pytest.raises(TypeError):
+        pst.convex_weights(n=3)  # renamed to min_size / max_size
 
 
 @FAST
@@ -97,3 +131,13 @@ def test_planted_models_declare_a_lower_bound_above_one(m):
     assert m.planted_kind in ("scale", "gemm", "finite_p", "weights")
     assert m.planted_lipschitz >= 1.1 - 1e-6
     assert not m.training
+
+
+def test_planted_does_not_import_strategies():
+    """The cycle props/_planted.py ↔ props/strategies.py is gone: shared pieces live in props/_base.py."""
+    import ast
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "props" / "_planted.py"
+    imported = {n.module for n in ast.walk(ast.parse(src.read_text())) if isinstance(n, ast.ImportFrom)}
+    assert "props.strategies" not in imported and "props._base" in imported

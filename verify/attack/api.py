@@ -18,7 +18,7 @@ from verify.attack.pgd import AttackConfig
 from verify.attack.replay import write_jsonl_atomic
 from verify.attack.runner import attack_arrays
 from common.errors import CertificateError, LinfVerifyError
-from verify.certify.header import data_sha256
+from verify.certify.header import check_limit, data_sha256
 
 __all__ = ["run_attack", "alarm_against", "read_certs"]
 
@@ -89,19 +89,20 @@ def run_attack(model_path: str | os.PathLike, data: str | os.PathLike, *, eps: f
                out: str | os.PathLike, cfg: AttackConfig | None = None,
                domain: tuple[float, float] = (0.0, 1.0), limit: int | None = None,
                data_dir: str | os.PathLike | None = None, split: str = "test",
-               certs: str | os.PathLike | None = None, skip_certified: bool = False) -> dict:
+               certs: str | os.PathLike | None = None, skip_certified: bool = False,
+               progress=None) -> dict:
     """Attack the first ``limit`` samples of ``data`` at ε; write witnesses to ``out``; summary dict.
 
     ``skip_certified`` (needs ``certs``): do not attack samples the certificate file proves robust at
     a radius ≥ ε (a sound proof says no witness exists); the alarm then only covers the others.
+    ``progress``: see :func:`verify.attack.runner.attack_arrays`.
     """
     from common.datasets import load_arrays
     from verify.front.model import load_model
 
     out = Path(out)
     _check_out(out)
-    if limit is not None and limit < 1:
-        raise LinfVerifyError(f"--limit must be ≥ 1, got {limit}")
+    check_limit(limit)
     if not (domain[0] < domain[1]):
         raise LinfVerifyError(f"the domain must be LO < HI, got {domain[0]} {domain[1]}")
     model = load_model(model_path)  # the verifier's safe loader: refuses what certify would refuse
@@ -117,7 +118,7 @@ def run_attack(model_path: str | os.PathLike, data: str | os.PathLike, *, eps: f
     skip = None
     if skip_certified:
         skip = _proven_mask(cert_records, x, eps)
-    res = attack_arrays(model_path, x, y, eps, cfg, domain, skip=skip)
+    res = attack_arrays(model_path, x, y, eps, cfg, domain, skip=skip, progress=progress)
     records = res.records(x)
     write_jsonl_atomic(out, res.header(data_sha, n_data, limit), records)
     summary = res.summary() | {"out": str(out)}

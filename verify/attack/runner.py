@@ -24,7 +24,8 @@ from verify.attack.pgd import AttackConfig, apgd
 from verify.attack.replay import OrtReplayer, witness_record
 from verify.attack.torch_graph import TorchGraph
 from verify.certify.certificates import tool_version
-from common.errors import DataError, LinfVerifyError
+from common.errors import DataError
+from verify.certify.header import check_eps
 
 __all__ = ["AttackResult", "attack_arrays", "schedule", "tool_version"]
 
@@ -113,8 +114,7 @@ def schedule(cfg: AttackConfig, has_linf: bool, num_classes: int) -> list[tuple[
 
 
 def _validate_inputs(x, y, eps, shape):
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-        raise LinfVerifyError(f"eps must be a finite number ≥ 0, got {eps!r}")
+    check_eps(eps)
     if x.ndim < 1 or len(x) != len(y):
         raise DataError(f"data has {len(x)} inputs but {len(y)} labels")
     if shape and all(s is not None for s in shape) and tuple(x.shape[1:]) != tuple(shape):
@@ -123,10 +123,12 @@ def _validate_inputs(x, y, eps, shape):
 
 def attack_arrays(model_path: str | Path, x: np.ndarray, y: np.ndarray, eps: float,
                   cfg: AttackConfig | None = None, domain: tuple[float, float] = (0.0, 1.0),
-                  skip: np.ndarray | None = None) -> AttackResult:
+                  skip: np.ndarray | None = None, progress=None) -> AttackResult:
     """Attack every sample of (x, y) at ε; ``skip`` (bool mask) excludes samples from the attack.
 
-    Returns an :class:`AttackResult`; see the module docstring for what each status means.
+    ``progress(done, total)`` (pipeline/progress.py) is called after the inputs are validated and after
+    every batch, counting sample-runs (runs × restarts × samples). Returns an :class:`AttackResult`;
+    see the module docstring for what each status means.
     """
     cfg = cfg or AttackConfig()
     cfg.validate()
@@ -134,12 +136,12 @@ def attack_arrays(model_path: str | Path, x: np.ndarray, y: np.ndarray, eps: flo
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     try:
-        return _attack(model_path, x, y, eps, cfg, domain, skip)
+        return _attack(model_path, x, y, eps, cfg, domain, skip, progress or (lambda done, total: None))
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _attack(model_path, x, y, eps, cfg: AttackConfig, domain, skip) -> AttackResult:
+def _attack(model_path, x, y, eps, cfg: AttackConfig, domain, skip, progress) -> AttackResult:
     t0 = time.perf_counter()
     model = TorchGraph.from_onnx(model_path)
     judge = OrtReplayer(model_path)
@@ -156,14 +158,18 @@ def _attack(model_path, x, y, eps, cfg: AttackConfig, domain, skip) -> AttackRes
     lo, hi = linf_box(x, eps, domain)
     gen = torch.Generator().manual_seed(cfg.seed)
     runs = schedule(cfg, model.has_linf_layers, z_clean.shape[1] if len(x) else 2)
-    for loss, rank, p in runs:
+    n, total = len(x), len(runs) * cfg.restarts * len(x)
+    progress(0, total)
+    for r, (loss, rank, p) in enumerate(runs):
         model.p_grad = p
-        for _ in range(cfg.restarts):
+        for k in range(cfg.restarts):
+            first = (r * cfg.restarts + k) * n
             todo = np.flatnonzero([(s == "unknown") and not (skip is not None and skip[i])
                                    for i, s in enumerate(res.status)])
             if len(todo) == 0 or eps == 0:
                 break
             for start in range(0, len(todo), cfg.batch_size):
+                progress(first + n * start // len(todo), total)
                 sel = todo[start:start + cfg.batch_size]
                 target = None
                 if rank is not None:
@@ -184,5 +190,6 @@ def _attack(model_path, x, y, eps, cfg: AttackConfig, domain, skip) -> AttackRes
                         res.status[i] = "falsified"
                         res.witnesses[int(i)] = xa[ok][j].copy()
                         res.adv_predicted[int(i)] = int(z_adv[j].argmax())
+    progress(total, total)
     res.seconds = time.perf_counter() - t0
     return res

@@ -33,6 +33,7 @@ from verify.bounds import margins
 
 from verify.bounds import rounding
 from common.errors import DataError, LinfVerifyError, ModelError
+from verify.certify.header import check_eps
 from common.runtime import ort_logits, ort_session
 
 __all__ = ["METHODS", "CertifyConfig", "BatchResult", "Certifier", "certify_batch", "guarantee_of"]
@@ -51,8 +52,7 @@ class CertifyConfig:
     bisect_steps: int = 10
 
     def check(self) -> "CertifyConfig":
-        if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps >= 0):
-            raise LinfVerifyError(f"eps must be a finite number >= 0, got {self.eps!r}")
+        check_eps(self.eps)
         if self.method not in METHODS:
             raise LinfVerifyError(f"unknown method {self.method!r}; expected one of {', '.join(METHODS)}")
         lo, hi = self.domain

@@ -116,8 +116,10 @@ def _coverage(sections, n_data: int) -> list[str]:
 
 
 def run_check(certs, model_path, data, *, data_dir=None, split: str = "test",
-              batch_size: int = 256) -> dict[str, Any]:
-    """Re-verify ``certs``; returns a summary dict, raises CertificateError on any mismatch."""
+              batch_size: int = 256, progress=None) -> dict[str, Any]:
+    """Re-verify ``certs``; returns a summary dict, raises CertificateError on any mismatch.
+
+    ``progress(done, total)`` (pipeline/progress.py) counts the records re-proven."""
     from common.datasets import load_arrays
     from verify.front.model import load_model
 
@@ -154,7 +156,11 @@ def run_check(certs, model_path, data, *, data_dir=None, split: str = "test",
         else:
             good.append(r)
     for s in range(0, len(good), batch_size):
+        if progress:
+            progress(s, len(good))
         bad += [f"index {i}: {why}" for i, why in _check_batch(good[s:s + batch_size], x, header, prover)]
+    if progress:
+        progress(len(good), len(good))
     if bad:
         listed = "; ".join(bad[:MAX_LISTED])
         raise CertificateError(f"{len(bad)} mismatch(es) in {certs}: {listed}")

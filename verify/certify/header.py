@@ -26,7 +26,7 @@ import numpy as np
 
 from common.errors import CertificateError, LinfVerifyError
 
-__all__ = ["FORMAT", "GUARANTEES", "RECORD_METHODS", "data_sha256", "parse_shard", "select_indices",
+__all__ = ["FORMAT", "GUARANTEES", "RECORD_METHODS", "data_sha256", "parse_shard", "check_eps", "check_limit", "select_indices",
            "make_header", "parse_header", "disagreement", "header_selection"]
 
 FORMAT = "linfverify-run/1"
@@ -64,6 +64,20 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     if not 0 <= i < n:
         raise LinfVerifyError(f"--shard {text}: need 0 <= I < N")
     return i, n
+
+
+def check_eps(eps, flag: str = "--eps") -> float:
+    """``--eps`` means the same in every command: a finite ℓ∞ radius ≥ 0 (0: the sample itself)."""
+    if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
+        raise LinfVerifyError(f"{flag} must be a finite number ≥ 0, got {eps!r}")
+    return float(eps)
+
+
+def check_limit(limit: int | None) -> None:
+    """``--limit`` means the same in every command: the first N ≥ 1 samples, None = all (0 is refused:
+    a run of nothing proves nothing and an accuracy of 0/0 is not 0 %)."""
+    if limit is not None and not limit >= 1:
+        raise LinfVerifyError(f"--limit must be ≥ 1 (leave it out for all samples), got {limit}")
 
 
 def select_indices(n_data: int, limit: int | None, shard: tuple[int, int]) -> tuple[np.ndarray, int]:

@@ -30,7 +30,7 @@ import numpy as np
 
 from verify.certify.certificates import CertWriter, input_sha256, resume_records, tool_version
 from verify.certify.certifier import Certifier, CertifyConfig, check_inputs, guarantee_of
-from verify.certify.header import data_sha256, make_header, parse_shard, select_indices
+from verify.certify.header import check_limit, data_sha256, make_header, parse_shard, select_indices
 from common.errors import LinfVerifyError, ModelError
 from verify.front.loader import model_identity
 
@@ -78,6 +78,7 @@ def run_certify(
     t0 = time.perf_counter()
     cfg = CertifyConfig(float(eps), method, (float(domain[0]), float(domain[1])), bisect_steps).check()
     sh = parse_shard(shard)
+    check_limit(limit)
     if batch_size < 1:
         raise LinfVerifyError(f"--batch-size must be >= 1, got {batch_size}")
     out = Path(out)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["ONE_SLACK", "lipschitz_report", "lipschitz_table", "certify_table", "check_table", "attack_table"]
+__all__ = ["ONE_SLACK", "lipschitz_report", "lipschitz_table", "certify_table", "check_table", "attack_table",
+           "summary_table", "two_column_table", "path_line", "label_of", "value_of", "plural"]
 
 ONE_SLACK = 1e-9  # upward-rounded products of 1.0 land a few ulps above 1
 
@@ -74,53 +75,96 @@ def lipschitz_table(rep: dict[str, Any], empirical=None):
     return t
 
 
-def certify_table(s: dict[str, Any]):
-    """Summary table of a certification run."""
+LABELS = {"n": "samples", "out": "output", "bytes": "size (bytes)", "linf_nodes": "linf nodes",
+          "checked": "checked (ONNX checker + onnxruntime parity)", "dataset": "data set",
+          "eps": "ε", "eps_train": "ε_train", "claimed_lipschitz": "claimed Lipschitz bound",
+          "robust_accuracy": "PGD robust accuracy", "falsified": "falsified (witness replayed in onnxruntime)",
+          "unknown": "unknown (no witness found)", "seconds": "seconds", "skipped_certified": "skipped (certified)"}
+
+
+def plural(n: int, word: str) -> str:
+    """"1 sample", "2 samples"."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def label_of(key: str) -> str:
+    """The human label of a summary key ("clean_accuracy" → "clean accuracy")."""
+    return LABELS.get(key, key.replace("_", " "))
+
+
+def value_of(key: str, v) -> str:
+    """A summary value for people: accuracies as percentages, other floats to 6 digits, lists joined."""
+    if isinstance(v, float) and key.endswith("accuracy"):
+        return f"{100 * v:.2f} %"
+    if isinstance(v, float):
+        return f"{v:.2f}" if key == "seconds" else f"{v:.6g}"
+    if isinstance(v, (list, tuple)):
+        return " ".join(map(str, v))
+    return "—" if v is None else str(v)
+
+
+def two_column_table(title: str):
+    """A label | value table whose values fold (a long path wraps, it is never cut)."""
     from rich.table import Table
 
-    t = Table(title=f"certification at ε = {s['eps']:g} ({s['method']})", show_header=False)
+    t = Table(title=title, show_header=False)
     t.add_column(style="bold")
-    t.add_column(justify="right")
+    t.add_column(justify="right", overflow="fold")
+    return t
+
+
+def summary_table(summary: dict[str, Any], title: str = "", keys=None):
+    """A generic summary as a table of human labels and values (KEYS: which, in order; by default all
+    but the output path "out", which the CLI prints on a line of its own, see :func:`path_line`)."""
+    t = two_column_table(title)
+    for k in [k for k in summary if k != "out"] if keys is None else keys:
+        if k in summary:
+            t.add_row(label_of(k), value_of(k, summary[k]))
+    return t
+
+
+def path_line(console, what: str, path) -> None:
+    """Print ``WHAT: PATH`` on a line of its own that the terminal wraps: a path is never cut or
+    folded by rich, so it can be copied whole at any terminal width."""
+    console.print(f"{what}: {path}", highlight=False, soft_wrap=True)
+
+
+def certify_table(s: dict[str, Any]):
+    """Summary table of a certification run."""
+    t = two_column_table(f"certification at ε = {s['eps']:g} ({s['method']})")
     t.add_row("samples", str(s["n"]))
     t.add_row("clean accuracy", f"{100 * s['clean_accuracy']:.2f} %")
     t.add_row("certified accuracy", f"{100 * s['certified_accuracy']:.2f} %")
     for k, v in s["counts"].items():
-        t.add_row(f"  {k}", str(v))
+        t.add_row(f"  {label_of(k)}", str(v))
     t.add_row("mean certified radius", f"{s['mean_certified_radius']:.6g}")
     t.add_row("global Lipschitz bound", _fmt(_num(s.get("lipschitz", math.inf))))
     t.add_row("resumed records", str(s.get("resumed", 0)))
     t.add_row("seconds", f"{s.get('seconds', 0.0):.2f}")
-    t.add_row("certificates", str(s.get("out", "")))
     return t
 
 
 def check_table(rep: dict[str, Any]):
     """Table of a passed check."""
-    from rich.table import Table
-
-    t = Table(title="certificate check: [green]passed[/green]", show_header=False)
-    t.add_column(style="bold")
-    t.add_column(justify="right")
-    t.add_row("eps", repr(rep["eps"]))
+    t = two_column_table("certificate check: [green]passed[/green]")
+    t.add_row("ε", repr(rep["eps"]))
     t.add_row("method / guarantee", f"{rep['method']} / {rep['guarantee']}")
     t.add_row("coverage", rep["coverage"])
     sel = rep["selection"]
     limit = "all" if sel["limit"] is None else f"first {sel['limit']}"
     t.add_row("selection", f"{limit}, shard {sel['shard']}, n_total {sel['n_total']}")
     for k, v in rep["counts"].items():
-        t.add_row(f"  {k}", str(v))
+        t.add_row(f"  {label_of(k)}", str(v))
     t.add_row("model sha256", rep["model_sha256"])
     return t
 
 
 def attack_table(summary: dict):
     """The `attack` summary: accuracies, counts, witness file and the soundness alarm's verdict."""
-    from rich.table import Table
-
-    t = Table(title=f"attack at ε = {summary['eps']}" if "eps" in summary else "attack", show_header=False)
-    for k in ("n", "clean_accuracy", "robust_accuracy", "falsified", "misclassified", "unknown", "seconds", "out"):
-        v = summary.get(k)
-        t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    t = summary_table(summary, f"attack at ε = {summary['eps']:g}" if "eps" in summary else "attack",
+                      ("n", "clean_accuracy", "robust_accuracy", "falsified", "misclassified", "unknown",
+                       "skipped_certified", "seconds"))
     if "alarm_pairs_checked" in summary:
-        t.add_row("soundness alarm", f"clear ({summary['alarm_pairs_checked']} falsified samples had certificates)")
+        t.add_row("soundness alarm", f"clear ({plural(summary['alarm_pairs_checked'], 'falsified sample')} "
+                  "checked against the certificates)")
     return t
