@@ -15,6 +15,9 @@ import triton.language as tl
 
 from .tile_math import BLOCKS, grid
 
+# Decided when the kernels below are decorated: under TRITON_INTERPRET=1 they run on CPU tensors.
+DEVICE_TYPE = "cpu" if triton.knobs.runtime.interpret else "cuda"
+
 
 @triton.jit
 def _pow(u, q):
