@@ -120,7 +120,8 @@ def triton_lp_dist(x: Tensor, w: Tensor, p: float, *, kernels=None) -> Tensor | 
 
     `kernels`: a kernels module to use instead of the probed CUDA one (the tests pass the kernels as
     Triton's interpreter runs them, on CPU tensors). A forward that raises (compile or launch error)
-    gives None with a warning, so the caller runs the reference; the probe in `triton_status` has
+    gives None with a warning, so the caller runs the reference (and the CUDA kernels are not tried
+    again in this process); the probe in `triton_status` has
     compiled and launched every kernel once before the first real call.
     """
     kern = kernels
@@ -135,8 +136,10 @@ def triton_lp_dist(x: Tensor, w: Tensor, p: float, *, kernels=None) -> Tensor | 
         with ctx:  # the tensors' device, never a hard-coded device 0
             return _TritonLpDist.apply(x, w, float(p), kern)
     except Exception as e:  # noqa: BLE001 - any failure of the fast path: the reference runs
-        warnings.warn(f"Triton kernels failed ({_first_line(e)}); using the reference op", RuntimeWarning,
-                      stacklevel=2)
+        why = f"Triton kernels failed: {_first_line(e)}"
+        if kernels is None:  # the process's CUDA kernels: not tried again (triton_status says why)
+            _TRITON.update(ok=False, reason=why)
+        warnings.warn(f"{why}; using the reference op", RuntimeWarning, stacklevel=2)
         return None
 
 
