@@ -15,7 +15,9 @@ Guarantees of the reference:
   abs and max are exact). Gradient: the subgradient at ONE coordinate, d* = the FIRST index where
   |x_d − w_d| is maximal (torch.max/argmax semantics): ∂y/∂x_d* = sign(x_d* − w_d*),
   ∂y/∂w_d* = −sign(x_d* − w_d*), 0 at every other coordinate. (torch.cdist gives every tied coordinate
-  the full gradient, which is not a subgradient; we do not.) When y = 0 the gradient is 0.
+  the full gradient, which is not a subgradient; we do not.) When y = 0 the gradient is 0. The
+  backward sums in a fixed order on every device (no CUDA atomics: `index_sum`), so it is bitwise
+  reproducible.
 - finite p ≥ 1: y = m·(Σ_d (|d_d|/m)^p)^{1/p} with m = max_d |d_d| (no gradient through m), so nothing
   overflows or underflows harmfully for any p (tested up to p = 1e4). Gradient:
   ∂y/∂x_d = (|d_d|/y)^{p−1}·sign(d_d) (exact formula, every term in [−1, 1]); 0 when y = 0.
@@ -96,6 +98,7 @@ class _LinfDist(torch.autograd.Function):
                     y[b0:b1, n0:n1] = vals
                     idx[b0:b1, n0:n1] = arg
         ctx.save_for_backward(x, w, idx)
+        ctx.chunk = chunk
         ctx.mark_non_differentiable(idx)
         return y
 
@@ -111,10 +114,35 @@ class _LinfDist(torch.autograd.Function):
         v = g * torch.sign(x_at - w_at)
         gx = gw = None
         if ctx.needs_input_grad[0]:
-            gx = torch.zeros_like(x).scatter_add_(1, idx, v)
+            gx = index_sum(idx, v, x.shape[1], ctx.chunk)
         if ctx.needs_input_grad[1]:
-            gw = torch.zeros_like(w).scatter_add_(1, idx.t(), -v.t())
+            gw = index_sum(idx.t(), -v.t(), w.shape[1], ctx.chunk)
         return gx, gw, None
+
+
+def index_sum(idx: Tensor, v: Tensor, D: int, chunk: int | None = None) -> Tensor:
+    """out[r, d] = Σ_c v[r, c]·[idx[r, c] == d] (idx, v [R, C] → out [R, D]), in a fixed order.
+
+    On the CPU `scatter_add_` (sequential, deterministic). On other devices (CUDA) scatter_add_ uses
+    atomics, whose order varies from run to run; there, a one-hot sum over bounded blocks (the same
+    R·C·D work as the forward, ≤ `chunk` elements at a time) whose reduction order is fixed.
+    """
+    if idx.device.type == "cpu":
+        return v.new_zeros(idx.shape[0], D).scatter_add_(1, idx, v)
+    return onehot_index_sum(idx, v, D, chunk)
+
+
+def onehot_index_sum(idx: Tensor, v: Tensor, D: int, chunk: int | None = None) -> Tensor:
+    """`index_sum` without scatter: blocks of rows × columns of D, each a masked sum over C."""
+    R, C = idx.shape
+    out = v.new_zeros(R, D)
+    rb, db = _blocks(R, D, C, chunk)
+    for r0, r1 in _ranges(R, rb):
+        for d0, d1 in _ranges(D, db):
+            cols = torch.arange(d0, d1, device=idx.device)
+            hit = idx[r0:r1, :, None] == cols  # [r, C, d]
+            out[r0:r1, d0:d1] = torch.where(hit, v[r0:r1, :, None], v.new_zeros(())).sum(1)
+    return out
 
 
 # ---------------------------------------------------------------- finite p

@@ -22,6 +22,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -108,7 +109,29 @@ def resolve_device(spec: str, dist: DistInfo = DistInfo()) -> torch.device:
         raise ConfigError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda requested but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        who = f"rank {dist.rank} (LOCAL_RANK {dist.local_rank}) " if dist.enabled else ""
+        raise ConfigError(f"{who}needs device {dev} but only {torch.cuda.device_count()} CUDA device(s) "
+                          f"are visible; start at most that many processes per node, or use --device cpu")
     return dev
+
+
+@contextmanager
+def deterministic_algorithms():
+    """torch's deterministic mode for the duration (restored after): training results are a function
+    of the seed. `warn_only`: an op without a deterministic implementation warns instead of failing.
+    On CUDA, cuBLAS also needs CUBLAS_WORKSPACE_CONFIG (set here unless the user set it)."""
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False  # a NaN fill of every empty(): cost only
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 def model_config_for(cfg: TrainConfig, input_shape, num_classes: int = 10) -> ModelConfig:
@@ -294,8 +317,9 @@ def run_training(cfg: TrainConfig, out: str | os.PathLike | None = None, *,
     t0 = time.perf_counter()
     members, history = [], []
     for k in range(1 if cfg.joint else cfg.members):
-        m, h = train_member(cfg, splits, seed=cfg.seed + k, member=k, device=device, dist=dist,
-                            log=log, eval_xy=eval_xy)
+        with deterministic_algorithms():
+            m, h = train_member(cfg, splits, seed=cfg.seed + k, member=k, device=device, dist=dist,
+                                log=log, eval_xy=eval_xy)
         members.append(m)
         history.extend(h)
     train_seconds = time.perf_counter() - t0

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# Without CUDA, Triton's interpreter runs the real Triton kernels on CPU tensors
+# (tests/test_kernels_triton.py). triton 3.9 reads TRITON_INTERPRET when `triton.language` is imported
+# (its library functions are decorated then) and when each kernel is decorated, so it must be set
+# before anything imports triton: here. CUDA machines keep the compiled kernels (pytest -m gpu).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from nets.models import ModelConfig
 

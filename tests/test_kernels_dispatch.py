@@ -50,8 +50,9 @@ def test_linf_forward_nograd_fast_and_fallback_agree(monkeypatch):
         kernels.linf_forward_nograd(x, w[:, :3])
 
 
-def test_missing_compiler_reports_reference(monkeypatch):
+def test_missing_compiler_reports_reference(monkeypatch, tmp_path):
     monkeypatch.setenv("CXX", "no-such-compiler-linfverify")
+    monkeypatch.setenv("LINFVERIFY_CACHE_DIR", str(tmp_path))  # an empty cache: nothing to reuse
     assert "no C++ compiler" in (_build._why_no_compiler() or "")
     saved = dict(_build._state)
     try:
@@ -95,6 +96,17 @@ def test_triton_tile_math_matches_oracle(prob, blocks):
     assert_close(gw, ow, tol(x.dtype, p) * 50, "tile grad w")
 
 
+@pytest.mark.parametrize("p", [2.0, 13.7])
+def test_tile_math_subnormal_row_max(p):
+    """Row max below 2^-128: 1/m would overflow (inf distance, zero gradient); a/m does not."""
+    x = torch.tensor([[1e-39, -2e-39, 5e-40]])
+    w = torch.zeros(1, 3)
+    y = tile_math.tile_forward(x, w, p)
+    assert_close(y, oracle(x.double(), w.double(), p), 1e-5, "subnormal forward")
+    gx = tile_math.tile_grad_x(torch.ones(1, 1), x, w, y, p)
+    assert_close(gx, oracle_grads(x, w, torch.ones(1, 1), p)[0], 1e-4, "subnormal grad")
+
+
 def test_tile_grid_covers_every_cell():
     for rows, cols, br, bc in [(1, 1, 32, 32), (33, 64, 32, 32), (100, 7, 16, 8), (0, 5, 4, 4)]:
         gr, gc = tile_math.grid(rows, cols, br, bc)
@@ -107,11 +119,14 @@ def test_tile_grid_covers_every_cell():
 def test_triton_dispatch_logic_on_cpu():
     from nets.kernels import triton_lp
 
-    assert triton_lp.triton_supported("cpu", torch.float32, (2, 3), (4, 3)) is not None
-    assert "float32 only" in triton_lp.triton_supported("cuda", torch.float64, (2, 3), (4, 3))
-    assert triton_lp.triton_supported("cuda", torch.float32, (2, 3), (4, 5)) is not None
-    assert triton_lp.triton_supported("cuda", torch.float32, (0, 3), (4, 3)) is not None
-    assert triton_lp.triton_supported("cuda", torch.float32, (2, 3), (4, 3)) is None
+    x, w = torch.rand(2, 3), torch.rand(4, 3)
+    assert "cuda" in triton_lp.triton_decline(x, w)  # CPU tensors
+    assert triton_lp.triton_decline(x, w, "cpu") is None
+    assert "float32 only" in triton_lp.triton_decline(x.double(), w.double(), "cpu")
+    assert "float32 only" in triton_lp.triton_decline(x.double(), w, "cpu")  # mixed dtypes
+    assert triton_lp.triton_decline(x, torch.rand(4, 5), "cpu") is not None
+    assert triton_lp.triton_decline(x[:0], w, "cpu") == "empty dimension"
+    assert "non-finite" in triton_lp.triton_decline(x, w.index_fill(1, torch.tensor([1]), math.inf), "cpu")
     if not torch.cuda.is_available():
         ok, reason = triton_lp.triton_status()
         assert not ok and "CUDA" in reason
@@ -163,9 +178,12 @@ def test_two_processes_build_concurrently(tmp_path):
     env = dict(os.environ, LINFVERIFY_CACHE_DIR=str(tmp_path), PYTHONPATH=str(Path(__file__).parents[1]))
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errs = []
     for pr in procs:
         out, err = pr.communicate(timeout=600)
         assert pr.returncode == 0, err[-2000:]
         assert float(out.strip()) == 0.0
+        errs.append(err)
+    assert sum(_build.COMPILING_MESSAGE in e for e in errs) == 1  # one compiles (and says so), one reuses
 
 

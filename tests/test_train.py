@@ -278,7 +278,7 @@ def test_torchrun_two_cpu_ranks(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_port", "29637", str(repo / "verify_cli.py"), "train", "--preset", "digits-small",
            "--epochs", "1", "--width", "16", "--depth", "3", "--train-limit", "256",
-           "--test-limit", "64", "--out", str(out), "--json"]
+           "--test-limit", "64", "--device", "cpu", "--out", str(out), "--json"]
     env = dict(os.environ, PYTHONPATH=str(repo))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -1,10 +1,12 @@
 """JIT build and load of the C++ CPU kernels, safe under concurrent builds.
 
 `load_cpu_extension()` returns the compiled module or None, and `build_status()` says why.
-The build runs once per (source hash, compiler flags, torch and Python version) into
+The build runs once per machine and (sources, compiler flags, torch and Python version) into
 `$LINFVERIFY_CACHE_DIR` (default `$XDG_CACHE_HOME/linfverify/kernels`, i.e.
-`~/.cache/linfverify/kernels`) under `<variant>-<hash>/`; an exclusive `fcntl` lock on a file next to
-that folder serialises concurrent builds (a second process waits, then loads the finished build).
+`~/.cache/linfverify/kernels`) under `<variant>-<hash>/`, compiled from a copy of the sources in that
+folder, so a second checkout or venv reuses it (imported directly, no ninja run); the first build says
+so on stderr. An exclusive `fcntl` lock on a file next to that folder serialises concurrent builds (a
+second process waits, then imports the finished build).
 Flags: `-O3 -fopenmp` plus `-mavx2 -mfma` when the CPU supports AVX2 (runtime check), never
 `-ffast-math` (gcc links crtfastmath, which sets FTZ/DAZ process-wide and breaks soundness near 0).
 """
@@ -96,16 +98,29 @@ def cache_root() -> Path:
     return base / "linfverify" / "kernels"
 
 
-def source_hash(var: str) -> str:
-    """Hash of the sources, flags, torch/Python versions: a change of any gives a fresh build."""
+def source_hash(var: str, src_dir: Path = _HERE) -> str:
+    """Hash of what determines the binary: the sources' contents, the flags (which encode the CPU
+    features the variant targets), torch's version, Python's version and the machine type. Not the
+    checkout path, the venv or which ninja is on PATH: every checkout on a machine shares one build."""
     h = hashlib.sha256()
     for name in SOURCES + HEADERS:
         h.update(name.encode())
-        h.update((_HERE / name).read_bytes())
+        h.update((Path(src_dir) / name).read_bytes())
     h.update(" ".join(cflags(var) + list(LDFLAGS)).encode())
     h.update(torch.__version__.encode())
     h.update(sys.version.encode())
+    h.update(platform.machine().encode())
     return h.hexdigest()[:16]
+
+
+def build_target(var: str, src_dir: Path = _HERE) -> tuple[str, Path]:
+    """(module name, build folder) of a variant: a function of `source_hash` only."""
+    digest = source_hash(var, src_dir)
+    return f"linfverify_lp_{var}_{digest}", cache_root() / f"{var}-{digest}"
+
+
+COMPILING_MESSAGE = "linfverify: compiling the C++ distance kernels once for this machine (~1 min)…"
+_DONE = "BUILT"  # written into the build folder after a successful build and import
 
 
 def _why_no_compiler() -> str | None:
@@ -121,28 +136,66 @@ def _why_no_compiler() -> str | None:
     return None
 
 
-def _build(var: str):
-    import fcntl
+class _NoCompiler(Exception):
+    """No C++ compiler or ninja here, and no finished build in the cache."""
 
+
+def _try_build(var: str, what: str):
+    """(module, None) or (None, why not)."""
+    try:
+        return _build(var), None
+    except _NoCompiler as e:
+        return None, str(e)
+    except Exception as e:  # noqa: BLE001 - any build failure means "use the reference"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return None, f"{what} failed: {first[:200]}"
+
+
+def _import_built(name: str, build_dir: Path):
+    """Import a finished build's module straight from its file (no ninja, no rebuild check)."""
+    import importlib.util
+
+    from torch.utils.cpp_extension import LIB_EXT
+
+    spec = importlib.util.spec_from_file_location(name, build_dir / f"{name}{LIB_EXT}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _compile(var: str, name: str, build_dir: Path, src_dir: Path):
+    """Copy the sources into the build folder and compile there, so that the build commands name only
+    paths inside the cache (ninja would otherwise rebuild for a checkout at another path)."""
     from torch.utils.cpp_extension import load
 
-    digest = source_hash(var)
-    root = cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    build_dir = root / f"{var}-{digest}"
-    with open(root / f"{var}-{digest}.lock", "w") as lockf:
+    print(COMPILING_MESSAGE, file=sys.stderr, flush=True)
+    src = build_dir / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    for f in SOURCES + HEADERS:
+        shutil.copyfile(Path(src_dir) / f, src / f)
+    return load(name=name, sources=[str(src / f) for f in SOURCES], extra_cflags=cflags(var),
+                extra_ldflags=list(LDFLAGS), extra_include_paths=[str(src)],
+                build_directory=str(build_dir), verbose=False)
+
+
+def _build(var: str, src_dir: Path = _HERE):
+    """The variant's module: imported from the machine's cache when built already, else compiled once
+    (an exclusive lock serialises concurrent builders; a waiting process then imports the result)."""
+    import fcntl
+
+    name, build_dir = build_target(var, src_dir)
+    build_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(build_dir.parent / f"{build_dir.name}.lock", "w") as lockf:
         fcntl.flock(lockf, fcntl.LOCK_EX)  # a concurrent builder finishes first; we then reuse it
         try:
-            build_dir.mkdir(exist_ok=True)
-            return load(
-                name=f"linfverify_lp_{var}_{digest}",
-                sources=[str(_HERE / s) for s in SOURCES],
-                extra_cflags=cflags(var),
-                extra_ldflags=list(LDFLAGS),
-                extra_include_paths=[str(_HERE)],
-                build_directory=str(build_dir),
-                verbose=False,
-            )
+            if (build_dir / _DONE).exists():
+                return _import_built(name, build_dir)
+            why = _why_no_compiler()  # needed only now: a finished build imports without them
+            if why is not None:
+                raise _NoCompiler(why)
+            module = _compile(var, name, build_dir, Path(src_dir))
+            (build_dir / _DONE).write_text(f"{name}\n")
+            return module
         finally:
             fcntl.flock(lockf, fcntl.LOCK_UN)
 
@@ -153,17 +206,9 @@ def load_cpu_extension():
         if _state["done"]:
             return _state["module"]
         var = variant()
-        reason = _why_no_compiler()
-        module = None
-        if reason is None:
-            try:
-                module = _build(var)
-                if not module.has_openmp():
-                    reason = "built without OpenMP"  # still correct, runs single-threaded
-            except Exception as e:  # noqa: BLE001 - any build failure means "use the reference"
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                reason = f"C++ build failed: {first[:200]}"
-                module = None
+        module, reason = _try_build(var, "C++ build")
+        if module is not None and not module.has_openmp():
+            reason = "built without OpenMP"  # still correct, runs single-threaded
         _state.update(done=True, module=module, variant=var,
                       reason=reason if module is None else (reason or "ok"))
         return module
@@ -180,14 +225,9 @@ def load_wide_extension():
             reason = f"disabled by {WIDE_ENV}"
         elif variant() != "avx2" or not cpu_has_avx512():
             reason = "CPU without AVX-512"
-        elif _why_no_compiler() is not None:
-            reason = _why_no_compiler()
         else:
-            try:
-                module = _build("avx512")
-            except Exception as e:  # noqa: BLE001 - fall back to the AVX2 build
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                reason = f"AVX-512 build failed: {first[:200]}"
+            module, reason = _try_build("avx512", "AVX-512 build")
+            reason = reason or "ok"
         _wide.update(done=True, module=module, reason=reason)
         return module
 

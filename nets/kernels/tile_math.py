@@ -6,7 +6,7 @@ twins on the CPU against a float64 oracle, which checks the formulas, the block/
 masking of ragged edges and the deterministic (atomic-free) reduction order without a GPU.
 
 Formulas (a = |x_d − w_d|, q = p − 1):
-- forward: m = max_d a; y = m·exp2(log2(Σ_d exp2(p·log2(a/m))) / p), y = 0 where m = 0 (p = ∞: y = m).
+- forward: m = max_d a; y = m·exp2(log2(Σ_d exp2(p·log2(a/m))) / p) (a/m a division: 1/m overflows), y = 0 where m = 0 (p = ∞: y = m).
 - argmax (p = ∞): the smallest d with a == y.
 - backward, finite p: e = sign(x_d − w_d)·g·exp2(q·log2(a/y)) where a > 0 and y > 0, else 0.
 - backward, p = ∞: e = sign(x_d − w_d)·g where d == argmax, else 0.
@@ -66,11 +66,11 @@ def tile_forward(x: Tensor, w: Tensor, p: float, blocks=BLOCKS["fwd"]) -> Tensor
             if math.isinf(p):
                 y[b0:b1, n0:n1] = m
                 continue
-            im = torch.where(m > 0, 1.0 / torch.where(m > 0, m, torch.ones_like(m)), torch.zeros_like(m))
+            ms = torch.where(m > 0, m, torch.ones_like(m))  # divide: 1/m overflows below 2^-128
             s = x.new_zeros(b1 - b0, n1 - n0)
             for d0, d1 in _blocks(D, bd):
                 a = (x[b0:b1, None, d0:d1] - w[None, n0:n1, d0:d1]).abs()
-                s = s + tile_pow(a * im[..., None], p).sum(-1)
+                s = s + tile_pow(a / ms[..., None], p).sum(-1)
             sp = torch.exp2(torch.log2(torch.where(s > 0, s, torch.ones_like(s))) / p)
             y[b0:b1, n0:n1] = torch.where(m > 0, m * sp, torch.zeros_like(m))
     return y
@@ -105,9 +105,10 @@ def tile_contrib(g: Tensor, x: Tensor, w: Tensor, y: Tensor, p: float, am: Tenso
         hit = am[:, :, None] == idx[None, None, :]
         return torch.where(hit, sgn * g[:, :, None], torch.zeros_like(diff))
     ok = y > 0
-    iy = torch.where(ok, 1.0 / torch.where(ok, y, torch.ones_like(y)), torch.zeros_like(y))
+    ys = torch.where(ok, y, torch.ones_like(y))
     c = torch.where(ok, g, torch.zeros_like(g))
-    return sgn * tile_pow(diff.abs() * iy[:, :, None], p - 1.0) * c[:, :, None]
+    u = torch.where(ok[:, :, None], diff.abs() / ys[:, :, None], torch.zeros_like(diff))
+    return sgn * tile_pow(u, p - 1.0) * c[:, :, None]
 
 
 def tile_grad_x(g, x, w, y, p, am=None, blocks=BLOCKS["grad_x"]) -> Tensor:
