@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from verify.ops._affine import affine_interval
+from verify.ops._torch import f32t
 from verify.ops.base import Op, inf_norm_up, mul_up
 
 
@@ -22,6 +23,9 @@ class MatMul(Op):
 
     def forward(self, a, b):
         return np.matmul(np.asarray(a, np.float32), np.asarray(b, np.float32)).astype(np.float32)
+
+    def torch_forward(self, ctx, a, b):
+        return f32t(a) @ f32t(b)
 
     def interval(self, ab, bb):
         if self.is_var(1) and not self.is_var(0):

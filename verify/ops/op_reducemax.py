@@ -19,18 +19,26 @@ class ReduceMax(ShapeOp):
             return "axes must be a constant"
         return None
 
-    def forward(self, x, *_):
-        x = np.asarray(x)
+    def _reduced(self, shape) -> tuple[int, ...]:
+        """The reduced axes, sorted, each once (empty: the op is a no-op)."""
         axes = axes_from(self, 1)
-        keep = bool(int(self.attr("keepdims", 1)))
         if not axes:
             if int(self.attr("noop_with_empty_axes", 0)):
-                return x
-            axes = list(range(x.ndim))
-        axes = tuple(norm_axes(self, axes, x.ndim))  # an axis named twice ([1, -2]) reduces once
-        if any(x.shape[a] == 0 for a in axes):
+                return ()
+            axes = list(range(len(shape)))
+        axes = tuple(norm_axes(self, axes, len(shape)))  # an axis named twice ([1, -2]) reduces once
+        if any(shape[a] == 0 for a in axes):
             raise self.fail("reduction over an empty axis")
-        return np.max(x, axis=axes, keepdims=keep)
+        return axes
+
+    def forward(self, x, *_):
+        x = np.asarray(x)
+        axes = self._reduced(x.shape)
+        return np.max(x, axis=axes, keepdims=bool(int(self.attr("keepdims", 1)))) if axes else x
+
+    def torch_forward(self, ctx, x, *_):
+        axes = self._reduced(tuple(x.shape))
+        return x.amax(dim=axes, keepdim=bool(int(self.attr("keepdims", 1)))) if axes else x
 
     def batch_axis(self, f):
         from verify.batch_axis import reduce_rows
