@@ -9,12 +9,12 @@ import json
 import numpy as np
 import onnx
 import pytest
+from attack_helpers import relu_mlp_onnx
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 from typer.testing import CliRunner
 
-from attack_helpers import relu_mlp_onnx
 from verify.attack.pgd import AttackConfig
 from verify.attack.replay import OrtReplayer
 from verify.attack.runner import attack_arrays

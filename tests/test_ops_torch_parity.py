@@ -20,10 +20,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from fuzz_graphs import GENERATORS, graphs
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from fuzz_graphs import GENERATORS, graphs
 from verify.attack.torch_graph import TorchGraph
 from verify.errors import ModelError
 from verify.model import load_model

@@ -47,7 +47,7 @@ class TorchGraph(nn.Module):
         self.has_linf_layers = any(op.domain == "linf" for op in model.graph.nodes)
 
     @classmethod
-    def from_onnx(cls, path: str | Path, p_grad: float = math.inf) -> "TorchGraph":
+    def from_onnx(cls, path: str | Path, p_grad: float = math.inf) -> TorchGraph:
         """Load ``path`` with the verifier's front-end (ModelError on bad input) and build the module."""
         from verify.model import load_model
 
