@@ -156,18 +156,17 @@ def _torch_target(module: nn.Module, input_shape) -> Target:
 
 
 def _onnx_target(path: Path, input_shape) -> Target:
-    from common.runtime import ort_session
+    from verify.front.loader import load_proto
+    from common.runtime import fixed_batch, ort_session
 
-    from verify.attack.onnx_graph import read_onnx_graph
-
-    graph = read_onnx_graph(path)  # safe read: external data only inside the model's folder
-    shape = tuple(input_shape) if input_shape is not None else tuple(graph.input_shape)
+    proto, _ = load_proto(path)  # safe read: external data only inside the model's folder
+    sess = ort_session(path, threads=1)
+    declared = tuple(sess.get_inputs()[0].shape[1:])
+    shape = tuple(input_shape) if input_shape is not None else declared
     if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
         raise ModelError(f"{path.name}: input shape {shape} is not fixed; pass input_shape=")
-    sess = ort_session(path, threads=1)
     in_name = sess.get_inputs()[0].name
-    n0 = sess.get_inputs()[0].shape[0] if sess.get_inputs()[0].shape else None
-    fixed = n0 if isinstance(n0, int) and n0 > 0 else None  # a fixed batch size: pad every chunk to it
+    fixed = fixed_batch(sess)  # a fixed batch size: pad every chunk to it
     chunk = fixed or 1024
 
     def run(xb: np.ndarray) -> np.ndarray:
@@ -184,6 +183,7 @@ def _onnx_target(path: Path, input_shape) -> Target:
 
     notes: list[str] = []
     enclose, rigorous = _heuristic_enclose(evaluate), False
+    vm = None
     try:
         from verify.front.model import load_model
         vm = load_model(path)
@@ -201,11 +201,11 @@ def _onnx_target(path: Path, input_shape) -> Target:
     surrogate = None
     try:
         from verify.attack.torch_graph import TorchGraph
-        tg = TorchGraph(graph)
-        if fixed is not None:
-            raise ModelError(f"fixed batch size {fixed}")
+        if vm is None:
+            raise ModelError("the verifier cannot read it")
+        tg = TorchGraph(vm)
         with torch.no_grad():
-            tg(torch.zeros((2,) + shape))  # probe: some graphs only run at their export batch size
+            tg(torch.zeros((2,) + shape))  # probe: the graph runs on the data's shape
 
         @contextlib.contextmanager
         def surrogate(p: float):
@@ -218,7 +218,7 @@ def _onnx_target(path: Path, input_shape) -> Target:
     except (ImportError, ModelError, RuntimeError) as e:
         surrogate = None
         notes.append(f"no differentiable evaluation ({e}): gradient-free search")
-    n_params = sum(int(np.asarray(v).size) for v in graph.constants.values())
+    n_params = sum(int(np.prod(t.dims)) for t in proto.graph.initializer)
     # onnxruntime is fast and the torch evaluation of the graph with an ℓp backward is slow
     return Target(shape, evaluate, enclose, rigorous, f"ONNX file {path.name}", surrogate, notes, n_params,
                   grad_cost=10.0)

@@ -130,7 +130,7 @@ def test_surrogate_changes_gradient_not_value(linf, digits):
 
 @pytest.mark.parametrize("p", [6.0, 7.0, 6.5, 16.0])  # odd/even integer power paths and exp/log path
 def test_surrogate_gradient_matches_lp_autograd(p):
-    from verify.attack.linf_torch import linf_dist
+    from verify.ops._linf_torch import linf_dist
 
     torch.manual_seed(0)
     x = torch.rand(3, 7, dtype=torch.float64, requires_grad=True)
@@ -147,7 +147,7 @@ def test_surrogate_gradient_matches_lp_autograd(p):
        st.booleans(), st.sampled_from([torch.float32, torch.float64]), st.integers(0, 2**31 - 1))
 def test_exact_linf_dist_is_bit_identical_to_broadcast_form(b, m, d, mag, ties, dtype, seed):
     """The forward used by the attack (torch.cdist p=inf) equals max_d |x_d − w_d| bit for bit."""
-    from verify.attack.linf_torch import _broadcast_linf_dist, exact_linf_dist, linf_dist
+    from verify.ops._linf_torch import _broadcast_linf_dist, exact_linf_dist, linf_dist
 
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(b, d, generator=gen, dtype=dtype) * 10.0**mag
@@ -160,7 +160,7 @@ def test_exact_linf_dist_is_bit_identical_to_broadcast_form(b, m, d, mag, ties, 
 
 
 def test_exact_linf_dist_non_finite_inputs_propagate():
-    from verify.attack.linf_torch import exact_linf_dist
+    from verify.ops._linf_torch import exact_linf_dist
 
     x = torch.tensor([[0.0, float("nan")], [1.0, 2.0]])
     w = torch.tensor([[0.0, 0.0], [float("inf"), 0.0]])
@@ -169,7 +169,7 @@ def test_exact_linf_dist_non_finite_inputs_propagate():
 
 
 def test_exact_subgradient_matches_amax_autograd():
-    from verify.attack.linf_torch import linf_dist
+    from verify.ops._linf_torch import linf_dist
 
     torch.manual_seed(0)
     x = torch.rand(5, 9, dtype=torch.float64, requires_grad=True)

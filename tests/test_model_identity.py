@@ -54,13 +54,13 @@ def test_external_data_model_certifies_and_checks(tmp_path, kind):
 
 
 def test_attack_uses_the_same_identity(tmp_path):
-    from verify.attack.onnx_graph import read_onnx_graph
+    from verify.attack.torch_graph import TorchGraph
 
     rng = np.random.default_rng(5)
     path = _external(tmp_path, random_linf_net(rng, [6, 8, 3]), "a")
-    assert read_onnx_graph(path).sha256 == loader.model_identity(path)
+    assert TorchGraph.from_onnx(path).sha256 == loader.model_identity(path)
     plain = tmp_path / "a_plain.onnx"
-    assert read_onnx_graph(plain).sha256 == loader.model_identity(plain) == load_model(plain).sha256
+    assert TorchGraph.from_onnx(plain).sha256 == loader.model_identity(plain) == load_model(plain).sha256
 
 
 def test_identity_refuses_external_data_outside_the_folder(tmp_path):

@@ -1,7 +1,7 @@
 """verify.attack: falsification of ONNX models with witnesses replayed in onnxruntime.
 
 Public API (each module's docstring states its guarantees):
-- verify.attack.torch_graph.TorchGraph: differentiable torch evaluation of an ONNX graph
+- verify.attack.torch_graph.TorchGraph: differentiable torch evaluation of the verifier's IR (load_model)
   (exact ℓ∞-dist forward; ``p_grad`` picks the exact or the smoothed ℓp surrogate gradient)
 - verify.attack.pgd: AttackConfig, apgd (APGD with CE / DLR / targeted DLR, step halving)
 - verify.attack.box: linf_box (float32 box exactly inside the ε-ball ∩ domain), inside_box

@@ -153,7 +153,7 @@ def _attack(model_path, x, y, eps, cfg: AttackConfig, domain, skip, progress) ->
         raise DataError(f"labels must lie in 0..{z_clean.shape[1] - 1}")
     pred = z_clean.argmax(1) if len(x) else np.zeros(0, np.int64)
     status = ["misclassified" if pred[i] != y[i] else "unknown" for i in range(len(x))]
-    res = AttackResult(eps=float(eps), labels=y, predicted=pred, status=status, model_sha256=model.graph.sha256,
+    res = AttackResult(eps=float(eps), labels=y, predicted=pred, status=status, model_sha256=model.sha256,
                        config=asdict(cfg), domain=(float(domain[0]), float(domain[1])))
     lo, hi = linf_box(x, eps, domain)
     gen = torch.Generator().manual_seed(cfg.seed)

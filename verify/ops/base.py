@@ -12,6 +12,11 @@ Every op class (``verify/ops/op_<name>.py``) subclasses :class:`Op` and implemen
 * ``lipschitz(*in_l)``: ``in_l[i]`` is the ℓ∞→ℓ∞ Lipschitz bound of input ``i`` w.r.t. the graph input
   (None for a constant input); returns an upper bound for the output (``math.inf`` = unbounded),
   rounded upward.
+* ``torch_forward(ctx, *xs)``: the differentiable torch evaluation the attack runs (verify/attack):
+  ``xs`` torch tensors (float32 data, int64 integers, None for a missing optional input; constants
+  arrive as tensors too), ``ctx`` a :class:`TorchContext`; returns a tensor (a tuple for several
+  outputs) equal to ``forward`` within float32 error (bit-identical where ``forward`` is exact).
+  The ℓ∞-dist ops keep the exact value and take their gradient from ``ctx.p_grad``.
 * ``unsupported()``: None, or a short reason when an attribute value is outside what we can bound.
 * ``batch_axis(flow)``: where the batch axis of the output is (verify/front/batch_axis.py); default refuse.
 
@@ -59,6 +64,15 @@ class Box:
         """True iff every element of ``x`` lies in the box (compared exactly, in float64)."""
         x = np.asarray(x, dtype=np.float64)
         return bool(np.all(self.lo.astype(np.float64) <= x) and np.all(x <= self.hi.astype(np.float64)))
+
+
+@dataclass(frozen=True)
+class TorchContext:
+    """Settings of one torch evaluation (``Op.torch_forward``): ``p_grad`` is the gradient of the
+    ℓ∞-dist ops, ``inf`` = the exact subgradient, finite = the smoothed ℓp surrogate (the forward
+    value never depends on it)."""
+
+    p_grad: float = math.inf
 
 
 @dataclass
@@ -210,6 +224,10 @@ class Op:
 
     def forward(self, *xs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def torch_forward(self, ctx: TorchContext, *xs):
+        """Differentiable torch evaluation (module docstring); default: the attack cannot run it."""
+        raise ModelError(f"node {self.name!r}: the attack has no torch evaluation of {self.describe()}")
 
     def interval(self, *boxes: Box) -> Box:
         raise NotImplementedError

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from verify.ops._elementwise import f32, int_interval, is_int
+from verify.ops._torch import unary
 from verify.ops.base import Box, Op, scaled
 
 
@@ -14,6 +16,9 @@ class Abs(Op):
 
     def forward(self, x):
         return np.abs(x) if is_int(x) else np.abs(f32(x))  # integers: |INT_MIN| wraps like onnxruntime
+
+    def torch_forward(self, ctx, x):
+        return unary(self, torch.abs, x)
 
     def interval(self, b):
         if is_int(b.lo):  # shape arithmetic: a point box, refused where it wraps

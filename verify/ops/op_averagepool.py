@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from verify.ops._affine import affine_interval
+from verify.ops._torch import f32t
 from verify.ops.base import Op, scaled
 from verify.ops.op_maxpool import pool_params, pool_unsupported
 
@@ -30,20 +31,24 @@ class AveragePool(Op):
             return "dilations != 1 are not supported"
         return None
 
-    def _pool(self, x: np.ndarray, dtype) -> np.ndarray:
+    def _pool_t(self, xt: torch.Tensor) -> torch.Tensor:
         k, s, p, _ = pool_params(self)
-        xt = torch.from_numpy(np.require(x, dtype, ["C", "W"]))
         xp = F.pad(xt, (p[1], p[3], p[0], p[2]))
+        summed = F.avg_pool2d(xp, k, s, 0, divisor_override=1)
+        if int(self.attr("count_include_pad", 0)):
+            return summed / float(np.prod(k))
+        ones = F.pad(torch.ones_like(xt[:1, :1]), (p[1], p[3], p[0], p[2]))
+        return summed / F.avg_pool2d(ones, k, s, 0, divisor_override=1)
+
+    def _pool(self, x: np.ndarray, dtype) -> np.ndarray:
         with torch.no_grad():
-            summed = F.avg_pool2d(xp, k, s, 0, divisor_override=1)
-            if int(self.attr("count_include_pad", 0)):
-                return (summed / float(np.prod(k))).numpy()
-            ones = F.pad(torch.ones_like(xt[:1, :1]), (p[1], p[3], p[0], p[2]))
-            count = F.avg_pool2d(ones, k, s, 0, divisor_override=1)
-            return (summed / count).numpy()
+            return self._pool_t(torch.from_numpy(np.require(x, dtype, ["C", "W"]))).numpy()
 
     def forward(self, x):
         return self._pool(x, np.float32).astype(np.float32)
+
+    def torch_forward(self, ctx, x):
+        return self._pool_t(f32t(x))
 
     def interval(self, b):
         k, _, _, _ = pool_params(self)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from verify.ops._affine import center_radius
 from verify.ops.base import Box, Op, scaled
@@ -78,6 +79,10 @@ class BatchNormalization(Op):
         x = np.asarray(x, np.float32)
         a, b, mean = self._params(x.ndim)
         return (a * (x.astype(np.float64) - mean) + b).astype(np.float32)
+
+    def torch_forward(self, ctx, x, *_):
+        a, b, mean = (torch.from_numpy(v) for v in self._params(x.dim()))
+        return (a * (x.double() - mean) + b).float()
 
     def interval(self, bx, *_):
         a, b, mean = self._params(bx.lo.ndim)

@@ -19,8 +19,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from onnx import TensorProto
 
+from verify.ops._torch import f32t, numpy_forward
 from verify.ops.base import Box, Op
 
 _TO = {TensorProto.FLOAT: np.float32, TensorProto.INT64: np.int64, TensorProto.INT32: np.int32}
@@ -77,6 +79,11 @@ class Cast(Op):
             with np.errstate(invalid="ignore"):
                 return np.where(ok, np.trunc(np.where(ok, x, 0)).astype(dt), dt(_int_range(dt)[0])).astype(dt)
         return x.astype(dt)
+
+    def torch_forward(self, ctx, x):
+        if torch.is_floating_point(x) and self._dtype() == np.float32:
+            return f32t(x)
+        return numpy_forward(self, x)  # to an integer type: no gradient
 
     def interval(self, b):
         dt = self._dtype()

@@ -7,8 +7,10 @@ no bounds, and Clip(x, min=+inf) is FLT_MAX (max(x, inf) = inf, then min(inf, FL
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from verify.ops._elementwise import same_kind
+from verify.ops._torch import as_tensor, f32t, numpy_forward
 from verify.ops.base import Box, Op, scaled
 
 
@@ -37,6 +39,14 @@ class Clip(Op):
         lim = np.finfo(y.dtype) if np.issubdtype(y.dtype, np.floating) else np.iinfo(y.dtype)
         y = np.maximum(y, np.asarray(lim.min if lo is None else lo).astype(y.dtype))
         return np.minimum(y, np.asarray(lim.max if hi is None else hi).astype(y.dtype))
+
+    def torch_forward(self, ctx, x, *_):
+        if not torch.is_floating_point(x):
+            return numpy_forward(self, x)
+        lim = np.finfo(np.float32)
+        lo, hi = (as_tensor(np.asarray(d if v is None else v).astype(np.float32))
+                  for v, d in zip(self._bounds(), (lim.min, lim.max)))
+        return torch.minimum(torch.maximum(f32t(x), lo), hi)
 
     def interval(self, b, *_):
         return Box(self.forward(b.lo), self.forward(b.hi))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from verify.ops._torch import same_kind_t
 from verify.ops.base import Box, Op, var_l
 
 
@@ -15,6 +17,9 @@ class Concat(Op):
 
     def forward(self, *xs):
         return np.concatenate([np.asarray(x) for x in xs], axis=int(self.attr("axis", 0)))
+
+    def torch_forward(self, ctx, *xs):
+        return torch.cat(same_kind_t(xs), dim=int(self.attr("axis", 0)))
 
     def interval(self, *bs):
         return Box(self.forward(*[b.lo for b in bs]), self.forward(*[b.hi for b in bs]))

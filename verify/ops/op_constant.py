@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from verify.ops._torch import as_tensor
 from verify.ops.base import Box, Op
 
 _KEYS = ("value", "value_float", "value_floats", "value_int", "value_ints")
@@ -37,6 +38,9 @@ class Constant(Op):
 
     def forward(self):
         return self.value()
+
+    def torch_forward(self, ctx):
+        return as_tensor(self.value())
 
     def interval(self):
         return Box.point(self.value())

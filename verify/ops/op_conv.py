@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from verify.ops._affine import affine_interval
+from verify.ops._torch import f32t
 from verify.ops.base import Op, inf_norm_up, mul_up
 
 
@@ -36,25 +37,31 @@ class Conv(Op):
             return "pads must have 4 entries"
         return None
 
-    def _conv(self, x: np.ndarray, w: np.ndarray, dtype) -> np.ndarray:
+    def _conv_t(self, xt: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:
         p = list(self.attr("pads", [0, 0, 0, 0]))
         s = list(self.attr("strides", [1, 1]))
         d = list(self.attr("dilations", [1, 1]))
-        xt = torch.from_numpy(np.require(x, dtype, ["C", "W"]))
-        wt = torch.from_numpy(np.require(w, dtype, ["C", "W"]))
         if p[0] != p[2] or p[1] != p[3]:
             xt = F.pad(xt, (p[1], p[3], p[0], p[2]))
             pad = 0
         else:
             pad = (p[0], p[1])
+        return F.conv2d(xt, wt, None, stride=s, padding=pad, dilation=d)
+
+    def _conv(self, x: np.ndarray, w: np.ndarray, dtype) -> np.ndarray:
         with torch.no_grad():
-            return F.conv2d(xt, wt, None, stride=s, padding=pad, dilation=d).numpy()
+            return self._conv_t(torch.from_numpy(np.require(x, dtype, ["C", "W"])),
+                                torch.from_numpy(np.require(w, dtype, ["C", "W"]))).numpy()
 
     def forward(self, x, w, b=None):
         y = self._conv(x, w, np.float32)
         if b is not None:
             y = y + np.asarray(b, np.float32).reshape(1, -1, 1, 1)
         return y.astype(np.float32)
+
+    def torch_forward(self, ctx, x, w, b=None):
+        y = self._conv_t(f32t(x), f32t(w))
+        return y if b is None else y + f32t(b).reshape(1, -1, 1, 1)
 
     def interval(self, xb, wb, bb=None):
         w = np.asarray(wb.lo, np.float64)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from verify.ops._elementwise import corner_box, exact_result, f32, int_div, int_forward, int_interval, is_int
+from verify.ops._torch import binary
 from verify.ops.base import Box, Op, mul_up
 
 
@@ -30,6 +32,9 @@ class Div(Op):
             return int_forward(int_div, a, b)
         with np.errstate(all="ignore"):
             return f32(a) / f32(b)
+
+    def torch_forward(self, ctx, a, b):
+        return binary(self, torch.div, a, b)
 
     def exact_forward(self, a, b):
         return exact_result("div", self.forward(a, b), a, b)

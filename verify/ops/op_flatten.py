@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from verify.ops._shape import ShapeOp
+from verify.ops._torch import reshaped
 
 
 class Flatten(ShapeOp):
@@ -18,6 +19,9 @@ class Flatten(ShapeOp):
             axis += x.ndim
         lead = int(np.prod(x.shape[:axis], dtype=np.int64))
         return x.reshape(lead, -1) if x.size or lead else x.reshape(lead, 0)
+
+    def torch_forward(self, ctx, x):
+        return reshaped(self, x)
 
     def batch_axis(self, f):
         from verify.front.batch_axis import Rows, coupled

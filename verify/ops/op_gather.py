@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from verify.ops._shape import ShapeOp
+from verify.ops._torch import gathered
 
 
 class Gather(ShapeOp):
@@ -19,6 +20,9 @@ class Gather(ShapeOp):
         if np.any(idx >= x.shape[axis]) or np.any(idx < -x.shape[axis]):
             raise self.fail("index out of range")
         return np.take(x, idx, axis=axis)
+
+    def torch_forward(self, ctx, x, *rest):
+        return gathered(self, x, *rest)
 
     def batch_axis(self, f):
         from verify.front.batch_axis import Dims, dims_through, shape_rows

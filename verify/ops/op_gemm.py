@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from verify.ops._affine import affine_interval
+from verify.ops._torch import f32t
 from verify.ops.base import Box, Op, inf_norm_up, mul_up
 
 
@@ -42,6 +43,15 @@ class Gemm(Op):
             cc = np.asarray(c, np.float32)
             y = y + (cc if beta == 1.0 else np.float32(beta) * cc)
         return y.astype(np.float32)
+
+    def torch_forward(self, ctx, a, b, c=None):
+        alpha, beta = self._mats()
+        y = self._op(f32t(a), "transA") @ self._op(f32t(b), "transB")
+        if alpha != 1.0:
+            y = float(np.float32(alpha)) * y
+        if c is not None:
+            y = y + (f32t(c) if beta == 1.0 else float(np.float32(beta)) * f32t(c))
+        return y
 
     def interval(self, ab, bb, cb=None):
         alpha, beta = self._mats()

@@ -4,8 +4,10 @@ Lipschitz max(1, alpha)."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from verify.ops._elementwise import f32
+from verify.ops._torch import f32t
 from verify.ops.base import Box, Op, scaled
 from verify.bounds.rounding import step_down, step_up
 
@@ -27,6 +29,10 @@ class LeakyRelu(Op):
     def forward(self, x):
         x = f32(x)
         return np.where(x >= 0, x, self._alpha() * x).astype(np.float32)
+
+    def torch_forward(self, ctx, x):
+        x = f32t(x)
+        return torch.where(x >= 0, x, float(self._alpha()) * x)
 
     def interval(self, b):
         a = self._alpha()

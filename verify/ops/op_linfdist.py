@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from verify.ops._linf_kernel import linf_bounds, linf_forward
+from verify.ops._linf_torch import linf_dist
+from verify.ops._torch import f32t
 from verify.ops.base import Box, Op, add_up
 from verify.bounds.rounding import step_down, step_up
 
@@ -44,6 +46,10 @@ class LinfDist(Op):
         if b is not None:
             y = y + np.asarray(b, np.float32)
         return y
+
+    def torch_forward(self, ctx, x, w, b=None):
+        y = linf_dist(f32t(x), f32t(w), ctx.p_grad)  # exact value; gradient per ctx.p_grad
+        return y if b is None else y + f32t(b)
 
     def interval(self, xb, wb, bb=None):
         w = np.asarray(wb.lo, np.float32)

@@ -8,9 +8,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from verify.ops._linf_kernel import linf_forward
+from verify.ops._linf_torch import linf_dist_conv
+from verify.ops._torch import f32t
 from verify.ops.base import Box, Op, add_up
 from verify.ops.op_linfdist import add_bias_outward, dist_box
-from verify.ops._linf_kernel import linf_forward
 
 _DEFAULTS = {"strides": (1, 1), "pads": (0, 0, 0, 0), "dilations": (1, 1)}
 
@@ -65,6 +67,11 @@ class LinfDistConv(Op):
         if b is not None:
             y = y + np.asarray(b, np.float32)
         return self._fold(y, dims)
+
+    def torch_forward(self, ctx, x, w, b=None):
+        s, p, d = self.params()
+        y = linf_dist_conv(f32t(x), f32t(w), strides=s, pads=p, dilations=d, p_grad=ctx.p_grad)
+        return y if b is None else y + f32t(b).reshape(1, -1, 1, 1)
 
     def interval(self, xb, wb, bb=None):
         w = np.asarray(wb.lo, np.float32)

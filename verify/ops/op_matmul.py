@@ -8,6 +8,7 @@ import numpy as np
 
 from verify.ops._affine import affine_interval
 from verify.ops._bilinear import bilinear_interval
+from verify.ops._torch import f32t
 from verify.ops.base import Op, inf_norm_up, mul_up
 
 
@@ -17,6 +18,9 @@ class MatMul(Op):
 
     def forward(self, a, b):
         return np.matmul(np.asarray(a, np.float32), np.asarray(b, np.float32)).astype(np.float32)
+
+    def torch_forward(self, ctx, a, b):
+        return f32t(a) @ f32t(b)
 
     def interval(self, ab, bb):
         if self.is_var(0) and self.is_var(1):

@@ -5,8 +5,10 @@ from __future__ import annotations
 from functools import reduce
 
 import numpy as np
+import torch
 
 from verify.ops._elementwise import same_kind
+from verify.ops._torch import fold_variadic
 from verify.ops.base import Box, Op, var_l
 
 
@@ -17,6 +19,9 @@ class Max(Op):
 
     def forward(self, *xs):
         return reduce(np.maximum, same_kind(xs))
+
+    def torch_forward(self, ctx, *xs):
+        return fold_variadic(torch.maximum, xs)
 
     def interval(self, *bs):
         return Box(self.forward(*[b.lo for b in bs]), self.forward(*[b.hi for b in bs]))

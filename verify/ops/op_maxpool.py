@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from verify.ops._shape import ShapeOp
+from verify.ops._torch import f32t
 
 
 def pool_params(op, nd=2):
@@ -43,11 +44,13 @@ class MaxPool(ShapeOp):
         return super().unsupported() or pool_unsupported(self)
 
     def forward(self, x):
-        k, s, p, d = pool_params(self)
-        xt = torch.from_numpy(np.require(x, np.float32, ["C", "W"]))
-        xt = F.pad(xt, (p[1], p[3], p[0], p[2]), value=float("-inf"))
         with torch.no_grad():
-            return F.max_pool2d(xt, k, s, 0, d).numpy()
+            return self.torch_forward(None, torch.from_numpy(np.require(x, np.float32, ["C", "W"]))).numpy()
+
+    def torch_forward(self, ctx, x):
+        k, s, p, d = pool_params(self)
+        xt = F.pad(f32t(x), (p[1], p[3], p[0], p[2]), value=float("-inf"))
+        return F.max_pool2d(xt, k, s, 0, d)
 
     def batch_axis(self, f):
         from verify.front.batch_axis import keep_rows0

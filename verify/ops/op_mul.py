@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from verify.ops._elementwise import corner_box, exact_result, f32, int_forward, int_interval, is_int
+from verify.ops._torch import binary
 from verify.ops.base import Op, mul_up
 
 
@@ -18,6 +20,9 @@ class Mul(Op):
             return int_forward(np.multiply, a, b)
         with np.errstate(over="ignore", under="ignore"):
             return f32(a) * f32(b)
+
+    def torch_forward(self, ctx, a, b):
+        return binary(self, torch.mul, a, b)
 
     def exact_forward(self, a, b):
         return exact_result("mul", self.forward(a, b), a, b)

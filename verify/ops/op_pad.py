@@ -4,9 +4,10 @@ before opset 11): exact; padded entries are constants, so the Lipschitz bound pa
 from __future__ import annotations
 
 import numpy as np
+import torch.nn.functional as F
 
-from verify.ops.base import Box, Op, scaled
 from verify.ops._shape import norm_axes
+from verify.ops.base import Box, Op, scaled
 
 
 class Pad(Op):
@@ -40,20 +41,28 @@ class Pad(Op):
         c = self.const(2) if len(self.inputs) > 2 and self.inputs[2] else None
         return np.float32(0.0) if c is None else np.float32(np.asarray(c).reshape(-1)[0])
 
-    def forward(self, x, *_):
-        x = np.asarray(x)
+    def _widths(self, rank: int) -> list[tuple[int, int]]:
+        """(before, after) per axis of an input of rank ``rank``."""
         pads = self._pads_raw()
         axes = None
         if len(self.inputs) > 3 and self.inputs[3]:
             axes = [int(a) for a in np.asarray(self.const(3)).reshape(-1)]
-            norm_axes(self, axes, x.ndim, duplicates=False)  # out of range / repeated: onnxruntime refuses
-            axes = [a % x.ndim for a in axes]
-        axes = axes if axes is not None else list(range(x.ndim))
+            norm_axes(self, axes, rank, duplicates=False)  # out of range / repeated: onnxruntime refuses
+            axes = [a % rank for a in axes]
+        axes = axes if axes is not None else list(range(rank))
         k = len(axes)
-        width = [(0, 0)] * x.ndim
+        width = [(0, 0)] * rank
         for j, a in enumerate(axes):
             width[a] = (pads[j], pads[j + k])
-        return np.pad(x, width, mode="constant", constant_values=self._value())
+        return width
+
+    def forward(self, x, *_):
+        x = np.asarray(x)
+        return np.pad(x, self._widths(x.ndim), mode="constant", constant_values=self._value())
+
+    def torch_forward(self, ctx, x, *_):
+        flat = [p for w in reversed(self._widths(x.dim())) for p in w]  # F.pad: last axis first
+        return F.pad(x, flat, value=float(self._value()))
 
     def interval(self, b, *_):
         return Box(self.forward(b.lo), self.forward(b.hi))

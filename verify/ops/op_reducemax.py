@@ -24,5 +24,13 @@ class ReduceMax(ShapeOp):
             raise self.fail("reduction over an empty axis")
         return np.max(x, axis=axes, keepdims=keepdims(self))
 
+    def torch_forward(self, ctx, x, *_):
+        axes = reduced_axes(self, x.dim())
+        if axes is None:
+            return x
+        if any(x.shape[a] == 0 for a in axes):
+            raise self.fail("reduction over an empty axis")
+        return x.amax(dim=axes, keepdim=keepdims(self))
+
     def batch_axis(self, f):
         return reduce_batch_axis(self, f)

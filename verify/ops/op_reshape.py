@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from verify.ops._shape import ShapeOp
+from verify.ops._torch import reshaped
 
 
 class Reshape(ShapeOp):
@@ -24,6 +25,9 @@ class Reshape(ShapeOp):
             return x.reshape(target)
         except ValueError as e:
             raise self.fail(f"cannot reshape {list(x.shape)} to {target}: {e}") from None
+
+    def torch_forward(self, ctx, x, *rest):
+        return reshaped(self, x, *rest)
 
     def batch_axis(self, f):
         """The batch axis k of the input lands on output axis p when the target's entry p is the

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from verify.ops._torch import numpy_forward
 from verify.ops.base import Box, Op
 
 
@@ -20,6 +21,9 @@ class Shape(Op):
         start = int(self.attr("start", 0))
         end = self.attr("end")
         return shape[start:] if end is None else shape[start:int(end)]
+
+    def torch_forward(self, ctx, x):
+        return numpy_forward(self, x)
 
     def interval(self, b):
         return Box.point(self.forward(b.lo))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from verify.ops._elementwise import f32, monotone_libm
+from verify.ops._torch import unary
 from verify.ops.base import Op, scaled
 
 
@@ -20,6 +22,9 @@ class Sigmoid(Op):
 
     def forward(self, x):
         return _sigmoid64(f32(x).astype(np.float64)).astype(np.float32)
+
+    def torch_forward(self, ctx, x):
+        return unary(self, torch.sigmoid, x)
 
     def interval(self, b):
         return monotone_libm(_sigmoid64, b)

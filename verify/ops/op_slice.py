@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from verify.ops._shape import ShapeOp, norm_axes
+from verify.ops._torch import gathered
 
 _INT_MAX = (np.iinfo(np.int32).max, np.iinfo(np.int64).max)
 
@@ -66,6 +67,9 @@ class Slice(ShapeOp):
         x = np.asarray(x)
         args = [self._arg(i, name) for i, name in ((1, "starts"), (2, "ends"), (3, "axes"), (4, "steps"))]
         return x[onnx_slices(self, x.shape, *args)]
+
+    def torch_forward(self, ctx, x, *rest):
+        return gathered(self, x, *rest)
 
     def batch_axis(self, f):
         from verify.front.batch_axis import Dims, dims_through, shape_rows

@@ -19,8 +19,10 @@ mean value theorem |softmax(x) - softmax(y)|_∞ <= 1/2 |x - y|_∞.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from verify.ops._elementwise import LIBM_REL
+from verify.ops._torch import f32t
 from verify.ops.base import Box, Op, scaled
 from verify.bounds.rounding import U32, down, gamma, up
 
@@ -46,6 +48,10 @@ class Softmax(Op):
     def forward(self, x):
         x = np.asarray(x, np.float32)
         return _softmax64(x.astype(np.float64), self._axis(x.ndim)).astype(np.float32)
+
+    def torch_forward(self, ctx, x):
+        x = f32t(x)
+        return torch.softmax(x, dim=self._axis(x.dim()))
 
     def interval(self, b):
         ax = self._axis(b.lo.ndim)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from verify.ops._shape import ShapeOp, axes_from, norm_axes
+from verify.ops._torch import reshaped
 
 
 class Squeeze(ShapeOp):
@@ -26,6 +27,9 @@ class Squeeze(ShapeOp):
         if any(x.shape[a] != 1 for a in axes):
             raise self.fail(f"cannot squeeze axes {axes} of shape {list(x.shape)}")
         return np.squeeze(x, axis=tuple(axes))
+
+    def torch_forward(self, ctx, x, *rest):
+        return reshaped(self, x, *rest)
 
     def batch_axis(self, f):
         from verify.front.batch_axis import Dims, dims_through, shape_rows

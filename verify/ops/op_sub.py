@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from verify.ops._elementwise import exact_result, f32, int_forward, int_interval, is_int, outward
+from verify.ops._torch import binary
 from verify.ops.base import Op, add_up
 
 
@@ -15,6 +17,9 @@ class Sub(Op):
         if is_int(a) and is_int(b):
             return int_forward(np.subtract, a, b)
         return f32(a) - f32(b)
+
+    def torch_forward(self, ctx, a, b):
+        return binary(self, torch.sub, a, b)
 
     def exact_forward(self, a, b):
         return exact_result("sub", self.forward(a, b), a, b)

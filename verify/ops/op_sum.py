@@ -10,8 +10,10 @@ from __future__ import annotations
 from functools import reduce
 
 import numpy as np
+import torch
 
 from verify.ops._elementwise import f32, outward
+from verify.ops._torch import f32t
 from verify.ops.base import Box, Op, add_up
 from verify.bounds.rounding import U64, dot_error_bound, down, gamma, may_overflow32, step_down64, step_up64, up
 
@@ -22,6 +24,9 @@ class Sum(Op):
 
     def forward(self, *xs):
         return reduce(np.add, [f32(x) for x in xs]).astype(np.float32)
+
+    def torch_forward(self, ctx, *xs):
+        return reduce(torch.add, [f32t(x) for x in xs])
 
     def interval(self, *bs):
         if len(bs) == 1:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from verify.ops._elementwise import f32, monotone_libm
+from verify.ops._torch import unary
 from verify.ops.base import Op, scaled
 
 
@@ -15,6 +17,9 @@ class Tanh(Op):
 
     def forward(self, x):
         return np.tanh(f32(x))
+
+    def torch_forward(self, ctx, x):
+        return unary(self, torch.tanh, x)
 
     def interval(self, b):
         return monotone_libm(np.tanh, b)

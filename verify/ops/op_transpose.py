@@ -16,6 +16,10 @@ class Transpose(ShapeOp):
         perm = self.attr("perm")
         return np.transpose(x, None if perm is None else [int(p) for p in perm]).copy()
 
+    def torch_forward(self, ctx, x):
+        perm = self.attr("perm")
+        return x.permute(*(reversed(range(x.dim())) if perm is None else [int(p) for p in perm]))
+
     def batch_axis(self, f):
         from verify.front.batch_axis import Dims, dims_through, shape_rows
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from verify.ops._shape import ShapeOp, axes_from, norm_axes
+from verify.ops._torch import reshaped
 
 
 class Unsqueeze(ShapeOp):
@@ -24,6 +25,9 @@ class Unsqueeze(ShapeOp):
         x = np.asarray(x)
         axes = axes_from(self, 1) or []
         return np.expand_dims(x, tuple(norm_axes(self, axes, x.ndim + len(axes), duplicates=False)))
+
+    def torch_forward(self, ctx, x, *rest):
+        return reshaped(self, x, *rest)
 
     def batch_axis(self, f):
         from verify.front.batch_axis import Dims, dims_through, shape_rows
