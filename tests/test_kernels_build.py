@@ -78,3 +78,20 @@ def test_second_checkout_reuses_the_compiled_kernels(ext, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert _build.COMPILING_MESSAGE not in r.stderr
     assert Path(r.stdout.strip()) == Path(ext.__file__)
+
+
+def test_stale_torch_build_baton_is_removed_under_our_lock(tmp_path, monkeypatch):
+    """torch's ``lock`` baton left in the build folder by a killed build would make ``load`` wait
+    forever; our flock proves no other build runs, so the build removes it first."""
+    monkeypatch.setenv("LINFVERIFY_CACHE_DIR", str(tmp_path / "cache"))
+    src = _copy_sources(tmp_path / "co" / "kernels")
+    _, folder = _build.build_target("generic", src)
+    folder.mkdir(parents=True)
+    (folder / "lock").write_text("")  # what a killed torch build leaves behind
+
+    def fake_load(**kw):
+        assert not (folder / "lock").exists(), "torch's stale baton still there: load would block"
+        return SimpleNamespace(name="fake module")
+
+    monkeypatch.setattr(cpp_ext, "load", fake_load)
+    assert _build._build("generic", src).name == "fake module"

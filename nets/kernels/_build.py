@@ -193,6 +193,9 @@ def _build(var: str, src_dir: Path = _HERE):
             why = _why_no_compiler()  # needed only now: a finished build imports without them
             if why is not None:
                 raise _NoCompiler(why)
+            # torch's own build baton (``lock`` in the build folder) outlives a killed build and then
+            # blocks every later build forever; under our flock no other builder is running, so it is stale
+            (build_dir / "lock").unlink(missing_ok=True)
             module = _compile(var, name, build_dir, Path(src_dir))
             (build_dir / _DONE).write_text(f"{name}\n")
             return module
