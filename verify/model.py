@@ -67,12 +67,17 @@ def _bind(specs: list[NodeSpec], constants: dict[str, np.ndarray]) -> list[Op]:
     from verify.ops._op_list import OPS, supported_ops
 
     ops, missing, bad = [], [], []
+    unread: set[str] = set()  # outputs of unsupported nodes and of the nodes they feed
     inexact: set[str] = set()  # outputs of constant nodes left unfolded (rounding happened)
     for s in specs:
         cls = OPS.get((s.domain, s.op_type))
         label = f"{s.name} ({s.domain + '::' if s.domain else ''}{s.op_type})"
         if cls is None:
             missing.append(f"{s.domain + '::' if s.domain else ''}{s.op_type}")
+            unread.update(s.outputs)
+            continue
+        if unread & set(s.inputs):  # fed by an unsupported node: its constants are unknown
+            unread.update(s.outputs)
             continue
         op = cls(s, {i: constants[t] for i, t in enumerate(s.inputs) if t in constants})
         reason = op.nonfinite_constants() or op.unsupported() or op.constants_problem()
