@@ -30,9 +30,10 @@ OPSET = linf_spec.DEFAULT_OPSET
 # ------------------------------------------------------------------ ONNX building
 
 
-def build_model(layers, in_shape, path, *, metadata=None) -> Path:
+def build_model(layers, in_shape, path, *, metadata=None, batch="N") -> Path:
     """Write an ONNX net. ``layers``: ("linf", W[M,D], B|None), ("gemm", W[M,D], b[M]), ("relu",),
-    ("neg",), ("add", c[M]) or ("flatten",). Input ``input`` [N, *in_shape], output ``logits``."""
+    ("neg",), ("add", c[M]) or ("flatten",). Input ``input`` [batch, *in_shape], output ``logits``
+    (``batch`` an int: a fixed batch size)."""
     nodes, inits, x, used = [], [], "input", False
     for i, layer in enumerate(layers):
         kind, out = layer[0], f"v{i}"
@@ -66,8 +67,8 @@ def build_model(layers, in_shape, path, *, metadata=None) -> Path:
     nodes[-1].output[0] = "logits"
     k = _out_dim(layers)
     graph = h.make_graph(
-        nodes, "test", [h.make_tensor_value_info("input", T.FLOAT, ["N", *in_shape])],
-        [h.make_tensor_value_info("logits", T.FLOAT, ["N", k])], inits)
+        nodes, "test", [h.make_tensor_value_info("input", T.FLOAT, [batch, *in_shape])],
+        [h.make_tensor_value_info("logits", T.FLOAT, [batch, k])], inits)
     opsets = [h.make_opsetid("", OPSET)] + ([h.make_opsetid("linf", 1)] if used else [])
     fns = linf_spec.make_linf_functions(OPSET, ["LinfDist"]) if used else []
     m = h.make_model(graph, opset_imports=opsets, functions=fns, producer_name="test")

@@ -8,10 +8,11 @@ Guarantees of :func:`read_model`:
 * ``sha256`` is the model's identity (:func:`model_identity`, the one definition every command
   uses): sha256 of the file bytes, followed (when the model uses external data) by the external
   chunks in tensor order, so any change of any weight changes it;
-* model-local functions outside the ``linf`` domain are inlined only when onnxruntime certainly runs
-  their bodies (a domain it registers no operator in, a name no operator has; otherwise ModelError,
-  see :func:`_check_runs_as_written`); each ``linf`` function must equal the canonical body of
-  :mod:`common.linf_spec` (otherwise onnxruntime would run something else than what we certify);
+* model-local functions are inlined only when onnxruntime certainly runs their bodies (a domain it
+  registers no operator in, a name no operator has; otherwise ModelError, see
+  :func:`_check_runs_as_written`), so what is verified is the body onnxruntime runs; a ``linf``
+  function byte-identical to the canonical body of :mod:`common.linf_spec` stays one node (its
+  body provably computes the op), any other ``linf`` body is inlined (:func:`_check_functions`);
 * ``onnx.checker`` and strict shape inference pass.
 """
 
@@ -209,19 +210,30 @@ def _check_function_attributes(model: onnx.ModelProto, local: list[onnx.Function
 
 
 def _check_functions(model: onnx.ModelProto, opsets: dict[str, int]) -> onnx.ModelProto:
+    """Inline every model-local function onnxruntime certainly runs as written, so that what is
+    verified is what runs (see :func:`_check_runs_as_written`, :func:`_check_function_attributes`).
+
+    One exception, a shortcut of the same rule: a ``linf`` function whose body is byte-identical to
+    the canonical body of :mod:`common.linf_spec` stays one ``linf::LinfDist``/``LinfDistConv``
+    node (that body provably computes the op, bit for bit). Any other ``linf`` body -- a third
+    party's equivalent one, or a wrong one -- is inlined like any custom-domain function: onnxruntime
+    runs the body, so the body is what is verified (an ℓ∞-dist body written with standard ops is
+    fused back into the layer by verify/front/fuse.py; anything else is verified as what it computes)."""
     from common import linf_spec
 
-    other = []
-    for f in model.functions:
-        if f.domain == linf_spec.DOMAIN:
-            linf_spec.check_function(f, opsets.get("", 0))
-        else:
-            _check_default_opset(f, opsets.get("", 0))
-            other.append((f.domain, f.name))
-    if other:
-        _check_runs_as_written(other)
-        _check_function_attributes(model, [f for f in model.functions if f.domain != linf_spec.DOMAIN])
-    used = {n.op_type for n in model.graph.node if n.domain == linf_spec.DOMAIN}
+    opset = opsets.get("", 0)
+    canonical = {(f.domain, f.name) for f in model.functions
+                 if f.domain == linf_spec.DOMAIN and linf_spec.is_canonical_function(f, opset)}
+    inline = [f for f in model.functions if (f.domain, f.name) not in canonical]
+    for f in inline:
+        if f.domain == linf_spec.DOMAIN and f.name not in linf_spec.OP_TYPES:
+            raise ModelError(f"unknown op linf::{f.name} (linf v1 defines {', '.join(linf_spec.OP_TYPES)})")
+    for f in inline:
+        _check_default_opset(f, opset)
+    if inline:
+        _check_runs_as_written([(f.domain, f.name) for f in inline])
+        _check_function_attributes(model, inline)
+    used = {n.op_type for n in _subgraph_nodes(model.graph.node) if n.domain == linf_spec.DOMAIN}
     have = {f.name for f in model.functions if f.domain == linf_spec.DOMAIN}
     missing = sorted(used - have)
     if missing:
@@ -229,11 +241,12 @@ def _check_functions(model: onnx.ModelProto, opsets: dict[str, int]) -> onnx.Mod
             f"the model uses linf::{', linf::'.join(missing)} without its function body; "
             "plain onnxruntime cannot run it (attach common.linf_spec.make_linf_functions)"
         )
-    if other:
+    if inline:
         from onnx import inliner
 
         try:
-            model = inliner.inline_selected_functions(model, other, exclude=False)
+            model = inliner.inline_selected_functions(model, [(f.domain, f.name) for f in inline],
+                                                      exclude=False)
         except Exception as e:
             raise ModelError(f"cannot inline the model's local functions: {_first_line(e)}") from None
     return model

@@ -20,6 +20,7 @@ What ``interval``/``propagate`` guarantee (each op's proof is in its file):
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 import numpy as np
 
@@ -54,13 +55,18 @@ def _bind(specs: list[NodeSpec], constants: dict[str, np.ndarray]) -> list[Op]:
     ``Op.constants_problem``)."""
     from verify.ops._op_list import OPS, supported_ops
 
-    ops, bad = [], []
+    ops, missing, bad = [], [], []
+    unread: set[str] = set()  # outputs of unsupported nodes and of the nodes they feed
     inexact: set[str] = set()  # outputs of constant nodes left unfolded (rounding happened)
     for s in specs:
         cls = OPS.get((s.domain, s.op_type))
         label = f"{s.name} ({s.domain + '::' if s.domain else ''}{s.op_type})"
         if cls is None:
-            bad.append(label)
+            missing.append(f"{s.domain + '::' if s.domain else ''}{s.op_type}")
+            unread.update(s.outputs)
+            continue
+        if unread & set(s.inputs):  # fed by an unsupported node: its constants are unknown
+            unread.update(s.outputs)
             continue
         op = cls(s, {i: constants[t] for i, t in enumerate(s.inputs) if t in constants})
         reason = op.nonfinite_constants() or op.unsupported() or op.constants_problem()
@@ -81,11 +87,26 @@ def _bind(specs: list[NodeSpec], constants: dict[str, np.ndarray]) -> list[Op]:
             for name, v in zip(s.outputs, outs if len(s.outputs) > 1 else (outs,)):
                 constants[name] = np.asarray(v)
             ops.pop()
-    if bad:
-        raise ModelError(
-            f"unsupported node(s): {'; '.join(bad)}. Supported ops: {', '.join(supported_ops())}"
-        )
+    if missing or bad:
+        raise ModelError(unsupported_message(missing, bad, supported_ops()))
     return ops
+
+
+def unsupported_message(missing: list[str], bad: list[str], supported: list[str], shown: int = 8) -> str:
+    """ONE short line whatever the model's size: the unsupported op types with their counts (most
+    frequent first, at most ``shown``), the first node refused for another reason (and how many
+    more), then the supported set."""
+    parts = []
+    if missing:
+        counts = Counter(missing).most_common()
+        types = ", ".join(f"{t[:60]} ×{c}" for t, c in counts[:shown])
+        more = f" and {len(counts) - shown} more types" if len(counts) > shown else ""
+        parts.append(f"unsupported ops: {types}{more}")
+    if bad:
+        more = f" (and {len(bad) - 1} more node(s))" if len(bad) > 1 else ""
+        parts.append(f"unsupported node {bad[0][:200]}{more}")
+    line = "; ".join(parts) + f". Supported: {' '.join(supported)}"
+    return "".join(c if c.isprintable() else "?" for c in line)  # names come from the file
 
 
 def _dry_run(g: Graph, raw: RawModel) -> int:
