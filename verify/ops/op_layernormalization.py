@@ -12,7 +12,9 @@ Interval (n terms per slice, everything in float64, then rounded outward):
    1e4 and deviation 0.01): the mean is a float32 (or float64 cast to float32) sum divided by n,
    |mean_f - μ| <= e_m = γ_{n+2} Σ|x| / n; the variance is either two-pass in float32 (Σ fl(x -
    mean_f)² / n = (var + (μ - mean_f)²) up to γ_{n+6}) or one-pass in float64 (E[x²] - mean², off
-   by at most 4 γ^{(64)}_{n+6} max x²); so var_f ∈ [var_lo (1 - g) - e_v, (var_hi + e_m²)(1 + g) + e_v].
+   by at most 4 γ^{(64)}_{n+6} max x²), plus 2 (n + 6) 2^-149 for float32 squares that underflow
+   (a slice of deviations below ~1e-23 has variance 0 in float32: with ε = 0, a division by 0);
+   so var_f ∈ [var_lo (1 - g) - e_v, (var_hi + e_m²)(1 + g) + e_v].
    Then σ_f = sqrt(var_f + ε) (γ_3), (x - mean_f) / σ_f (the d interval widened by e_m, one rounding
    for the subtraction, γ_3 for the division or a reciprocal and product), times scale plus b (γ_3).
    A slice whose var_f + ε may be <= 0 is refused (onnxruntime may divide by 0 or take sqrt of a
@@ -111,7 +113,9 @@ class LayerNormalization(Op):
         # onnxruntime's float32 mean and variance (module docstring, step 2)
         e_m = gamma(n + 2, U32) * asum / n * (1 + 2.0**-20) + (n + 2) * TINY32
         g = gamma(n + 6, U32) * (1 + 2.0**-20)
-        e_v = 4.0 * gamma(n + 6, U64) * big * big
+        # float32 squares below 2^-126 are subnormal (absolute error <= 2^-150 each, 0 under ~1e-23):
+        # the relative bound g fails there, so each of the n squares and the division add TINY32
+        e_v = 4.0 * gamma(n + 6, U64) * big * big + 2.0 * (n + 6) * TINY32
         vf_lo = v_lo * (1 - g) - e_v
         vf_hi = (v_hi + e_m * e_m) * (1 + g) + e_v
         eps = self._eps()

@@ -1,4 +1,5 @@
 """MatMul (numpy semantics). One constant operand: a sound linear map (verify/ops/_affine.py).
+Integer operands (a Cast of the input): exact on point boxes without wrap-around, else refused.
 Two variable operands (attention): the centre-radius product of verify/ops/_bilinear.py, not
 Lipschitz on an unbounded domain (``math.inf``); their batch axes must be the same stacking axis."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from verify.ops._affine import affine_interval
+from verify.ops._elementwise import int_forward, int_interval, is_int
 from verify.ops._bilinear import bilinear_interval
 from verify.ops._torch import f32t
 from verify.ops.base import Op, inf_norm_up, mul_up
@@ -17,12 +19,16 @@ class MatMul(Op):
     foldable = False
 
     def forward(self, a, b):
+        if is_int(a) and is_int(b):  # integer MatMul: onnxruntime's int64 arithmetic (wraps around)
+            return int_forward(np.matmul, a, b)
         return np.matmul(np.asarray(a, np.float32), np.asarray(b, np.float32)).astype(np.float32)
 
     def torch_forward(self, ctx, a, b):
         return f32t(a) @ f32t(b)
 
     def interval(self, ab, bb):
+        if is_int(ab.lo) or is_int(bb.lo):  # integers: point boxes without wrap-around only
+            return int_interval(self, np.matmul, ab, bb)
         if self.is_var(0) and self.is_var(1):
             if ab.lo.ndim < 2 or bb.lo.ndim < 2:
                 raise self.fail("a product of two variable vectors is not supported")

@@ -1,5 +1,5 @@
 """Pow(X, Y) with a constant scalar float exponent Y in {1, 2, 0.5}; any other exponent, a variable
-exponent or an integer base is refused (unsupported).
+exponent or an integer base (constant, or variable such as a Cast of the input) is refused.
 
 * Y = 1: the identity (onnxruntime returns X).
 * Y = 2: onnxruntime computes x * x (one correctly rounded product, as the ``std::pow`` fallback of
@@ -48,8 +48,15 @@ class Pow(Op):
             return f"exponent {y!r} is not supported (only 1, 2 and 0.5)"
         return None
 
+    def _float_base(self, x) -> np.ndarray:
+        """The base as float32; an integer base (e.g. a Cast of the input) is integer arithmetic in
+        onnxruntime (x² wraps past 2^63, x^0.5 truncates), which these bounds do not model."""
+        if is_int(x):
+            raise self.fail("an integer base is not supported")
+        return f32(x)
+
     def forward(self, x, _y=None):
-        x = f32(x)
+        x = self._float_base(x)
         y = self._y()
         with np.errstate(over="ignore", invalid="ignore"):
             if y == 2.0:
@@ -62,7 +69,7 @@ class Pow(Op):
 
     def interval(self, b, _yb=None):
         y = self._y()
-        lo, hi = f32(b.lo), f32(b.hi)
+        lo, hi = self._float_base(b.lo), self._float_base(b.hi)
         if y == 1.0:
             return Box(lo, hi)
         if y == 0.5:
