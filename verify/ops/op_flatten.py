@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from verify.ops._shape import ShapeOp
+from verify.bounds.moves import moved_values
 
 
 class Flatten(ShapeOp):
@@ -18,6 +19,10 @@ class Flatten(ShapeOp):
             axis += x.ndim
         lead = int(np.prod(x.shape[:axis], dtype=np.int64))
         return x.reshape(lead, -1) if x.size or lead else x.reshape(lead, 0)
+
+    def relax(self, a, ins, out, ctx):
+        """Values are only moved: coefficients move back exactly (verify/bounds/moves.py)."""
+        return moved_values(self, a, ins, ctx)
 
     def batch_axis(self, f):
         from verify.batch_axis import Rows, coupled

@@ -7,6 +7,7 @@ import numpy as np
 from verify.ops._linf_kernel import linf_bounds, linf_forward
 from verify.ops.base import Box, Op, add_up
 from verify.rounding import step_down, step_up
+from verify.bounds.linf import linf_relax
 
 
 def add_bias_outward(lo: np.ndarray, hi: np.ndarray, b: Box | None) -> Box:
@@ -53,6 +54,10 @@ class LinfDist(Op):
     def lipschitz(self, lx=None, lw=None, lb=None):
         # |x - w|_inf is 1-Lipschitz in x (and jointly in (x, w)); + B adds B's own bound.
         return add_up(*(v for v in (lx, lw, lb) if v is not None))
+
+    def relax(self, a, ins, out, ctx):
+        """One chosen coordinate below, the interval above (verify/bounds/linf.py)."""
+        return linf_relax(self, a, ins[0], out, ctx)
 
     def batch_axis(self, f):
         from verify.batch_axis import coupled, keep_rows0

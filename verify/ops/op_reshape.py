@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from verify.ops._shape import ShapeOp
+from verify.bounds.moves import moved_values
 
 
 class Reshape(ShapeOp):
@@ -24,6 +25,10 @@ class Reshape(ShapeOp):
             return x.reshape(target)
         except ValueError as e:
             raise self.fail(f"cannot reshape {list(x.shape)} to {target}: {e}") from None
+
+    def relax(self, a, ins, out, ctx):
+        """Values are only moved: coefficients move back exactly (verify/bounds/moves.py)."""
+        return moved_values(self, a, ins, ctx)
 
     def batch_axis(self, f):
         from verify.batch_axis import FREE, Dims, Rows, coupled, dims_through

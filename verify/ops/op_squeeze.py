@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from verify.ops._shape import ShapeOp, axes_from, norm_axes
+from verify.bounds.moves import moved_values
 
 
 class Squeeze(ShapeOp):
@@ -26,6 +27,10 @@ class Squeeze(ShapeOp):
         if any(x.shape[a] != 1 for a in axes):
             raise self.fail(f"cannot squeeze axes {axes} of shape {list(x.shape)}")
         return np.squeeze(x, axis=tuple(axes))
+
+    def relax(self, a, ins, out, ctx):
+        """Values are only moved: coefficients move back exactly (verify/bounds/moves.py)."""
+        return moved_values(self, a, ins, ctx)
 
     def batch_axis(self, f):
         from verify.batch_axis import Dims, dims_through, shape_rows

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from verify.ops._shape import ShapeOp
+from verify.bounds.moves import moved_values
 
 
 class Transpose(ShapeOp):
@@ -15,6 +16,10 @@ class Transpose(ShapeOp):
         x = np.asarray(x)
         perm = self.attr("perm")
         return np.transpose(x, None if perm is None else [int(p) for p in perm]).copy()
+
+    def relax(self, a, ins, out, ctx):
+        """Values are only moved: coefficients move back exactly (verify/bounds/moves.py)."""
+        return moved_values(self, a, ins, ctx)
 
     def batch_axis(self, f):
         from verify.batch_axis import Dims, dims_through, shape_rows

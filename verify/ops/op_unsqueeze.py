@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from verify.ops._shape import ShapeOp, axes_from, norm_axes
+from verify.bounds.moves import moved_values
 
 
 class Unsqueeze(ShapeOp):
@@ -24,6 +25,10 @@ class Unsqueeze(ShapeOp):
         x = np.asarray(x)
         axes = axes_from(self, 1) or []
         return np.expand_dims(x, tuple(norm_axes(self, axes, x.ndim + len(axes), duplicates=False)))
+
+    def relax(self, a, ins, out, ctx):
+        """Values are only moved: coefficients move back exactly (verify/bounds/moves.py)."""
+        return moved_values(self, a, ins, ctx)
 
     def batch_axis(self, f):
         from verify.batch_axis import Dims, dims_through, shape_rows

@@ -1,0 +1,46 @@
+"""The ℓ∞-dist layer's relaxation: y_m = max_d |x_d − w_md| + b_m over a box [l, u] of x.
+
+Lower (coefficient A_m ≥ 0): for ONE chosen coordinate d* and sign σ ∈ {−1, +1},
+``max_d |x_d − w_md| ≥ |x_d* − w_md*| ≥ σ (x_d* − w_md*)`` for every x (no box needed). d* is the
+coordinate whose guaranteed distance over the box is largest (then x_d* − w stays on one side of w
+on the box and the bound is exact there); if every coordinate's interval contains its weight, the
+coordinate farthest from w at the box centre. σ = sign(centre − w) (+1 on ties).
+Upper (A_m < 0): the interval upper bound of y_m (the output box), a constant.
+
+Float: σ(x − w) + b is exact in coefficients (σ = ±1); the constant −σ w + b is rounded down
+(A_m ≥ 0); coefficients of one input coordinate chosen by several m are summed in float64 (charged,
+linear.rescaled_err). onnxruntime: the distance is correctly rounded and the bias added in float32
+(two roundings, linear.ort_rounding with mag(y) + |b|).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from verify.bounds.linear import Ctx, Relaxed, TBox, add_down, dot_lo, down, ort_rounding, rescaled_err, t64
+
+MAX_ELEMENTS = 4_000_000  # N·M·D above this: concretised (the interval of the output)
+
+
+def linf_relax(op, a: torch.Tensor, x: TBox, out: TBox, ctx: Ctx) -> Relaxed | None:
+    w = t64(op.const(1))  # [M, D]
+    n, (m, d) = x.lo.shape[0], w.shape
+    if n * m * d > MAX_ELEMENTS or x.lo.dim() != 2:
+        return None
+    l, u = x.lo[:, None, :], x.hi[:, None, :]
+    gap = torch.maximum(l - w, w - u).clamp(min=0)  # guaranteed distance (ranking only)
+    c = (l + u) / 2
+    score = torch.where(gap.amax(-1, keepdim=True) > 0, gap, (c - w).abs())
+    dstar = score.argmax(-1)  # [N, M]
+    w_star = w[torch.arange(m)[None, :], dstar]  # [N, M]
+    c_star = c.squeeze(1).gather(1, dstar)
+    sigma = torch.where(c_star >= w_star, 1.0, -1.0)
+    b = torch.zeros(m, dtype=torch.float64) if len(op.inputs) < 3 or not op.inputs[2] else t64(op.const(2)).reshape(-1)
+    pos, neg = a.clamp(min=0), a.clamp(max=0)
+    s = a.shape[1]
+    coef = (pos * sigma[:, None, :])  # [N, S, M], exact
+    a_in = torch.zeros((n, s, d), dtype=torch.float64).scatter_add(2, dstar[:, None, :].expand(n, s, m), coef)
+    const = down(b - sigma * w_star)  # <= the exact -σ w* + b
+    bias = add_down(dot_lo(pos, const), dot_lo(neg, out.hi), -rescaled_err(a_in, x.mag),
+                    ort_rounding(pos, out.mag + b.abs(), ctx, 2.0))
+    return Relaxed({0: a_in}, bias)
