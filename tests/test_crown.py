@@ -223,3 +223,32 @@ def test_must_show_2_deep_net_float32_margin_at_eps_0(tmp_path):
     assert np.all(low <= ort_margin)
     close = low >= 0.9 * ort_margin
     assert close.mean() >= 0.95, (close.mean(), np.median(low / ort_margin))
+
+
+def test_auto_ladder_proves_more_with_crown_and_check_reproves_it(tmp_path):
+    """certify auto on a ReLU MLP: CROWN proves samples interval bounds cannot; the records name
+    the rung; check re-proves them, and a CROWN-provable sample downgraded to not_certified fails."""
+    import json
+
+    from verify.certify_run import run_certify
+    from verify.check import run_check
+    from verify.errors import CertificateError
+
+    rng, _, path, m = _mlp(tmp_path, 3, (10, 24, 24, 24, 4))
+    x = rng.random((20, 10)).astype(np.float32)
+    y = np.argmax(m.forward(x), 1)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    s_ibp = run_certify(path, tmp_path / "d.npz", eps=0.01, out=tmp_path / "ibp.jsonl", method="ibp")
+    out = tmp_path / "auto.jsonl"
+    s = run_certify(path, tmp_path / "d.npz", eps=0.01, out=out)
+    assert s["certified"] > s_ibp["certified"]
+    lines = [json.loads(v) for v in out.read_text().splitlines()]
+    recs = [r for r in lines if "index" in r]
+    assert "crown" in {r["method"] for r in recs if r["status"] == "certified"}
+    assert run_check(out, path, tmp_path / "d.npz")["ok"]
+    k = next(j for j, r in enumerate(recs) if r["method"] == "crown" and r["status"] == "certified")
+    recs[k]["status"], recs[k]["radius"] = "not_certified", 0.0
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(json.dumps(r) for r in [v for v in lines if "index" not in v] + recs) + "\n")
+    with pytest.raises(CertificateError):
+        run_check(bad, path, tmp_path / "d.npz")
