@@ -144,14 +144,17 @@ def affine_bias(a: torch.Tensor, n_back: int, n_fwd: int, abs_img: torch.Tensor,
     """
     n_fwd = max(n_fwd, 1)
     img = up(abs_img.detach() * (1.0 + 2.0 * gamma(n_fwd, U64)) + n_fwd * TINY64)
-    out = -up(gamma(max(n_back, 1), U64) * dot_up(a.abs(), img))
-    if bias is not None:
-        out = add_down(out, dot_lo(a, bias))
-    if ctx.ort:
+    a_abs = a.detach().abs()
+    g64 = gamma(max(n_back, 1), U64)
+    if ctx.ort:  # one pass over |A|: γ64·img + e32 (both non-negative, summed rounding up)
         babs = torch.zeros((), dtype=torch.float64) if bias is None else bias.abs()
         m = n_fwd + 1 + extra_ops
         e32 = up(gamma(m, U32) * (1.0 + 2.0**-20) * up(img + babs) + (m + 1) * TINY32)
-        out = add_down(out, -dot_up(a.abs(), e32))
+        out = -dot_up(a_abs, up(up(g64 * img) + e32))
+    else:
+        out = -up(g64 * dot_up(a_abs, img))
+    if bias is not None:
+        out = add_down(out, dot_lo(a, bias))
     return out
 
 
