@@ -5,7 +5,12 @@ Lower (coefficient A_m ≥ 0): for ONE chosen coordinate d* and sign σ ∈ {−
 coordinate whose guaranteed distance over the box is largest (then x_d* − w stays on one side of w
 on the box and the bound is exact there); if every coordinate's interval contains its weight, the
 coordinate farthest from w at the box centre. σ = sign(centre − w) (+1 on ties).
-Upper (A_m < 0): the interval upper bound of y_m (the output box), a constant.
+Upper (A_m < 0): with gl_d ≤ |x_d − w_md| ≤ gu_d on the box (rounded outward) and L = max_d gl_d,
+when ONE coordinate d* has gu_d* > L (every other coordinate's distance stays ≤ L on the box), then
+on the box ``max_d |x_d − w_md| ≤ h(x_d*) := max(|x_d* − w_md*|, L)``, h convex in x_d*, so the
+chord of h over [l_d*, u_d*] bounds it from above (slope k any float, intercept q the larger of
+h(l) − k l and h(u) − k u, rounded up: the line then lies above h at both ends, so on the interval).
+Otherwise: the interval upper bound of y_m (the output box), a constant.
 
 Float: σ(x − w) + b is exact in coefficients (σ = ±1); the constant −σ w + b is rounded down
 (A_m ≥ 0); coefficients of one input coordinate chosen by several m are summed in float64 (charged,
@@ -17,7 +22,8 @@ from __future__ import annotations
 
 import torch
 
-from verify.bounds.linear import Ctx, Relaxed, TBox, add_down, dot_lo, down, ort_rounding, rescaled_err, t64
+from verify.bounds.linear import Ctx, Relaxed, TBox, add_down, dot_lo, down, ort_rounding, rescaled_err, t64, up
+from verify.rounding import U64
 
 MAX_ELEMENTS = 4_000_000  # N·M·D above this: concretised (the interval of the output)
 
@@ -38,9 +44,37 @@ def linf_relax(op, a: torch.Tensor, x: TBox, out: TBox, ctx: Ctx) -> Relaxed | N
     b = torch.zeros(m, dtype=torch.float64) if len(op.inputs) < 3 or not op.inputs[2] else t64(op.const(2)).reshape(-1)
     pos, neg = a.clamp(min=0), a.clamp(max=0)
     s = a.shape[1]
-    coef = (pos * sigma[:, None, :])  # [N, S, M], exact
-    a_in = torch.zeros((n, s, d), dtype=torch.float64).scatter_add(2, dstar[:, None, :].expand(n, s, m), coef)
+    single, d_up, k, q = _upper_chords(l, u, w)
+    neg_line = torch.where(single[:, None, :], neg, 0.0)
+    a_in = torch.zeros((n, s, d), dtype=torch.float64)
+    a_in = a_in.scatter_add(2, dstar[:, None, :].expand(n, s, m), pos * sigma[:, None, :])  # exact products
+    a_in = a_in.scatter_add(2, d_up[:, None, :].expand(n, s, m), neg_line * k[:, None, :])
     const = down(b - sigma * w_star)  # <= the exact -σ w* + b
-    bias = add_down(dot_lo(pos, const), dot_lo(neg, out.hi), -rescaled_err(a_in, x.mag),
-                    ort_rounding(pos, out.mag + b.abs(), ctx, 2.0))
+    bias = add_down(dot_lo(pos, const), dot_lo(neg_line, up(q + b)), dot_lo(neg - neg_line, out.hi),
+                    -rescaled_err(a_in, x.mag), ort_rounding(a, out.mag + b.abs(), ctx, 2.0))
     return Relaxed({0: a_in}, bias)
+
+
+def _upper_chords(l, u, w):
+    """Per (sample, unit): (single [N, M] bool, d* [N, M], slope k, intercept q) of the upper chord
+    of the module docstring; ``single`` False where two coordinates may reach the max."""
+    shape = (l.shape[0], *w.shape)
+    lf, uf, wf = l.expand(shape), u.expand(shape), w.expand(shape)
+    gu = up(torch.maximum((lf - wf).abs(), (uf - wf).abs()))  # >= the distance anywhere on the box
+    gl = down(torch.maximum(lf - wf, wf - uf)).clamp(min=0)
+    big = gl.amax(-1)  # L: coordinates with gu <= L never exceed it on the box
+    cand = gu > big[..., None]
+    single = cand.sum(-1) == 1
+    d_up = cand.to(torch.int8).argmax(-1)
+
+    def pick(t):
+        return t.gather(-1, d_up[..., None]).squeeze(-1)
+
+    lo_, hi_, ww = pick(lf), pick(uf), pick(wf)
+    h_l = torch.maximum(up((lo_ - ww).abs()), big)  # >= h(l), h(u) (one rounded difference each)
+    h_u = torch.maximum(up((hi_ - ww).abs()), big)
+    width = hi_ - lo_
+    k = torch.where(width > 0, (h_u - h_l) / torch.where(width > 0, width, 1.0), 0.0)
+    kl, ku = k * lo_, k * hi_  # |exact − rounded| <= u |rounded| (1 + u): 4u covers it
+    q = torch.maximum(up(up(h_l - kl) + 4 * U64 * kl.abs()), up(up(h_u - ku) + 4 * U64 * ku.abs()))
+    return single, d_up, k, q
