@@ -1,9 +1,9 @@
-"""Linear bounds on VNN-COMP 2022 mnist_fc (issue 15, must-show 1): proved counts and time per
+"""Linear bounds on VNN-COMP 2022 mnist_fc / oval21 (issue 15, must-show 1): proved counts and time per
 instance of our CROWN / α-CROWN (each guarantee) beside auto_LiRPA 0.7.1 IBP / CROWN / α-CROWN (run
 from a SEPARATE venv as a subprocess, benchmarks/lirpa_runner.py; never a project dependency) and
 α,β-CROWN's published verdicts, on the same boxes.
 
-    python benchmarks/bench_bounds.py [--limit N] [--lirpa /work/lirpa-venv/bin/python] [--out FILE]
+    python benchmarks/bench_bounds.py [--bench mnist_fc|oval21] [--limit N] [--lirpa /work/lirpa-venv/bin/python] [--out FILE]
 
 The properties are "label wins" over an ε box (VNN-LIB 1.0, parsed minimally here: the X_i bounds
 and the Y_j >= Y_label disjuncts). Our box is the property's box rounded outward to float32. An
@@ -26,18 +26,21 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-BENCH = ROOT.parent / "shared" / "benchmarks" / "vnncomp2022" / "mnist_fc"
-RESULTS = BENCH.parent / "results"
+SUITE = ROOT.parent / "shared" / "benchmarks" / "vnncomp2022"
+RESULTS = SUITE / "results"
+BENCH = SUITE / "mnist_fc"  # set by --bench
 
 
 def parse_vnnlib(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
-    """(lo, hi) float64 [784] and the label of a mnist_fc property."""
+    """(lo, hi) float64 [n] and the label of a "label wins" property (Y_j >= Y_label or
+    Y_label <= Y_j disjuncts)."""
     text = path.read_text()
     n = len(re.findall(r"declare-const X_\d+", text))
     lo, hi = np.full(n, np.nan), np.full(n, np.nan)
     for op, i, v in re.findall(r"\(assert \((<=|>=) X_(\d+) ([-+0-9.eE]+)\)\)", text):
         (hi if op == "<=" else lo)[int(i)] = float(v)
     labels = {int(b) for _, b in re.findall(r"\(>= Y_(\d+) Y_(\d+)\)", text)}
+    labels |= {int(a) for a, _ in re.findall(r"\(<= Y_(\d+) Y_(\d+)\)", text)}
     assert len(labels) == 1 and not np.isnan(lo).any() and not np.isnan(hi).any()
     return lo, hi, labels.pop()
 
@@ -52,7 +55,7 @@ def outward32(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def published(tool: str) -> dict[tuple[str, str], str]:
     out = {}
-    p = RESULTS / tool / "mnist_fc.csv"
+    p = RESULTS / tool / f"{BENCH.name}.csv"
     if not p.exists():
         return out
     for row in csv.reader(p.open()):
@@ -96,7 +99,10 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="instances per network")
     ap.add_argument("--lirpa", default=None, help="python of the auto_LiRPA venv (skipped if absent)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--bench", default="mnist_fc", choices=["mnist_fc", "oval21"])
     a = ap.parse_args()
+    global BENCH
+    BENCH = SUITE / a.bench
     rows = list(csv.reader((BENCH / "instances.csv").open()))
     nets = sorted({r[0] for r in rows})
     inst = [(r[0], r[1]) for net in nets for r in [x for x in rows if x[0] == net][: a.limit]]

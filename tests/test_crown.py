@@ -46,6 +46,7 @@ def box_points(lo, hi, rng, n=200):
 def violations(path, m, lo, hi, c, rng, ort=True) -> int:
     """Spec rows whose bound exceeds C·y at a sampled point (onnxruntime's y, compared exactly)."""
     low = spec_lower(m, lo, hi, c, ort=ort)
+    assert not np.isnan(low).any()  # NaN = no bound: the check would be vacuous
     pts = box_points(lo, hi, rng)
     y = ort_logits(path, pts.reshape(-1, *lo.shape[1:])).reshape(len(pts), len(lo), -1).astype(np.float64)
     val = np.einsum("pnk,nsk->pns", y, c)  # float64; compare with a relative slack for this sum only

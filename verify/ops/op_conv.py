@@ -78,8 +78,8 @@ class Conv(Op):
         w = self.const(1)
         p = list(self.attr("pads", [0, 0, 0, 0]))
         x = ins[0].lo
-        padded = (x.shape[0], x.shape[1], x.shape[2] + p[0] + p[2], x.shape[3] + p[1] + p[3])
         n, s = a.shape[:2]
+        padded = (n * s, x.shape[1], x.shape[2] + p[0] + p[2], x.shape[3] + p[1] + p[3])
         g = torch.nn.grad.conv2d_input(padded, t64(w), a.reshape(n * s, *a.shape[2:]),
                                        stride=list(self.attr("strides", [1, 1])), padding=0,
                                        dilation=list(self.attr("dilations", [1, 1])))
