@@ -139,6 +139,7 @@ def check_model(fz, tmp_path, rng_seed: int, stats=None) -> list[str]:
     stats["L finite"] += bool(np.isfinite(lip))
     stats["ort non-finite"] += bool(not np.all(np.isfinite(ys)))
     low = {ort: _crown(m, fz, ort) for ort in (True, False)}
+    stats["crown bounded"] += low[True] is not None and bool(np.isfinite(low[True][1]).any())
     bad += _check_crown(low[True], ys, "onnxruntime")
     bad += _check_exact(fz, m, box, xs, lip, rng, stats, low[False])
     if np.isfinite(lip):
