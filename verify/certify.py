@@ -1,4 +1,5 @@
-"""Certification methods: Lipschitz margin, interval bound propagation (IBP), bisection, `auto`.
+"""Certification methods: Lipschitz margin, interval bound propagation (IBP), bisection, linear
+bounds (CROWN, α-CROWN), `auto`.
 
 Semantics (docs/SOUNDNESS.md): a sample (x, y) is *certified at ε* when every real x′ with
 ‖x′ − x‖∞ ≤ ε inside the input domain gets label y from the real function f defined by the model's
@@ -18,8 +19,14 @@ Methods (:func:`certify_batch`):
   a proof), or the Lipschitz extension ε + m_ε/(2L) of the proof at ε when that is larger.
 - ``auto``: IBP at ε decides first; samples it cannot prove get the Lipschitz test; the radius is
   the best proven by either. Bisection only runs in ``auto`` when the model's L > 1 (for
-  1-Lipschitz nets the extension is already margin/2-tight). The record's ``method`` names the
-  method whose proof is reported.
+  1-Lipschitz nets the extension is already margin/2-tight). Then the linear rungs (below) for the
+  correctly predicted samples still unproved. The record's ``method`` names the method whose proof
+  is reported.
+- ``crown`` / ``alpha-crown``: linear bound propagation of the ε-box ∩ domain (verify/bounds/,
+  docs/SOUNDNESS.md "Linear bounds"), with onnxruntime's float32 error carried (theorems (a) and
+  (b)); ``alpha-crown`` runs CROWN first, then α-CROWN (ALPHA_STEPS projected-gradient steps on the
+  Relu slopes, the bound recomputed soundly) for the samples CROWN cannot prove. Radius: ε when
+  proved (no bisection).
 """
 
 from __future__ import annotations
