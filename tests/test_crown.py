@@ -272,3 +272,19 @@ def test_linf_dist_relaxation_is_sound_and_beats_intervals(tmp_path):
         assert np.all(crown >= ibp - 1e-5)  # equal up to the error terms where nothing is gained
         better += int(np.sum((crown > 0) & (ibp <= 0)))
     assert better > 0
+
+
+def test_spec_lower_subtracts_d_and_checks_the_box(tmp_path):
+    """The vnnlib entry point: lower bounds of C·y − d (d rounded in), per sample and row."""
+    from verify.errors import ModelError
+
+    rng, _, path, m = _mlp(tmp_path, 4)
+    x = rng.random((3, 6)).astype(np.float32)
+    lo, hi = margins.input_box(x, 0.05, (0.0, 1.0))
+    c = spec_rows(rng, 3, 4)
+    d = rng.normal(size=c.shape[:2])
+    base = spec_lower(m, lo, hi, c)
+    shifted = spec_lower(m, lo, hi, c, d)
+    assert np.all(shifted <= base - d) and np.allclose(shifted, base - d, atol=1e-12)
+    with pytest.raises(ModelError):
+        spec_lower(m, hi, lo, c)
