@@ -130,6 +130,25 @@ def rescaled_err(a_new: torch.Tensor, mag: torch.Tensor, k: float = 1.0) -> torc
     return up(U64 * (1.0 + 4 * U64) * k * dot_up(a_new.abs(), mag))
 
 
+def scatter_sum(n: int, s: int, d: int, index: torch.Tensor, terms: list[torch.Tensor],
+                mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coefficients [N, S, d] summed from ``terms`` ([N, S, m] each, already the claimed float64
+    values) at positions ``index`` ([N, m] or [N, S, m]), and the charge (≤ 0, [N, S]) for the
+    summation: a float64 sum of k terms is within γ_k Σ|terms| of the exact sum (Higham), so
+    −γ_k·Σ_positions (Σ|terms|)·mag is charged, k the largest number of terms at one position."""
+    idx = index if index.dim() == 3 else index[:, None, :].expand(n, s, index.shape[-1])
+    out = torch.zeros((n, s, d), dtype=torch.float64)
+    absum = torch.zeros((n, s, d), dtype=torch.float64)
+    for t in terms:
+        out = out.scatter_add(2, idx, t)
+        absum = absum.scatter_add(2, idx, t.detach().abs())
+    flat = idx[:, 0, :] + torch.arange(n)[:, None] * d  # positions per sample, made distinct
+    k = len(terms) * int(torch.bincount(flat.reshape(-1)).max()) if idx.numel() else 1
+    if k <= 1:
+        return out, zero_bias(out)
+    return out, -up(gamma(k, U64) * (1.0 + 4 * U64) * dot_up(absum, mag))
+
+
 def affine_bias(a: torch.Tensor, n_back: int, n_fwd: int, abs_img: torch.Tensor, bias: torch.Tensor | None,
                 ctx: Ctx, extra_ops: int = 0) -> torch.Tensor:
     """The bias [N, S] of a step through ``y = L x + b`` (L constant) whose input coefficients the

@@ -13,8 +13,8 @@ h(l) − k l and h(u) − k u, rounded up: the line then lies above h at both en
 Otherwise: the interval upper bound of y_m (the output box), a constant.
 
 Float: σ(x − w) + b is exact in coefficients (σ = ±1); the constant −σ w + b is rounded down
-(A_m ≥ 0); coefficients of one input coordinate chosen by several m are summed in float64 (charged,
-linear.rescaled_err). onnxruntime: the distance is correctly rounded and the bias added in float32
+(A_m ≥ 0); the chord's products A_m·k are rounded (charged, linear.rescaled_err); coefficients of
+one input coordinate chosen by several m are summed in float64 (charged, linear.scatter_sum). onnxruntime: the distance is correctly rounded and the bias added in float32
 (two roundings, linear.ort_rounding with mag(y) + |b|).
 """
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from verify.bounds.linear import Ctx, Relaxed, TBox, add_down, dot_lo, down, ort_rounding, rescaled_err, t64, up
+from verify.bounds.linear import Ctx, Relaxed, TBox, add_down, dot_lo, down, ort_rounding, rescaled_err, scatter_sum, t64, up
 from verify.rounding import U64
 
 MAX_ELEMENTS = 4_000_000  # N·M·D above this: concretised (the interval of the output)
@@ -46,13 +46,18 @@ def linf_relax(op, a: torch.Tensor, x: TBox, out: TBox, ctx: Ctx) -> Relaxed | N
     s = a.shape[1]
     single, d_up, k, q = _upper_chords(l, u, w)
     neg_line = torch.where(single[:, None, :], neg, 0.0)
-    a_in = torch.zeros((n, s, d), dtype=torch.float64)
-    a_in = a_in.scatter_add(2, dstar[:, None, :].expand(n, s, m), pos * sigma[:, None, :])  # exact products
-    a_in = a_in.scatter_add(2, d_up[:, None, :].expand(n, s, m), neg_line * k[:, None, :])
+    idx = torch.cat([dstar, d_up], -1)
+    line = neg_line * k[:, None, :]  # rounded products: charged on their own magnitude
+    a_in, summed = scatter_sum(n, s, d, idx, [torch.cat([pos * sigma[:, None, :], line], -1)], x.mag)
     const = down(b - sigma * w_star)  # <= the exact -σ w* + b
     bias = add_down(dot_lo(pos, const), dot_lo(neg_line, up(q + b)), dot_lo(neg - neg_line, out.hi),
-                    -rescaled_err(a_in, x.mag), ort_rounding(a, out.mag + b.abs(), ctx, 2.0))
+                    summed, -rescaled_err(line, _at(x.mag, d_up)), ort_rounding(a, out.mag + b.abs(), ctx, 2.0))
     return Relaxed({0: a_in}, bias)
+
+
+def _at(mag: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """mag [N, D] gathered at index [N, M]: the magnitude of the input coordinate each unit uses."""
+    return mag.gather(1, index)
 
 
 def _upper_chords(l, u, w):

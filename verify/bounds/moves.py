@@ -8,13 +8,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from verify.bounds.linear import Ctx, Relaxed, TBox, rescaled_err, zero_bias
+from verify.bounds.linear import Ctx, Relaxed, TBox, scatter_sum
 
 
 def moved_values(op, a: torch.Tensor, ins: list[TBox | None], ctx: Ctx) -> Relaxed | None:
     """``A·y = A_in·x`` exactly when every output element copies one input element of the same
     sample (checked; None otherwise, and the engine concretises). Input positions read several times
-    get a float64 sum of coefficients: its rounding is charged (linear.rescaled_err)."""
+    get a float64 sum of coefficients: its rounding is charged (linear.scatter_sum)."""
     x = ins[0]
     shape = tuple(x.lo.shape)
     n, d = shape[0], int(np.prod(shape[1:], dtype=np.int64))
@@ -32,10 +32,5 @@ def moved_values(op, a: torch.Tensor, ins: list[TBox | None], ctx: Ctx) -> Relax
         return None
     local = torch.from_numpy(src % max(d, 1))
     s = a.shape[1]
-    flat = a.reshape(n, s, -1)
-    a_in = torch.zeros((n, s, d), dtype=a.dtype).scatter_add(2, local[:, None, :].expand(n, s, -1), flat)
-    a_in = a_in.reshape(n, s, *shape[1:])
-    bias = zero_bias(a)
-    if len(np.unique(src[0])) != src.shape[1]:  # a position read twice: its coefficient is a sum
-        bias = -rescaled_err(a_in, x.mag)
-    return Relaxed({0: a_in}, bias)
+    a_in, bias = scatter_sum(n, s, d, local, [a.reshape(n, s, -1)], x.mag.reshape(n, -1))
+    return Relaxed({0: a_in.reshape(n, s, *shape[1:])}, bias)
