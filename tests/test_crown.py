@@ -43,9 +43,10 @@ def box_points(lo, hi, rng, n=200):
     return np.clip(pts.astype(np.float32), lo, hi)
 
 
-def violations(path, m, lo, hi, c, rng, ort=True) -> int:
-    """Spec rows whose bound exceeds C·y at a sampled point (onnxruntime's y, compared exactly)."""
-    low = spec_lower(m, lo, hi, c, ort=ort)
+def violations(path, m, lo, hi, c, rng, ort=True, low=None) -> int:
+    """Spec rows whose bound (``low``, default CROWN's) exceeds C·y at a sampled point
+    (onnxruntime's y)."""
+    low = spec_lower(m, lo, hi, c, ort=ort) if low is None else low
     assert not np.isnan(low).any()  # NaN = no bound: the check would be vacuous
     pts = box_points(lo, hi, rng)
     y = ort_logits(path, pts.reshape(-1, *lo.shape[1:])).reshape(len(pts), len(lo), -1).astype(np.float64)
@@ -288,3 +289,17 @@ def test_spec_lower_subtracts_d_and_checks_the_box(tmp_path):
     assert np.all(shifted <= base - d) and np.allclose(shifted, base - d, atol=1e-12)
     with pytest.raises(ModelError):
         spec_lower(m, hi, lo, c)
+
+
+def test_spec_ladder_keeps_the_better_sound_rung(tmp_path):
+    from verify.bounds.spec import spec_ladder
+
+    rng, _, path, m = _mlp(tmp_path, 2, (10, 20, 20, 20, 5))
+    x = rng.random((6, 10)).astype(np.float32)
+    lo, hi = margins.input_box(x, 0.05, (0.0, 1.0))
+    c = spec_rows(rng, 6, 5)
+    low, method = spec_ladder(m, lo, hi, c)
+    crown = spec_lower(m, lo, hi, c)
+    assert set(method) <= {"crown", "alpha-crown"} and len(method) == 6
+    assert np.all(low.min(axis=1) >= crown.min(axis=1))
+    assert violations(path, m, lo, hi, c, rng, low=low) == 0

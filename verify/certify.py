@@ -45,7 +45,7 @@ __all__ = ["METHODS", "CertifyConfig", "BatchResult", "Certifier", "certify_batc
 METHODS = ("auto", "lipschitz", "ibp", "crown", "alpha-crown")
 #: the linear-bound rungs of the ladder (verify/bounds/), each proving theorems (a) and (b)
 LINEAR = ("crown", "alpha-crown")
-ALPHA_STEPS = 20  # α-CROWN's projected-gradient steps (fixed: `check` re-runs the same optimisation)
+from verify.bounds.spec import ALPHA_STEPS  # noqa: E402 - fixed: `check` re-runs the same optimisation
 ONE = 1.0 + 1e-9  # a Lipschitz bound this close to 1 is 1 up to upward rounding
 
 

@@ -18,7 +18,9 @@ from verify.bounds.crown import tensor_boxes
 from verify.bounds.linear import Ctx, down, t64
 from verify.errors import ModelError
 
-__all__ = ["spec_lower", "margin_lower", "margin_spec", "GUARANTEE"]
+__all__ = ["spec_lower", "spec_ladder", "margin_lower", "margin_spec", "GUARANTEE", "ALPHA_STEPS"]
+
+ALPHA_STEPS = 20
 
 #: the record's guarantee for each setting of ``ort`` (verify/header.py's names)
 GUARANTEE = {True: "a+b", False: "a"}
@@ -66,3 +68,23 @@ def margin_lower(model, lo, hi, y, ort: bool = True, alpha_steps: int = 0, timeo
     low = spec_lower(model, lo, hi, margin_spec(y, model.num_classes), None, ort, alpha_steps, timeout)
     low[np.arange(len(y)), y] = np.inf
     return low.min(axis=1)
+
+
+def spec_ladder(model, lo, hi, c, d=None, ort: bool = True, timeout: float | None = None):
+    """The linear rungs for a batch of boxes and spec rows: CROWN, then α-CROWN (within
+    ``timeout`` seconds, measured from the call) for the boxes with a row not yet proved (> 0).
+    Returns (lower [N, S] float64, method per box: "crown" or "alpha-crown", the rung whose bound is
+    returned). Every bound returned is sound whatever the optimiser did."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    low = spec_lower(model, lo, hi, c, d, ort)
+    method = ["crown"] * len(low)
+    rest = np.nonzero(~(low > 0).all(axis=1))[0]
+    left = None if deadline is None else deadline - time.monotonic()
+    if len(rest) and (left is None or left > 0):
+        dd = None if d is None else np.asarray(d)[rest]
+        better = spec_lower(model, np.asarray(lo)[rest], np.asarray(hi)[rest], np.asarray(c)[rest], dd, ort,
+                            ALPHA_STEPS, left)
+        for k, i in enumerate(rest):
+            if np.nan_to_num(better[k], nan=-np.inf).min() > np.nan_to_num(low[i], nan=-np.inf).min():
+                low[i], method[i] = better[k], "alpha-crown"
+    return low, method
