@@ -6,7 +6,7 @@ graph output, a sound lower bound [N, S] (float64) of ``C·y`` over each box.
 Method. Boxes of every tensor are computed forward (the ops' sound ``interval``); before an op that
 relaxes its input (Relu, LeakyRelu, LinfDist: ``Op.wants_input_bounds``) the box of that input is
 tightened by one back-substitution from the input itself (spec rows ±e_i for the coordinates that
-are not already stable, at most ``max_refine`` of them; IBP otherwise), intersected with its
+are not already stable, at most ``max_refine`` of them and MAX_COEF coefficients; IBP otherwise), intersected with its
 interval box. The final bound back-substitutes C from the output to the graph input: each op's
 ``relax(A, ins, out, ctx)`` (in its own op file) turns the coefficients A of its output into
 coefficients of its inputs plus a sound bias (verify/bounds/linear.py: the claim holds for the
@@ -37,6 +37,7 @@ from verify.rounding import up as up32
 __all__ = ["spec_lower", "tensor_boxes", "back_substitute", "MAX_REFINE"]
 
 MAX_REFINE = 2048  # most coordinates of one tensor tightened by back-substitution (rows 2x this)
+MAX_COEF = 30_000_000  # most float64 coefficients per sample of one tightening (rows x widest tensor)
 
 
 class Boxes:
@@ -114,7 +115,8 @@ def _refine(graph, boxes: Boxes, name: str, ctx: Ctx, max_refine: int) -> None:
     hi = b.hi.reshape(n, -1)
     unstable = np.nonzero(((lo < 0) & (hi > 0)).any(axis=0))[0]
     k = len(unstable)
-    if k == 0 or k > max_refine:
+    widest = max(int(np.prod(v.lo.shape[1:])) for v in boxes.np.values())
+    if k == 0 or k > max_refine or 2 * k * widest > MAX_COEF:
         return
     d = lo.shape[1]
     c = torch.zeros((n, 2 * k, d), dtype=torch.float64)
