@@ -1,4 +1,6 @@
-"""Linear bound propagation (CROWN, α-CROWN) over the verifier's Graph: verify/bounds/crown.py
-(the engine), linear.py (error-bounded float64 arithmetic), moves.py (value-moving ops), alpha.py
-(optimised slopes), spec.py (label margins and C·y − d for certify and vnnlib). Each op's own
-relaxation is its ``relax`` method in verify/ops/op_<name>.py."""
+"""Linear bound propagation (CROWN, α-CROWN) over the verifier's Graph (docs/SOUNDNESS.md, "Linear
+bounds"): crown.py (the engine: boxes, back-substitution), linear.py (error-charged float64
+arithmetic), alpha.py (optimised slopes), spec.py (label margins for certify, C·y − d and the
+CROWN → α-CROWN ladder for vnnlib). Relaxations shared by several ops: relu.py (Relu, LeakyRelu),
+sums.py (Add, Sub), moves.py (value-moving ops), linf.py (ℓ∞-dist). Each op's own entry point is
+its ``relax`` method in verify/ops/op_<name>.py."""
