@@ -89,8 +89,9 @@ def lirpa(python: str, instances) -> list[dict]:
         jobs.append({"onnx": str(BENCH / onnx_rel), "lo": lo.tolist(), "hi": hi.tolist(), "label": label})
     p = subprocess.run([python, str(ROOT / "benchmarks" / "lirpa_runner.py")], input=json.dumps(jobs),
                        capture_output=True, text=True, timeout=7200)
-    if p.returncode != 0:
-        raise SystemExit(f"auto_LiRPA runner failed: {p.stderr.strip().splitlines()[-1:]}")
+    if p.returncode != 0:  # our numbers are still reported
+        print(f"auto_LiRPA runner failed: {p.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        return None
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 

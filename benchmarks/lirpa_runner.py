@@ -18,13 +18,15 @@ def main():
     jobs = json.loads(sys.stdin.read())
     nets, out = {}, []
     for job in jobs:
-        lo = torch.tensor(job["lo"], dtype=torch.float32)[None]
-        hi = torch.tensor(job["hi"], dtype=torch.float32)[None]
-        x = (lo + hi) / 2
         if job["onnx"] not in nets:
-            net = convert(onnx.load(job["onnx"])).eval()
-            nets[job["onnx"]] = BoundedModule(net, torch.zeros_like(x), verbose=0)
-        bm = nets[job["onnx"]]
+            proto = onnx.load(job["onnx"])
+            dims = [d.dim_value or 1 for d in proto.graph.input[0].type.tensor_type.shape.dim]
+            net = convert(proto).eval()
+            nets[job["onnx"]] = (BoundedModule(net, torch.zeros(dims), verbose=0), dims)
+        bm, dims = nets[job["onnx"]]
+        lo = torch.tensor(job["lo"], dtype=torch.float32).reshape(dims)
+        hi = torch.tensor(job["hi"], dtype=torch.float32).reshape(dims)
+        x = (lo + hi) / 2
         k = 10
         c = torch.zeros(1, k - 1, k)
         others = [j for j in range(k) if j != job["label"]]
