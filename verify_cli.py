@@ -108,7 +108,7 @@ def certify(
     shard: Annotated[Optional[str], typer.Option(help="I/N: only the selected positions p with p mod N = I")] = None,
     data_dir: DataDirOpt = None,
     domain: DomainOpt = (0.0, 1.0),
-    method: Annotated[str, typer.Option(help="auto | lipschitz | ibp")] = "auto",
+    method: Annotated[str, typer.Option(help="auto | lipschitz | ibp | crown | alpha-crown")] = "auto",
     split: SplitOpt = "test",
     bisect_steps: Annotated[int, typer.Option(min=0, max=64, help="IBP bisection steps for the radius (0..64)")] = 10,
 ):

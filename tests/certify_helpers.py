@@ -283,3 +283,18 @@ def labelled_mixed_head(d: Path, seed: int, n: int) -> tuple[Path, np.ndarray, n
     model = build_model(mixed_head_net(rng), [6], d / "m.onnx")
     x = rng.random((n, 6)).astype(np.float32)
     return model, x, np.argmax(ort_logits(model, x), axis=1)
+
+
+def plant_unsound_relu(monkeypatch) -> None:
+    """Replace Relu's linear relaxation by an UNSOUND one (the chord without its intercept:
+    relu(z) <= s z instead of s (z - l)), for tests showing their soundness checks can fail."""
+    from verify.ops.op_relu import Relu
+
+    good = Relu.relax
+
+    def planted(self, a, ins, out, ctx):
+        r = good(self, a, ins, out, ctx)
+        r.bias = r.bias * 0.0
+        return r
+
+    monkeypatch.setattr(Relu, "relax", planted)

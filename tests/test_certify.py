@@ -80,7 +80,7 @@ def test_head_net_ibp_beats_lipschitz_and_bisection_is_proven(head):
 
 
 def test_config_validation():
-    for bad in (CertifyConfig(-1.0), CertifyConfig(float("nan")), CertifyConfig(0.1, "crown"),
+    for bad in (CertifyConfig(-1.0), CertifyConfig(float("nan")), CertifyConfig(0.1, "beta-crown"),
                 CertifyConfig(0.1, domain=(1.0, 0.0))):
         with pytest.raises(LinfVerifyError):
             bad.check()

@@ -191,7 +191,7 @@ def test_pure_chain_lipschitz_certificates_pass_check(tmp_path):
         run_check(_write(tmp_path, recs, src=tmp_path / "auto.jsonl"), path, tmp_path / "d.npz")
 
 
-@pytest.mark.parametrize("method", ["lipschitz", "ibp"])
+@pytest.mark.parametrize("method", ["lipschitz", "ibp", "crown", "alpha-crown"])
 def test_every_method_passes_check_on_head_net(setup, tmp_path, method):
     d, path, _ = setup
     out = tmp_path / f"{method}.jsonl"

@@ -16,6 +16,9 @@ points for the exact checks), all of these hold (docs/SOUNDNESS.md, "Differentia
    ``interval(x, x)`` holds onnxruntime's value and our float32 ``forward(x)``; a model onnxruntime
    refuses to load or run must be refused by the verifier too.
 
+5. the linear bounds (verify/bounds/, CROWN) of C·y for C = [I; -I]: with onnxruntime's error
+   (theorem (b)) below onnxruntime's values, in real arithmetic (theorem (a)) below the exact ones.
+
 An interval call that raises ModelError means unknown (certify maps it to ``unknown``) and is
 skipped. A NaN from onnxruntime must fall in a box that is [-inf, inf] in that entry: certify
 (verify/certify/certifier.py, margins.box_margin) then cannot claim any label for the sample.
@@ -35,6 +38,7 @@ from hypothesis import strategies as st
 
 from fuzz_exact import TRANSCENDENTAL, Undefined, evaluate
 from fuzz_graphs import GENERATORS, graphs
+from verify.bounds.spec import spec_lower
 from common.errors import ModelError
 from verify.front.model import load_model
 from verify.ops._op_list import OPS
@@ -134,7 +138,10 @@ def check_model(fz, tmp_path, rng_seed: int, stats=None) -> list[str]:
     stats["box finite"] += box is not None and bool(np.all(np.isfinite(box[0])) and np.all(np.isfinite(box[1])))
     stats["L finite"] += bool(np.isfinite(lip))
     stats["ort non-finite"] += bool(not np.all(np.isfinite(ys)))
-    bad += _check_exact(fz, m, box, xs, lip, rng, stats)
+    low = {ort: _crown(m, fz, ort) for ort in (True, False)}
+    stats["crown bounded"] += low[True] is not None and bool(np.isfinite(low[True][1]).any())
+    bad += _check_crown(low[True], ys, "onnxruntime")
+    bad += _check_exact(fz, m, box, xs, lip, rng, stats, low[False])
     if np.isfinite(lip):
         widths = [np.inf if pb is None else float(np.max(pb[1].astype(np.float64) - pb[0])) for pb in pboxes]
         for i, j in itertools.combinations(range(len(xs)), 2):
@@ -144,8 +151,42 @@ def check_model(fz, tmp_path, rng_seed: int, stats=None) -> list[str]:
     return bad
 
 
-def _check_exact(fz, m, box, xs, lip, rng, stats) -> list[str]:
-    """Checks 2 and 3 on the exact rational function (graphs without transcendental ops)."""
+def _crown(m, fz, ort: bool):
+    """(C, lower bounds of C·y) by linear bound propagation over the box, C = [I; -I] (check 5:
+    theorem (b) when ``ort``, else (a)); None where it refuses (unknown)."""
+    k = m.num_classes
+    c = np.concatenate([np.eye(k), -np.eye(k)])[None]
+    try:
+        return c[0], spec_lower(m, fz.lo, fz.hi, c, ort=ort)[0]
+    except ModelError:
+        return None
+
+
+def _check_crown(crown, ys, what) -> list[str]:
+    """Check 5: every C·y at the sampled points (floats or Fractions) is >= the linear lower bound
+    (NaN bound: no claim; a NaN value where a bound is claimed is a violation)."""
+    if crown is None:
+        return []
+    c, low = crown
+    bad = []
+    for y in ys:
+        for s, row in enumerate(c):
+            k = int(np.argmax(np.abs(row)))
+            v = np.ravel(y)[k]
+            if np.isnan(low[s]):
+                continue
+            if isinstance(v, Fraction) or np.isfinite(v):
+                ok = _q(v) * int(row[k]) >= Fraction(float(low[s]))
+            else:  # ±inf compares as a float; NaN breaks any claim
+                ok = bool(float(v) * row[k] >= low[s])
+            if not ok:
+                bad.append(f"(5) {what} value {[float(t) for t in np.ravel(y)]} breaks the linear bound {low[s]!r} of row {s}")
+    return bad
+
+
+def _check_exact(fz, m, box, xs, lip, rng, stats, crown=None) -> list[str]:
+    """Checks 2 and 3 on the exact rational function (graphs without transcendental ops), and
+    check 5 (the real-arithmetic linear bound ``crown``) at the same points."""
     if any(op in TRANSCENDENTAL for op in fz.ops):
         return []
     pts = [x[None] for x in xs[:6]] + rational_points(fz.lo, fz.hi, rng)
@@ -159,7 +200,7 @@ def _check_exact(fz, m, box, xs, lip, rng, stats) -> list[str]:
             continue
         vals.append((x, y))
     stats["exact checked"] += bool(vals)
-    bad = []
+    bad = _check_crown(crown, [y for _, y in vals], "exact")
     for x, y in vals:
         if box is not None and outside(*box, y).any():
             bad.append(f"(2) exact {[float(v) for v in y.ravel()]} at {[float(v) for v in np.ravel(x)]} outside the box")
@@ -173,6 +214,20 @@ def _check_exact(fz, m, box, xs, lip, rng, stats) -> list[str]:
 def _assert_sound(fz, tmp_path, rng_seed):
     bad = check_model(fz, tmp_path, rng_seed)
     assert not bad, "\n".join(bad[:8])
+
+
+def test_a_planted_unsound_relaxation_is_caught(tmp_path_factory, monkeypatch):
+    """Check 5 is not vacuous: a Relu relaxation without the chord's intercept (relu(z) <= s z
+    instead of s (z - l)) is found unsound on some random graph starting with Relu."""
+    from hypothesis import find
+
+    from certify_helpers import plant_unsound_relu
+
+    plant_unsound_relu(monkeypatch)
+    d = tmp_path_factory.mktemp("planted")
+    found = find(graphs(first="Relu", max_ops=3), lambda fz: any("(5)" in v for v in check_model(fz, d, 0)),
+                 settings=settings(max_examples=300, **_SETTINGS))
+    assert "Relu" in found.ops
 
 
 def test_generator_covers_the_whole_registry():

@@ -1,4 +1,5 @@
-"""Certification methods: Lipschitz margin, interval bound propagation (IBP), bisection, `auto`.
+"""Certification methods: Lipschitz margin, interval bound propagation (IBP), bisection, linear
+bounds (CROWN, α-CROWN), `auto`.
 
 Semantics (docs/SOUNDNESS.md): a sample (x, y) is *certified at ε* when every real x′ with
 ‖x′ − x‖∞ ≤ ε inside the input domain gets label y from the real function f defined by the model's
@@ -18,8 +19,14 @@ Methods (:func:`certify_batch`):
   a proof), or the Lipschitz extension ε + m_ε/(2L) of the proof at ε when that is larger.
 - ``auto``: IBP at ε decides first; samples it cannot prove get the Lipschitz test; the radius is
   the best proven by either. Bisection only runs in ``auto`` when the model's L > 1 (for
-  1-Lipschitz nets the extension is already margin/2-tight). The record's ``method`` names the
-  method whose proof is reported.
+  1-Lipschitz nets the extension is already margin/2-tight). Then the linear rungs (below) for the
+  correctly predicted samples still unproved. The record's ``method`` names the method whose proof
+  is reported.
+- ``crown`` / ``alpha-crown``: linear bound propagation of the ε-box ∩ domain (verify/bounds/,
+  docs/SOUNDNESS.md "Linear bounds"), with onnxruntime's float32 error carried (theorems (a) and
+  (b)); ``alpha-crown`` runs CROWN first, then α-CROWN (ALPHA_STEPS projected-gradient steps on the
+  Relu slopes, the bound recomputed soundly) for the samples CROWN cannot prove. Radius: ε when
+  proved (no bisection).
 """
 
 from __future__ import annotations
@@ -38,7 +45,10 @@ from common.runtime import ort_logits, ort_session
 
 __all__ = ["METHODS", "CertifyConfig", "BatchResult", "Certifier", "certify_batch", "guarantee_of"]
 
-METHODS = ("auto", "lipschitz", "ibp")
+METHODS = ("auto", "lipschitz", "ibp", "crown", "alpha-crown")
+#: the linear-bound rungs of the ladder (verify/bounds/), each proving theorems (a) and (b)
+LINEAR = ("crown", "alpha-crown")
+from verify.bounds.spec import ALPHA_STEPS  # noqa: E402 - fixed: `check` re-runs the same optimisation
 ONE = 1.0 + 1e-9  # a Lipschitz bound this close to 1 is 1 up to upward rounding
 
 
@@ -177,11 +187,42 @@ class Certifier:
         finite = np.isfinite(logits).all(axis=1)
         if self.cfg.method == "lipschitz":
             res = self._run_lipschitz(x, y)
+        elif self.cfg.method in LINEAR:
+            res = self._ladder(x, y, pred, (np.zeros(len(y), bool), np.zeros(len(y)), np.full(len(y), np.nan),
+                                            [self.cfg.method] * len(y)))
         elif self.cfg.method == "auto" and self.chain is not None:
             res = self._run_chain_auto(x, y, pred)
         else:
             res = self._run_ibp(x, y, auto=self.cfg.method == "auto")
+        if self.cfg.method == "auto":
+            res = self._ladder(x, y, pred, res)
         return self._finish(y, pred, finite, *res)
+
+    def linear_margin(self, x, y, eps, method: str) -> np.ndarray:
+        """Sound margin lower bound over the ε-box ∩ domain by CROWN or α-CROWN (theorems (a) and
+        (b), verify/bounds/spec.py; NaN = no bound)."""
+        from verify.bounds.spec import margin_lower
+
+        lo, hi = margins.input_box(x, eps, self.cfg.domain)
+        steps = ALPHA_STEPS if method == "alpha-crown" else 0
+        return margin_lower(self.model, lo, hi, y, ort=True, alpha_steps=steps)
+
+    def _ladder(self, x, y, pred, res):
+        """The linear rungs after interval/Lipschitz: CROWN, then α-CROWN, each only for the
+        correctly predicted samples not yet proved; the first proof stops a sample's ladder. A
+        rung's margin replaces a record's when it proves, or when the record has no bound yet."""
+        cert, radius, mlow, method = res
+        rungs = {"auto": LINEAR, "crown": ("crown",), "alpha-crown": LINEAR}[self.cfg.method]
+        for rung in rungs:
+            rest = np.nonzero(~cert & (pred == y))[0]
+            if not len(rest):
+                break
+            m = self.linear_margin(x[rest], y[rest], self.cfg.eps, rung)
+            for k, i in enumerate(rest):
+                if m[k] > 0 or (np.isnan(mlow[i]) and not np.isnan(m[k])) or method[i] in LINEAR:
+                    mlow[i], method[i] = m[k], rung
+            cert[rest] = m > 0
+        return cert, radius, mlow, method
 
     def _check_reading(self, x: np.ndarray, logits: np.ndarray) -> None:
         """Defence in depth: by the interval contract onnxruntime's logits at x lie in our box of
@@ -287,9 +328,10 @@ class Certifier:
 
 def guarantee_of(method: str, chain: bool) -> str:
     """What a run's ``certified`` records prove (verify/certify/header.py GUARANTEES): theorems (a) and (b)
-    for every record when the method is IBP or the model a 1-Lipschitz chain (whose Lipschitz ball
-    margin subtracts onnxruntime's error), else (b) only for the records with method ibp."""
-    return "a+b" if method == "ibp" or chain else "a+b(ibp)"
+    for every record when the method is IBP, CROWN or α-CROWN (the linear bounds carry onnxruntime's
+    float32 error, verify/bounds/crown.py) or the model a 1-Lipschitz chain (whose Lipschitz ball
+    margin subtracts onnxruntime's error), else (b) only for the records with those methods."""
+    return "a+b" if method in ("ibp",) + LINEAR or chain else "a+b(ibp)"
 
 
 def pair_lipschitz_of(model, affine) -> np.ndarray | None:

@@ -33,7 +33,7 @@ import numpy as np
 from verify.bounds import margins
 from verify.attack.box import in_domain, within_eps
 from verify.certify.certificates import STATUSES, read_sections
-from verify.certify.certifier import guarantee_of, pair_lipschitz_of
+from verify.certify.certifier import ALPHA_STEPS, LINEAR, guarantee_of, pair_lipschitz_of
 from common.errors import CertificateError, ModelError
 from verify.certify.header import RECORD_METHODS, data_sha256, header_selection
 from verify.front.loader import model_identity
@@ -80,6 +80,13 @@ class _Prover:
             m_chain, ball = margins.chain_margins(margins.box_margin(z, z, y), e, e_ball, self.lipv(y), eps)
             m = np.fmax(m, m_chain)
         return m, ball
+
+    def linear(self, x, y, eps, domain, method) -> np.ndarray:
+        """CROWN / α-CROWN margin lower bound (the certifier's own function, verify/bounds/spec.py)."""
+        from verify.bounds.spec import margin_lower
+
+        lo, hi = margins.input_box(x, eps, domain)
+        return margin_lower(self.model, lo, hi, y, ort=True, alpha_steps=ALPHA_STEPS if method == "alpha-crown" else 0)
 
     def ibp(self, x, y, eps, domain) -> np.ndarray:
         lo, hi = margins.input_box(x, eps, domain)
@@ -227,6 +234,8 @@ def _check_claims(recs, xb, yb, pred, header, prover) -> list[str]:
     m0, lip_m = prover.m0(xb, yb, eps, dom)
     bound = {"ibp": m_eps, "lipschitz": lip_m}
     allowed = RECORD_METHODS[header["method"]]
+    for meth in set(allowed) & set(LINEAR):  # re-proved for every record (downgrades included)
+        bound[meth] = prover.linear(xb, yb, header["eps"], dom, meth)
     m_r = prover.ibp(xb, yb, np.minimum(rad, cap), dom)
     r_ok = ((m_r > 0) | (rad <= margins.lipschitz_radius(m0, prover.lipv(yb), cap))
             | (rad <= margins.extended_radius(eps, m_eps, prover.lipv(yb), cap)) | (rad == 0))

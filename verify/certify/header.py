@@ -33,11 +33,12 @@ FORMAT = "linfverify-run/1"
 # what the run's `certified` records prove (docs/SOUNDNESS.md, theorems (a) and (b))
 GUARANTEES = {
     "a+b": "certified: the exact real function (a) and onnxruntime's float32 evaluation (b)",
-    "a+b(ibp)": "certified: (a); (b) only for records with method ibp",
+    "a+b(ibp)": "certified: (a); (b) only for records with method ibp, crown or alpha-crown",
     "witness": "no robustness claim; falsified records carry witnesses onnxruntime replays",
 }
 # the methods a record may name, and the statuses it may have, per run method
-RECORD_METHODS = {"auto": ("ibp", "lipschitz"), "ibp": ("ibp",), "lipschitz": ("lipschitz",), "pgd": ("pgd",)}
+RECORD_METHODS = {"auto": ("ibp", "lipschitz", "crown", "alpha-crown"), "ibp": ("ibp",), "lipschitz": ("lipschitz",),
+                  "crown": ("crown",), "alpha-crown": ("crown", "alpha-crown"), "pgd": ("pgd",)}
 _STATUSES = {"pgd": ("falsified", "misclassified", "unknown")}
 _CERTIFY_STATUSES = ("certified", "not_certified", "misclassified", "unknown")
 _KEYS = ("format", "model_sha256", "data_sha256", "n_data", "eps", "domain", "method", "guarantee",

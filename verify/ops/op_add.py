@@ -8,6 +8,7 @@ import torch
 from verify.ops._elementwise import exact_result, f32, int_forward, int_interval, is_int, outward
 from verify.ops._torch import binary
 from verify.ops.base import Op, add_up
+from verify.bounds.sums import sum_relax
 
 
 class Add(Op):
@@ -31,6 +32,11 @@ class Add(Op):
 
     def lipschitz(self, la=None, lb=None):
         return add_up(*(v for v in (la, lb) if v is not None))
+
+    def relax(self, a, ins, out, ctx):
+        """A·(x + w) for inputs of the output's shape (a constant operand may broadcast): exact
+        coefficients A, A; onnxruntime's one float32 rounding charged when ``ctx.ort``."""
+        return sum_relax(self, a, ins, out, ctx, (1.0, 1.0))
 
     def batch_axis(self, f):
         from verify.front.batch_axis import elementwise

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from verify.ops._affine import affine_interval
 from verify.ops._torch import f32t
 from verify.ops.base import Op, inf_norm_up, mul_up
+from verify.bounds.linear import Relaxed, affine_bias, t64
 
 
 class Conv(Op):
@@ -77,6 +78,23 @@ class Conv(Op):
             return 0.0
         w = self.const(1)
         return mul_up(inf_norm_up(w.reshape(w.shape[0], -1), 1), lx)
+
+    def relax(self, a, ins, out, ctx):
+        """CROWN step: A_in = convᵀ(A) (torch's conv2d_input in float64; each coefficient a sum of
+        at most C_out·kh·kw terms); verify/bounds/linear.affine_bias charges the rounding."""
+        w = self.const(1)
+        p = list(self.attr("pads", [0, 0, 0, 0]))
+        x = ins[0].lo
+        n, s = a.shape[:2]
+        padded = (n * s, x.shape[1], x.shape[2] + p[0] + p[2], x.shape[3] + p[1] + p[3])
+        g = torch.nn.grad.conv2d_input(padded, t64(w), a.reshape(n * s, *a.shape[2:]),
+                                       stride=list(self.attr("strides", [1, 1])), padding=0,
+                                       dilation=list(self.attr("dilations", [1, 1])))
+        a_in = g[:, :, p[0]:p[0] + x.shape[2], p[1]:p[1] + x.shape[3]].reshape(n, s, *x.shape[1:])
+        img = t64(self._conv(ins[0].mag.numpy(), np.abs(np.asarray(w, np.float64)), np.float64))
+        bias = None if len(self.inputs) < 3 or not self.inputs[2] else t64(self.const(2)).reshape(-1, 1, 1)
+        k = int(np.prod(w.shape[1:]))
+        return Relaxed({0: a_in}, affine_bias(a, w.shape[0] * w.shape[2] * w.shape[3], k, img, bias, ctx))
 
     def batch_axis(self, f):
         from verify.front.batch_axis import keep_rows0

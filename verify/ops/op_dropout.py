@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from verify.ops.base import Box, Op, scaled
+from verify.bounds.moves import moved_values
 
 
 class Dropout(Op):
@@ -39,6 +40,10 @@ class Dropout(Op):
 
     def lipschitz(self, lx=None, *_):
         return scaled([lx], 1.0)
+
+    def relax(self, a, ins, out, ctx):
+        """Values are only moved: coefficients move back exactly (verify/bounds/moves.py)."""
+        return moved_values(self, a, ins, ctx)
 
     def batch_axis(self, f):
         from verify.front.batch_axis import same_as_input

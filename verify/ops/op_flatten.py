@@ -6,6 +6,7 @@ import numpy as np
 
 from verify.ops._shape import ShapeOp
 from verify.ops._torch import reshaped
+from verify.bounds.moves import moved_values
 
 
 class Flatten(ShapeOp):
@@ -22,6 +23,10 @@ class Flatten(ShapeOp):
 
     def torch_forward(self, ctx, x):
         return reshaped(self, x)
+
+    def relax(self, a, ins, out, ctx):
+        """Values are only moved: coefficients move back exactly (verify/bounds/moves.py)."""
+        return moved_values(self, a, ins, ctx)
 
     def batch_axis(self, f):
         from verify.front.batch_axis import Rows, coupled

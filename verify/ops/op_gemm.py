@@ -7,6 +7,7 @@ import numpy as np
 from verify.ops._affine import affine_interval
 from verify.ops._torch import f32t
 from verify.ops.base import Box, Op, inf_norm_up, mul_up
+from verify.bounds.linear import Relaxed, affine_bias, t64
 
 
 class Gemm(Op):
@@ -80,6 +81,21 @@ class Gemm(Op):
             am = self._op(self.const(0), "transA")  # y[i, j] = sum_k am[i, k] b[k, j]
             return mul_up(mul_up(abs(alpha), inf_norm_up(am, 1)), lb)
         return 0.0
+
+    def relax(self, a, ins, out, ctx):
+        """CROWN step (verify/bounds/linear.affine_bias): A_in = A (alpha B')ᵀ for a variable A
+        input with batch rows (transA = 0); None (concretise) otherwise."""
+        if not self.is_var(0) or self.is_var(1) or self.attr("transA", 0):
+            return None
+        alpha, beta = self._mats()
+        bm = alpha * t64(self._op(self.const(1), "transB"))  # [D, K], exact (float32 * float32)
+        bias = None
+        if len(self.inputs) > 2 and self.inputs[2]:
+            bias = beta * t64(self.const(2))
+        extra = (alpha != 1.0) + (beta != 1.0)
+        a_in = a @ bm.T
+        img = ins[0].mag @ bm.abs()
+        return Relaxed({0: a_in}, affine_bias(a, bm.shape[1], bm.shape[0], img, bias, ctx, extra))
 
     def batch_axis(self, f):
         from verify.front.batch_axis import Rows, coupled

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from verify.ops.base import Box, Op, scaled
+from verify.bounds.moves import moved_values
 
 
 class Identity(Op):
@@ -23,6 +24,10 @@ class Identity(Op):
 
     def lipschitz(self, lx=None):
         return scaled([lx], 1.0)
+
+    def relax(self, a, ins, out, ctx):
+        """Values are only moved: coefficients move back exactly (verify/bounds/moves.py)."""
+        return moved_values(self, a, ins, ctx)
 
     def batch_axis(self, f):
         from verify.front.batch_axis import same_as_input

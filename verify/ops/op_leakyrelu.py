@@ -10,6 +10,7 @@ from verify.ops._elementwise import f32
 from verify.ops._torch import f32t
 from verify.ops.base import Box, Op, scaled
 from verify.bounds.rounding import step_down, step_up
+from verify.bounds.relu import relu_like_relax
 
 
 class LeakyRelu(Op):
@@ -43,6 +44,14 @@ class LeakyRelu(Op):
 
     def lipschitz(self, lx=None):
         return scaled([lx], max(1.0, float(self._alpha())))
+
+    wants_input_bounds = True  # verify/bounds/crown.py tightens the input box before relaxing
+
+    def relax(self, a, ins, out, ctx):
+        """The Relu relaxation with slope alpha below 0 (verify/bounds/relu.py); alpha > 1 is not
+        convex: None (concretised)."""
+        alpha = float(self._alpha())
+        return relu_like_relax(self, a, ins[0], out, ctx, alpha) if alpha <= 1.0 else None
 
     def batch_axis(self, f):
         from verify.front.batch_axis import elementwise

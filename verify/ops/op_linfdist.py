@@ -9,6 +9,7 @@ from verify.ops._linf_torch import linf_dist
 from verify.ops._torch import f32t
 from verify.ops.base import Box, Op, add_up
 from verify.bounds.rounding import step_down, step_up
+from verify.bounds.linf import linf_relax
 
 
 def add_bias_outward(lo: np.ndarray, hi: np.ndarray, b: Box | None) -> Box:
@@ -59,6 +60,10 @@ class LinfDist(Op):
     def lipschitz(self, lx=None, lw=None, lb=None):
         # |x - w|_inf is 1-Lipschitz in x (and jointly in (x, w)); + B adds B's own bound.
         return add_up(*(v for v in (lx, lw, lb) if v is not None))
+
+    def relax(self, a, ins, out, ctx):
+        """One chosen coordinate below, the interval above (verify/bounds/linf.py)."""
+        return linf_relax(self, a, ins[0], out, ctx)
 
     def batch_axis(self, f):
         from verify.front.batch_axis import coupled, keep_rows0

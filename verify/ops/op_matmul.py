@@ -12,6 +12,7 @@ from verify.ops._elementwise import int_forward, int_interval, is_int
 from verify.ops._bilinear import bilinear_interval
 from verify.ops._torch import f32t
 from verify.ops.base import Op, inf_norm_up, mul_up
+from verify.bounds.linear import Relaxed, affine_bias, t64
 
 
 class MatMul(Op):
@@ -55,6 +56,14 @@ class MatMul(Op):
             a2 = a[None, :] if a.ndim == 1 else a  # y[.., i, j] = sum_k a[.., i, k] b[.., k, j]
             return mul_up(inf_norm_up(a2, a2.ndim - 1), lb)
         return 0.0
+
+    def relax(self, a, ins, out, ctx):
+        """CROWN step for X @ B with X [N, D] variable and B [D, K] constant; None otherwise."""
+        b = self.const(1)
+        if not self.is_var(0) or b is None or b.ndim != 2 or ins[0].lo.dim() != 2:
+            return None
+        bm = t64(b)
+        return Relaxed({0: a @ bm.T}, affine_bias(a, bm.shape[1], bm.shape[0], ins[0].mag @ bm.abs(), None, ctx))
 
     def batch_axis(self, f):
         from verify.front.batch_axis import Rows, coupled

@@ -8,6 +8,7 @@ import torch
 from verify.ops._elementwise import f32, int_interval, is_int
 from verify.ops._torch import unary
 from verify.ops.base import Box, Op, scaled
+from verify.bounds.linear import Relaxed, zero_bias
 
 
 class Neg(Op):
@@ -27,6 +28,12 @@ class Neg(Op):
 
     def lipschitz(self, lx=None):
         return scaled([lx], 1.0)
+
+    def relax(self, a, ins, out, ctx):
+        """A·(−x) = (−A)·x exactly; onnxruntime's negation is exact."""
+        if not ins[0].lo.is_floating_point():
+            return None
+        return Relaxed({0: -a}, zero_bias(a))
 
     def batch_axis(self, f):
         from verify.front.batch_axis import elementwise

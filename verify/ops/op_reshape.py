@@ -8,6 +8,7 @@ import numpy as np
 
 from verify.ops._shape import ShapeOp
 from verify.ops._torch import reshaped
+from verify.bounds.moves import moved_values
 
 
 class Reshape(ShapeOp):
@@ -28,6 +29,10 @@ class Reshape(ShapeOp):
 
     def torch_forward(self, ctx, x, *rest):
         return reshaped(self, x, *rest)
+
+    def relax(self, a, ins, out, ctx):
+        """Values are only moved: coefficients move back exactly (verify/bounds/moves.py)."""
+        return moved_values(self, a, ins, ctx)
 
     def batch_axis(self, f):
         """The batch axis k of the input lands on output axis p when the target's entry p is the

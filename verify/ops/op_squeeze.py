@@ -8,6 +8,7 @@ import numpy as np
 
 from verify.ops._shape import ShapeOp, axes_from, norm_axes
 from verify.ops._torch import reshaped
+from verify.bounds.moves import moved_values
 
 
 class Squeeze(ShapeOp):
@@ -30,6 +31,10 @@ class Squeeze(ShapeOp):
 
     def torch_forward(self, ctx, x, *rest):
         return reshaped(self, x, *rest)
+
+    def relax(self, a, ins, out, ctx):
+        """Values are only moved: coefficients move back exactly (verify/bounds/moves.py)."""
+        return moved_values(self, a, ins, ctx)
 
     def batch_axis(self, f):
         from verify.front.batch_axis import Dims, dims_through, shape_rows

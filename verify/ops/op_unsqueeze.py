@@ -7,6 +7,7 @@ import numpy as np
 
 from verify.ops._shape import ShapeOp, axes_from, norm_axes
 from verify.ops._torch import reshaped
+from verify.bounds.moves import moved_values
 
 
 class Unsqueeze(ShapeOp):
@@ -28,6 +29,10 @@ class Unsqueeze(ShapeOp):
 
     def torch_forward(self, ctx, x, *rest):
         return reshaped(self, x, *rest)
+
+    def relax(self, a, ins, out, ctx):
+        """Values are only moved: coefficients move back exactly (verify/bounds/moves.py)."""
+        return moved_values(self, a, ins, ctx)
 
     def batch_axis(self, f):
         from verify.front.batch_axis import Dims, dims_through, shape_rows

@@ -1,0 +1,153 @@
+"""Linear bound propagation (CROWN / DeepPoly back-substitution) over the verifier's Graph.
+
+``spec_lower(graph, lo, hi, C, ctx)``: for a batch of N input boxes and spec rows C [N, S, K] on the
+graph output, a sound lower bound [N, S] (float64) of ``C·y`` over each box.
+
+Method. Boxes of every tensor are computed forward (the ops' sound ``interval``); before an op that
+relaxes its input (Relu, LeakyRelu, LinfDist: ``Op.wants_input_bounds``) the box of that input is
+tightened by one back-substitution from the input itself (spec rows ±e_i for the coordinates that
+are not already stable, at most ``max_refine`` of them and MAX_COEF coefficients; IBP otherwise), intersected with its
+interval box. The final bound back-substitutes C from the output to the graph input: each op's
+``relax(A, ins, out, ctx)`` (in its own op file) turns the coefficients A of its output into
+coefficients of its inputs plus a sound bias (verify/bounds/linear.py: the claim holds for the
+computed float64 coefficients; every rounding is charged to the bias). An op without ``relax`` (or
+whose ``relax`` returns None) is concretised over its output box. What remains at the graph input
+is concretised over the input box.
+
+Guarantees (``ctx.ort``): False — theorem (a), the exact real function of the stored weights;
+True — theorems (a) and (b): every op's output additionally carries onnxruntime's float32 error as
+one more bounded input (a box of radius e around the exact op value, propagated linearly), so the
+bound also holds for the float32 outputs of the pinned onnxruntime session at every float32 input of
+the box. The interval boxes the relaxations use contain both the exact and onnxruntime's values
+(verify/front/model.py), and a tightened box is computed under the same ``ctx``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from verify.bounds.linear import Ctx, TBox, add_down, concretize, rescaled_err, t64
+from common.errors import ModelError
+from verify.front.graph import _run
+from verify.ops.base import Box
+from verify.bounds.rounding import down as down32
+from verify.bounds.rounding import up as up32
+
+__all__ = ["spec_lower", "tensor_boxes", "back_substitute", "MAX_REFINE"]
+
+MAX_REFINE = 2048  # most coordinates of one tensor tightened by back-substitution (rows 2x this)
+MAX_COEF = 30_000_000  # most float64 coefficients per sample of one tightening (rows x widest tensor)
+
+
+class Boxes:
+    """Interval boxes of the tensors (numpy float32, as ``Op.bound`` takes them) and their float64
+    torch copies for the relaxations."""
+
+    def __init__(self, graph, lo, hi):
+        self.graph = graph
+        self.np: dict[str, Box] = {graph.input_name: Box(np.asarray(lo, np.float32), np.asarray(hi, np.float32))}
+        self._t: dict[str, TBox] = {}
+
+    def arg(self, name: str) -> Box | None:
+        if name == "":
+            return None
+        if name in self.graph.constants:
+            return Box.point(self.graph.constants[name])
+        return self.np[name]
+
+    def t(self, name: str) -> TBox | None:
+        if name == "":
+            return None
+        if name not in self._t:
+            b = self.arg(name)
+            if not np.issubdtype(np.asarray(b.lo).dtype, np.floating):
+                return TBox(t64(b.lo.astype(np.float64)), t64(b.hi.astype(np.float64)))
+            self._t[name] = TBox(t64(b.lo), t64(b.hi))
+        return self._t[name]
+
+    def set(self, name: str, box: Box) -> None:
+        self.np[name] = box
+        self._t.pop(name, None)
+
+
+def back_substitute(graph, boxes: Boxes, target: str, c: torch.Tensor, ctx: Ctx) -> torch.Tensor:
+    """Sound lower bound [N, S] of ``c·target`` (c [N, S, *shape of target]) over the boxes."""
+    idx = max(k for k, op in enumerate(graph.nodes) if target in op.outputs) if target != graph.input_name else -1
+    coef: dict[str, torch.Tensor] = {target: c}
+    bias = torch.zeros(c.shape[:2], dtype=torch.float64)
+    for op in reversed(graph.nodes[: idx + 1]):
+        out = op.outputs[0]
+        if out not in coef:
+            continue
+        a = coef.pop(out)
+        relax = getattr(op, "relax", None)
+        step = None
+        if relax is not None and not torch.all(a == 0):
+            ins = [boxes.t(i) for i in op.inputs]
+            step = _run(op, relax, (a, ins, boxes.t(out), ctx))
+        if step is None:
+            bias = add_down(bias, concretize(a, boxes.t(out)))
+            continue
+        bias = add_down(bias, step.bias)
+        for i, a_in in step.parts.items():
+            name = op.inputs[i]
+            if name in graph.constants:
+                bias = add_down(bias, concretize(a_in, boxes.t(name)))
+            elif name in coef:
+                s = coef[name] + a_in
+                bias = add_down(bias, -rescaled_err(s, boxes.t(name).mag))
+                coef[name] = s
+            else:
+                coef[name] = a_in
+    for name, a in coef.items():
+        bias = add_down(bias, concretize(a, boxes.t(name)))
+    if torch.isnan(bias).any():
+        raise ModelError("a linear bound evaluated to NaN; cannot certify")
+    return bias
+
+
+def _refine(graph, boxes: Boxes, name: str, ctx: Ctx, max_refine: int) -> None:
+    """Tighten the box of tensor ``name`` by back-substitution on its unstable coordinates."""
+    b = boxes.np[name]
+    n = b.lo.shape[0]
+    lo = b.lo.reshape(n, -1)
+    hi = b.hi.reshape(n, -1)
+    unstable = np.nonzero(((lo < 0) & (hi > 0)).any(axis=0))[0]
+    k = len(unstable)
+    widest = max(int(np.prod(v.lo.shape[1:])) for v in boxes.np.values())
+    if k == 0 or k > max_refine or 2 * k * widest > MAX_COEF:
+        return
+    d = lo.shape[1]
+    c = torch.zeros((n, 2 * k, d), dtype=torch.float64)
+    rows = torch.arange(k)
+    c[:, rows, torch.from_numpy(unstable)] = 1.0
+    c[:, k + rows, torch.from_numpy(unstable)] = -1.0
+    low = back_substitute(graph, boxes, name, c.reshape(n, 2 * k, *b.lo.shape[1:]), ctx).numpy()
+    new_lo, new_hi = lo.copy(), hi.copy()
+    new_lo[:, unstable] = np.maximum(lo[:, unstable], down32(low[:, :k]))
+    new_hi[:, unstable] = np.minimum(hi[:, unstable], up32(-low[:, k:]))
+    new_hi = np.maximum(new_hi, new_lo)  # an empty intersection cannot happen for sound bounds
+    boxes.set(name, Box(new_lo.reshape(b.lo.shape), new_hi.reshape(b.hi.shape)))
+
+
+def tensor_boxes(graph, lo, hi, ctx: Ctx, refine: bool = True, max_refine: int = MAX_REFINE) -> Boxes:
+    """Boxes of every tensor: the ops' intervals, tightened at relaxed inputs (module docstring)."""
+    boxes = Boxes(graph, lo, hi)
+    for op in graph.nodes:
+        if refine and getattr(op, "wants_input_bounds", False):
+            x = op.inputs[0]
+            if x != graph.input_name and x not in graph.constants:
+                _refine(graph, boxes, x, ctx, max_refine)
+        out = _run(op, op.bound, [boxes.arg(i) for i in op.inputs])
+        for name, o in zip(op.outputs, out if isinstance(out, tuple) else (out,)):
+            boxes.set(name, o)
+    return boxes
+
+
+def spec_lower(graph, lo, hi, c, ctx: Ctx | None = None, refine: bool = True, boxes: Boxes | None = None) -> np.ndarray:
+    """Sound lower bound [N, S] (float64) of ``c·y`` (c [N, S, K], y the graph output) for every
+    input in [lo, hi] (float32 [N, ...]). See the module docstring for which theorem ``ctx`` gives."""
+    ctx = ctx or Ctx()
+    boxes = boxes or tensor_boxes(graph, lo, hi, ctx, refine)
+    return back_substitute(graph, boxes, graph.output_name, t64(c), ctx).detach().numpy()

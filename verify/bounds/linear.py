@@ -1,0 +1,191 @@
+"""Error-bounded float64 arithmetic of linear bound propagation (verify/bounds/crown.py).
+
+A back-substitution step claims, for the tensors of one op, ``A·y ≥ Σ_i A_i·x_i + β`` for every value
+the op's inputs ``x_i`` may take inside their boxes (``A``: coefficients of the op's output ``y``,
+``A_i``: of its inputs, ``β``: a scalar per (sample, spec row)). The coefficients ``A_i`` are whatever
+float64 numbers the computation produced; every discrepancy between them and the exact real
+coefficients is charged to ``β`` with a proven bound, so the claim holds for the computed numbers.
+
+Bounds used (Higham, Accuracy and Stability, Thm 3.1/3.5; u = 2^-53; any summation order, FMA or not):
+
+* an m-term float64 dot product ``fl(Σ a_k b_k)`` is within ``γ_m Σ |a_k b_k|`` of the exact value,
+  plus ``m·2^-1074`` for products that underflow;
+* a sum of m non-negative terms computed in float64 is ``≥ (1 − γ_m)`` times the exact sum, so
+  :func:`dot_up` (``fl · (1 + 2γ_m)`` + ``m·2^-1074``, one step up) is an upper bound of the exact sum;
+* one rounded product/sum of float64 numbers is within u of the exact result (relative).
+
+Every bias contribution returned here is rounded down (one float64 step after each rounded op).
+Tensors are torch float64; batch first (``[N, ...]``), coefficients ``[N, S, *shape]`` (S spec rows).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from verify.bounds.rounding import TINY32, U32, U64, gamma
+
+TINY64 = 2.0**-1074
+
+
+def down(t: torch.Tensor) -> torch.Tensor:
+    """One float64 step towards -inf (a lower bound of t's exact value when t = RN64(t)). The
+    value is exactly nextafter(t); with autograd (α-CROWN) the gradient is the identity's."""
+    n = torch.nextafter(t.detach(), torch.tensor(-math.inf, dtype=t.dtype))
+    return t + (n - t.detach()) if t.requires_grad else n
+
+
+def up(t: torch.Tensor) -> torch.Tensor:
+    """One float64 step towards +inf (see :func:`down`)."""
+    n = torch.nextafter(t.detach(), torch.tensor(math.inf, dtype=t.dtype))
+    return t + (n - t.detach()) if t.requires_grad else n
+
+
+def t64(a) -> torch.Tensor:
+    """A float64 torch tensor of ``a`` (numpy float32/float64 values are exact in float64)."""
+    if isinstance(a, torch.Tensor):
+        return a.to(torch.float64)
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(a, dtype=np.float64)))
+
+
+@dataclass
+class TBox:
+    """A box of one tensor in float64: ``lo``, ``hi`` [N, *shape] (or unbatched for constants)."""
+
+    lo: torch.Tensor
+    hi: torch.Tensor
+
+    @property
+    def mag(self) -> torch.Tensor:
+        """max(|lo|, |hi|): an upper bound of |t| for every t in the box."""
+        return torch.maximum(self.lo.abs(), self.hi.abs())
+
+
+@dataclass
+class Relaxed:
+    """One op's back-substitution step: ``A·y ≥ Σ_i parts[i]·x_i + bias`` (bias [N, S], sound)."""
+
+    parts: dict[int, torch.Tensor]
+    bias: torch.Tensor
+
+
+@dataclass
+class Ctx:
+    """Options of one bound computation. ``ort``: also bound onnxruntime's float32 evaluation
+    (theorem (b)): every op's output carries its float32 error as one more bounded input.
+    ``slopes``: per Relu node name, lower slopes in [0, 1] ([N, *shape]) chosen by α-CROWN (None:
+    the adaptive CROWN choice)."""
+
+    ort: bool = True
+    slopes: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def _flat(a: torch.Tensor, lead: int) -> torch.Tensor:
+    return a.reshape(*a.shape[:lead], -1)
+
+
+def _like(v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``v`` ([N, *s], [1, *s] or [*s]) broadcast to [N, *s] of coefficients ``a`` [N, S, *s]."""
+    return v.expand(a.shape[0], *a.shape[2:])
+
+
+def dot_up(abs_a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Upper bound [N, S] of the exact Σ over the trailing dims of ``abs_a`` [N, S, *s] · ``v``
+    (broadcastable to [N, *s]); both non-negative."""
+    abs_a = abs_a.detach()
+    m = max(1, int(np.prod(abs_a.shape[2:])))
+    s = torch.einsum("nsk,nk->ns", _flat(abs_a, 2), _flat(_like(v.detach(), abs_a), 1))
+    return up(up(s * (1.0 + 2.0 * gamma(m, U64))) + m * TINY64)
+
+
+def dot_lo(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Lower bound [N, S] of the exact Σ a·v over the trailing dims (v broadcastable to [N, *s])."""
+    m = max(1, int(np.prod(a.shape[2:])))
+    vv = _like(v, a)
+    s = torch.einsum("nsk,nk->ns", _flat(a, 2), _flat(vv, 1))
+    err = up(gamma(m, U64) * dot_up(a.abs(), vv.abs()))
+    return down(s - err)
+
+
+def concretize(a: torch.Tensor, box: TBox) -> torch.Tensor:
+    """Lower bound [N, S] of min over the box of Σ a·t (t in [lo, hi])."""
+    pos, neg = a.clamp(min=0), a.clamp(max=0)
+    return down(dot_lo(pos, box.lo) + dot_lo(neg, box.hi))
+
+
+def add_down(*terms: torch.Tensor) -> torch.Tensor:
+    """Lower bound of the exact sum of lower bounds (one step down after each addition)."""
+    s = terms[0]
+    for t in terms[1:]:
+        s = down(s + t)
+    return s
+
+
+def rescaled_err(a_new: torch.Tensor, mag: torch.Tensor, k: float = 1.0) -> torch.Tensor:
+    """Charge for coefficients ``a_new`` = RN64 of exact ones (one rounded op each, relative error
+    ≤ u): Σ |exact − a_new|·|t| ≤ u·Σ|a_new|·mag·(1 + 2u); ``k`` scales mag (e.g. 2 for |t − l|)."""
+    return up(U64 * (1.0 + 4 * U64) * k * dot_up(a_new.abs(), mag))
+
+
+def scatter_sum(n: int, s: int, d: int, index: torch.Tensor, terms: list[torch.Tensor],
+                mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coefficients [N, S, d] summed from ``terms`` ([N, S, m] each, already the claimed float64
+    values) at positions ``index`` ([N, m] or [N, S, m]), and the charge (≤ 0, [N, S]) for the
+    summation: a float64 sum of k terms is within γ_k Σ|terms| of the exact sum (Higham), so
+    −γ_k·Σ_positions (Σ|terms|)·mag is charged, k the largest number of terms at one position."""
+    idx = index if index.dim() == 3 else index[:, None, :].expand(n, s, index.shape[-1])
+    out = torch.zeros((n, s, d), dtype=torch.float64)
+    absum = torch.zeros((n, s, d), dtype=torch.float64)
+    for t in terms:
+        out = out.scatter_add(2, idx, t)
+        absum = absum.scatter_add(2, idx, t.detach().abs())
+    flat = idx[:, 0, :] + torch.arange(n)[:, None] * d  # positions per sample, made distinct
+    k = len(terms) * int(torch.bincount(flat.reshape(-1)).max()) if idx.numel() else 1
+    if k <= 1:
+        return out, zero_bias(out)
+    return out, -up(gamma(k, U64) * (1.0 + 4 * U64) * dot_up(absum, mag))
+
+
+def affine_bias(a: torch.Tensor, n_back: int, n_fwd: int, abs_img: torch.Tensor, bias: torch.Tensor | None,
+                ctx: Ctx, extra_ops: int = 0) -> torch.Tensor:
+    """The bias [N, S] of a step through ``y = L x + b`` (L constant) whose input coefficients the
+    op computed as ``A_in = fl64(Lᵀ A)`` (each an ``n_back``-term dot product):
+
+    ``A·y ≥ A_in·x + A·b − γ_{n_back}·Σ_out |A|·(|L| |x|) − [ort] Σ_out |A|·e``
+
+    since ``|Lᵀ A − A_in| ≤ γ_{n_back} |L|ᵀ|A|`` elementwise. ``abs_img`` = fl64(|L| mag(x)) [N, *out]
+    (``n_fwd``-term sums of non-negative terms, ≥ (1 − γ_{n_fwd}) times the exact value: inflated
+    here). With ``ctx.ort``, e bounds onnxruntime's float32 error of the node (verify/ops/_affine.py,
+    step 4): γ32_{n_fwd+1+k}(|L||x| + |b|) + (n_fwd + 2 + k)·2^-149, k = ``extra_ops``.
+    """
+    n_fwd = max(n_fwd, 1)
+    img = up(abs_img.detach() * (1.0 + 2.0 * gamma(n_fwd, U64)) + n_fwd * TINY64)
+    a_abs = a.detach().abs()
+    g64 = gamma(max(n_back, 1), U64)
+    if ctx.ort:  # one pass over |A|: γ64·img + e32 (both non-negative, summed rounding up)
+        babs = torch.zeros((), dtype=torch.float64) if bias is None else bias.abs()
+        m = n_fwd + 1 + extra_ops
+        e32 = up(gamma(m, U32) * (1.0 + 2.0**-20) * up(img + babs) + (m + 1) * TINY32)
+        out = -dot_up(a_abs, up(up(g64 * img) + e32))
+    else:
+        out = -up(g64 * dot_up(a_abs, img))
+    if bias is not None:
+        out = add_down(out, dot_lo(a, bias))
+    return out
+
+
+def zero_bias(a: torch.Tensor) -> torch.Tensor:
+    """The bias of an exact step (no rounding, no float32 error): zeros [N, S]."""
+    return torch.zeros(a.shape[:2], dtype=torch.float64)
+
+
+def ort_rounding(a: torch.Tensor, out_mag: torch.Tensor, ctx: Ctx, ulps: float = 1.0) -> torch.Tensor:
+    """[ort] charge for an op whose float32 result is its exact value rounded ``ulps`` times
+    (each ≤ u32 relative; underflow ≤ 2^-150 absolute): −Σ|A|·((1 + u32)^ulps − 1)·(mag + tiny)."""
+    if not ctx.ort:
+        return zero_bias(a)
+    rel = (1.0 + U32) ** ulps - 1.0 + 2.0**-60
+    return -up(rel * dot_up(a.abs(), out_mag + ulps * TINY32))
