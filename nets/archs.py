@@ -1,6 +1,6 @@
 """The registry of ℓ∞-dist architectures: one entry per name, the only place that knows them.
 
-An architecture is a family of `nets.models.ModelConfig`s: whether it has an ℓ∞-dist conv stack,
+An architecture is a family of `nets.config.ModelConfig`s: whether it has an ℓ∞-dist conv stack,
 whether it ends in the MLP head (Linear–Tanh–Linear, trained with the IBP loss) or in a last ℓ∞-dist
 layer (pure net, logits = −distance), and the geometry it uses for every `ModelConfig` field left
 unset (None). Adding an architecture is one `Arch(...)` line here; nothing else branches on names.

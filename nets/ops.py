@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from nets.config import conv_output_size  # noqa: F401  (re-exported: nets.ops.conv_output_size)
+
 DEFAULT_CHUNK = 1 << 24  # max elements of one B_c×N_c×D block (64 MB in float32)
 BACKENDS = ("auto", "reference", "cpu", "cuda")
 RELAXATIONS = ("lp", "lse")  # how a finite p relaxes the ℓ∞ distance during training
@@ -252,9 +254,6 @@ def _pair(v, name: str) -> tuple[int, int]:
     return v
 
 
-def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    """Output length of one spatial dim (ONNX/PyTorch Conv semantics)."""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def lp_dist_conv(x: Tensor, w: Tensor, p: float, *, stride=1, padding=0, dilation=1,

@@ -36,7 +36,7 @@ def _opt(default, help_: str):
 
 @dataclass
 class TrainFields:
-    """The training part of `TrainConfig` (the model part comes from nets.models.ModelConfig)."""
+    """The training part of `TrainConfig` (the model part comes from nets.config.ModelConfig)."""
 
     # --- data
     dataset: str = _opt("digits", "mnist | fashion-mnist | cifar10 | digits")
@@ -90,7 +90,7 @@ class TrainFields:
 
 
 def _model_fields() -> list[dataclasses.Field]:
-    from nets.models import ModelConfig
+    from nets.config import ModelConfig
 
     return [f for f in dataclasses.fields(ModelConfig) if f.name not in ("input_shape", "num_classes", "extra")]
 
@@ -104,13 +104,13 @@ TrainConfig = dataclasses.make_dataclass(
 TrainConfig.__module__ = __name__
 TrainConfig.__doc__ = """Everything a training run needs; JSON-serialisable (saved into the checkpoint).
 
-The model fields (arch, depth, width, ..., residual) are DERIVED from nets.models.ModelConfig's
+The model fields (arch, depth, width, ..., residual) are DERIVED from nets.config.ModelConfig's
 fields, help texts included; None means "the architecture's default" (nets.archs)."""
 
 
 def describe_model(cfg: TrainConfig) -> str:
     """One line: arch, hidden ℓ∞-dist widths, conv channels and head (the resolved geometry)."""
-    from nets.models import hidden_widths
+    from nets.config import hidden_widths
 
     m = model_config_for(cfg, (1, 1, 1))
     conv = f" conv {'-'.join(map(str, m.conv_channels))}" if ARCHS[m.arch].conv else ""
@@ -119,8 +119,8 @@ def describe_model(cfg: TrainConfig) -> str:
 
 
 def model_config_for(cfg: TrainConfig, input_shape, num_classes: int = 10):
-    """The nets.models.ModelConfig that `cfg` describes for data of `input_shape` (C, H, W)."""
-    from nets.models import ModelConfig
+    """The nets.config.ModelConfig that `cfg` describes for data of `input_shape` (C, H, W)."""
+    from nets.config import ModelConfig
 
     return ModelConfig(input_shape=tuple(int(v) for v in input_shape), num_classes=num_classes,
                        **{k: getattr(cfg, k) for k in MODEL_FIELDS})
@@ -128,6 +128,12 @@ def model_config_for(cfg: TrainConfig, input_shape, num_classes: int = 10):
 
 _PAPER = dict(batch_size=512, lr=0.02, weight_decay=5e-3, p_start=8.0, p_end=1000.0,
               ema_decay=0.999, width=5120)
+_LENET_MLP = dict(_PAPER, arch="lenet-mlp", hidden=512, loss="ibp", kappa=0.5, epochs=400,
+                  p_warm_epochs=50, anneal_epochs=300, eps_warm_epochs=50, ema_decay=0.999)
+_LENET_MLP.pop("width")
+_LENET_MLP_CPU = dict(_LENET_MLP, epochs=4, p_warm_epochs=1, anneal_epochs=2, eps_warm_epochs=1,
+                      batch_size=128, ema_decay=0.99, weight_decay=0.0, train_limit=1024, test_limit=500,
+                      threads=1)
 PRESETS: dict[str, dict] = {
     # Pure ℓ∞-dist nets, hinge loss (v1). Epoch phases e1 = p_warm, e3 = p_warm + anneal.
     "mnist-linf": dict(_PAPER, dataset="mnist", arch="linf", depth=5, loss="hinge", mix=0.75,
@@ -154,6 +160,15 @@ PRESETS: dict[str, dict] = {
                                   conv_strides=(1, 1, 2, 1, 1), loss="ibp", kappa=0.0,
                                   eps_test=8 / 255, eps_train=0.03451, epochs=800,
                                   p_warm_epochs=100, anneal_epochs=650, eps_warm_epochs=100),
+    # Seed report 000 (EMA and ensembles of ℓ∞-dist nets): ℓ∞-dist LeNet+MLP, IBP loss κ 0.5.
+    "mnist-lenet-mlp": dict(_LENET_MLP, dataset="mnist", eps_test=0.3, eps_train=0.35),
+    "fmnist-lenet-mlp": dict(_LENET_MLP, dataset="fashion-mnist", eps_test=0.1, eps_train=0.11),
+    "mnist-lenet-mlp-ens10": dict(_LENET_MLP, dataset="mnist", eps_test=0.3, eps_train=0.35, members=10),
+    "fmnist-lenet-mlp-ens10": dict(_LENET_MLP, dataset="fashion-mnist", eps_test=0.1, eps_train=0.11,
+                                   members=10),
+    # Its compressed CPU form (a tiny run: 1024 training images, 4 epochs; see docs/RESULTS.md).
+    "mnist-lenet-mlp-cpu": dict(_LENET_MLP_CPU, dataset="mnist", eps_test=0.3, eps_train=0.35),
+    "fmnist-lenet-mlp-cpu": dict(_LENET_MLP_CPU, dataset="fashion-mnist", eps_test=0.1, eps_train=0.11),
     # CPU presets.
     # digits: no augmentation (a 1-pixel crop of an 8×8 image cost ~10 points clean, ~20 certified,
     # measured: 60 epochs, clean 79.7 / cert 55.3 with crop vs 87.8 / 77.5 without at ε = 0.1).
@@ -174,6 +189,12 @@ PRESET_HELP = {
     "fmnist-linf-mlp": "paper: Fashion-MNIST Net+MLP 4×5120 + 512 head, ε=0.1 (GPU)",
     "cifar10-linf-mlp": "paper: CIFAR-10 Net+MLP 5×5120 + 512 head, ε=8/255 (GPU)",
     "cifar10-conv-linf-mlp": "paper: CIFAR-10 conv ℓ∞-dist Net+MLP, ε=8/255 (GPU)",
+    "mnist-lenet-mlp": "report 000: MNIST ℓ∞-dist LeNet+MLP, ε=0.3 (GPU)",
+    "fmnist-lenet-mlp": "report 000: Fashion-MNIST ℓ∞-dist LeNet+MLP, ε=0.1 (GPU)",
+    "mnist-lenet-mlp-ens10": "report 000: MNIST LeNet+MLP ensemble of 10, ε=0.3 (GPU)",
+    "fmnist-lenet-mlp-ens10": "report 000: Fashion-MNIST LeNet+MLP ensemble of 10, ε=0.1 (GPU)",
+    "mnist-lenet-mlp-cpu": "CPU tiny: MNIST LeNet+MLP, 1024 images, 4 epochs, ε=0.3 (minutes)",
+    "fmnist-lenet-mlp-cpu": "CPU tiny: Fashion-MNIST LeNet+MLP, 1024 images, 4 epochs, ε=0.1 (minutes)",
     "digits-small": "CPU, offline: 8×8 digits, pure 4×256, ε=0.1 (~1 min)",
     "mnist-small": "CPU: MNIST pure 5×256, ε=0.3, compressed schedule (tens of minutes)",
 }
@@ -291,8 +312,8 @@ def _check_names(cfg: TrainConfig) -> None:
 
 
 def _check_size(cfg: TrainConfig) -> None:
-    """The model (each member) must pass nets.models.validate_config, size bound included."""
-    from nets.models import validate_config
+    """The model (each member) must pass nets.config.validate_config, size bound included."""
+    from nets.config import validate_config
     from verify.datasets import DATASETS, canonical_name
     from verify.errors import ModelError
 
