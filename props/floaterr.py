@@ -140,14 +140,15 @@ def _avg_pool(m: nn.Module, x: Tensor, err: Tensor):
 
 def _residual(m: nn.Module, x: Tensor, err: Tensor):
     """c·x + (1 − c)·‖x − w‖∞ (+ b): at p = ∞ five roundings (distance, two products, two sums)
-    on magnitudes ≤ |x| + |d| + |b|; Lipschitz c + (1 − c) = 1 in the input error."""
+    on magnitudes ≤ |x| + |d| + |b|; the input error grows by |c| + |1 − c| (1 for c ∈ [0, 1])."""
     if not math.isinf(float(m.p)):
         raise NoErrorBound("the residual ℓ∞ neuron has a float error rule only at p = ∞")
     y = m(x)
     d = (x.detach().unsqueeze(1) - m.weight.detach().unsqueeze(0)).abs().amax(-1)
     bmax = float(m.bias.detach().abs().max()) if m.bias is not None else 0.0
-    mag = _absmax(x) + _absmax(d) + bmax
-    return y, err + gamma(5) * mag * (1 + 1e-12) + 5 * ETA
+    c = float(m.c)
+    mag = abs(c) * _absmax(x) + abs(1 - c) * _absmax(d) + bmax
+    return y, (abs(c) + abs(1 - c)) * (1 + 1e-12) * err + gamma(5) * mag * (1 + 1e-12) + 5 * ETA
 
 
 def _dist_layer(m: nn.Module, x: Tensor, err: Tensor):

@@ -144,6 +144,7 @@ def test_residual_net_exports_with_standard_nodes_and_static_bound_exactly_one(t
     ops = [n.op_type for n in proto.graph.node]
     assert ops.count("Mul") == 4 and ops.count("LinfDist") == 4
     assert load_model(tmp_path / "r.onnx").lipschitz() == 1.0
+    check_lipschitz(m, 1.0, budget=256)  # props: rigorous float error rule, no violation found
     layer = next(l for l in m.trunk if isinstance(l, ResidualLinfLinear))
     layer.c = 0.1  # off the float32-exact grid: refused, never rounded
     with pytest.raises(ModelError, match="not exact"):
@@ -186,3 +187,14 @@ def test_planted_pooling_violation_is_caught():
     m = nn.Sequential(Double(), _tiny("lenet")).eval()
     with pytest.raises(LipschitzViolation):
         check_lipschitz(m, 1.0, input_shape=(1, 8, 8), budget=512)
+
+
+def test_planted_residual_violation_is_caught():
+    """c = 3 (outside [0, 1)): 3·x − 2·‖x − w‖∞ is up to 5-Lipschitz; props and the verifier see it."""
+    torch.manual_seed(0)
+    layer = ResidualLinfLinear(6, 0.5)
+    layer.c = 3.0
+    m = nn.Sequential(nn.Flatten(), layer).eval()
+    check_lipschitz(m, 5.0, input_shape=(6,), budget=512)  # the true bound holds
+    with pytest.raises(LipschitzViolation):
+        check_lipschitz(m, 1.0, input_shape=(6,), budget=1024)
