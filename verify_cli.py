@@ -190,55 +190,22 @@ def lipschitz(
         typer.echo(note, err=True)
 
 
-@app.command()
-@user_errors
-def train(
-    preset: Annotated[str, typer.Option(help="named preset: mnist-linf, mnist-linf-mlp, fmnist-linf, fmnist-linf-mlp, cifar10-linf, cifar10-linf-mlp, cifar10-conv-linf-mlp, digits-small, mnist-small")] = "digits-small",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="checkpoint directory to write (default runs/PRESET-seedN)")] = None,
-    data_dir: DataDirOpt = None,
-    epochs: Annotated[Optional[int], typer.Option(help="total epochs (phase lengths scale with it)")] = None,
-    seed: PresetSeedOpt = None,
-    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
-    width: Annotated[Optional[int], typer.Option(help="units per hidden ℓ∞-dist layer")] = None,
-    depth: Annotated[Optional[int], typer.Option(help="number of ℓ∞-dist linear layers")] = None,
-    hidden: Annotated[Optional[int], typer.Option(help="+MLP head hidden units")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="batch size (over all ranks)")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate")] = None,
-    eps_train: Annotated[Optional[float], typer.Option(help="ε used by the loss")] = None,
-    eps_test: Annotated[Optional[float], typer.Option(help="ε of the reported certified accuracy")] = None,
-    p_warm_epochs: Annotated[Optional[float], typer.Option(help="epochs at p = 8")] = None,
-    anneal_epochs: Annotated[Optional[float], typer.Option(help="epochs of p annealing 8 → 1000")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="ℓp weight decay of dist layers")] = None,
-    ema_decay: Annotated[Optional[float], typer.Option(help="EMA decay (0.99 or 0.999)")] = None,
-    members: Annotated[Optional[int], typer.Option(help="train K members (seeds seed..seed+K-1), save a fusion ensemble")] = None,
-    joint: Annotated[bool, typer.Option("--joint", help="with --members: train the members jointly (loss on the fused output)")] = False,
-    holdout: Annotated[Optional[int], typer.Option(help="withhold the last N training samples for per-epoch evaluation")] = None,
-    eval_limit: Annotated[Optional[int], typer.Option(help="per-epoch evaluation on the first N samples only")] = None,
-    train_limit: Annotated[Optional[int], typer.Option(help="train on the first N samples only")] = None,
-    test_limit: Annotated[Optional[int], typer.Option(help="evaluate on the first N test samples only")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="distance op: auto | reference | cpu | cuda")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (1 is fastest for small nets on a busy CPU)")] = None,
-    json_out: JsonOpt = False,
-):
-    """Train an ℓ∞-dist net from a preset; writes a checkpoint directory (EMA weights)."""
+def _train(preset: str = "digits-small", out: Optional[Path] = None, json_out: bool = False, **options):
+    """Train an ℓ∞-dist net (any arch of nets.archs) from a preset, every TrainConfig field
+    overridable by its option; writes a checkpoint directory (EMA weights)."""
     import json
 
     from rich.console import Console
 
+    from pipeline.config_options import parse_options
     from pipeline.demo import result_table, train_preset
-
-    opts = dict(epochs=epochs, seed=seed, device=device, width=width, depth=depth, hidden=hidden,
-                batch_size=batch_size, lr=lr, eps_train=eps_train, eps_test=eps_test,
-                p_warm_epochs=p_warm_epochs, anneal_epochs=anneal_epochs, weight_decay=weight_decay,
-                ema_decay=ema_decay, members=members, joint=joint or None, holdout=holdout, eval_limit=eval_limit,
-                train_limit=train_limit, test_limit=test_limit, backend=backend, threads=threads,
-                data_dir=None if data_dir is None else str(data_dir))
-    if out is None:
-        out = Path("runs") / f"{preset}-seed{0 if seed is None else seed}"
-    from nets.presets import apply_overrides, get_preset
+    from nets.presets import TrainConfig, apply_overrides, get_preset
     from nets.train import DistInfo, check_output
     from common.outputs import output_lock
 
+    opts = parse_options(TrainConfig, options)
+    if out is None:
+        out = Path("runs") / f"{preset}-seed{opts.get('seed', 0)}"
     check_output(apply_overrides(get_preset(preset), **opts), out)  # config and --out, before any work
     console = Console(stderr=json_out)
     main = DistInfo.from_env().is_main  # torchrun: rank 0 writes the checkpoint, so it holds the lock
@@ -254,6 +221,28 @@ def train(
                                "train_seconds": res.metrics["train_seconds"]}))
         return
     console.print(result_table(res))
+
+
+def _train_signature():
+    """preset, --out, --json, then one option per TrainConfig field (pipeline.config_options)."""
+    import inspect
+
+    from pipeline.config_options import dataclass_options
+    from nets.presets import PRESETS, TrainConfig
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    fixed = [
+        inspect.Parameter("preset", kw, default="digits-small", annotation=Annotated[str, typer.Option(
+            help="named preset: " + ", ".join(PRESETS))]),
+        inspect.Parameter("out", kw, default=None, annotation=Annotated[Optional[Path], typer.Option(
+            "--out", "-o", help="checkpoint directory to write (default runs/PRESET-seedN)")]),
+        inspect.Parameter("json_out", kw, default=False, annotation=JsonOpt),
+    ]
+    return inspect.Signature(fixed + dataclass_options(TrainConfig, skip=("notes",)))
+
+
+_train.__signature__ = _train_signature()
+train = app.command(name="train")(user_errors(_train))
 
 
 @app.command()

@@ -1,7 +1,9 @@
 """Build the ONNX graph of a nets/ model directly with onnx.helper (no torch.onnx tracing).
 
 Guarantees: every node is either a standard ONNX op or `linf::LinfDist` / `linf::LinfDistConv`
-(common.linf_spec); weights are copied as float32 initializers, unchanged, except the mean-shift
+(common.linf_spec); nn.MaxPool2d / nn.AvgPool2d become MaxPool / AveragePool, the residual ℓ∞ neuron
+c·x + (1 − c)·‖x − w‖∞ (+ b) becomes Mul(x, c) + Mul(LinfDist(x, W), 1 − c) (+ B) with c and 1 − c
+exact float32 constants (so the static Lipschitz analysis bounds it by c + (1 − c) = 1); weights are copied as float32 initializers, unchanged, except the mean-shift
 fold: a `MeanShift` right after an ℓ∞-dist layer becomes that layer's bias, B = b − μ computed in
 float32 (exactly −μ when the layer has no bias, the case for every nets/ model). Any other module
 raises ModelError naming it.
@@ -75,10 +77,11 @@ class GraphBuilder:
 
 def _layer_kind(mod: nn.Module) -> str:
     # imported lazily: the layer classes live in nets/ (export may import nets, verify may not)
-    from nets.layers import LinfDistConv2d, LinfDistLinear, MeanShift
+    from nets.layers import LinfDistConv2d, LinfDistLinear, MeanShift, ResidualLinfLinear
 
     table = [
         (LinfDistLinear, "dist"), (LinfDistConv2d, "distconv"), (MeanShift, "meanshift"),
+        (ResidualLinfLinear, "residual"), (nn.MaxPool2d, "maxpool"), (nn.AvgPool2d, "avgpool"),
         (nn.Flatten, "flatten"), (nn.Linear, "linear"), (nn.Tanh, "tanh"), (nn.ReLU, "relu"),
         (nn.Identity, "identity"),
     ]
@@ -86,7 +89,8 @@ def _layer_kind(mod: nn.Module) -> str:
         if type(mod) is cls:
             return kind
     raise ModelError(f"cannot export module {type(mod).__name__} ({mod!r:.80}); supported: "
-                     "LinfDistLinear, LinfDistConv2d, MeanShift, Flatten, Linear, Tanh, ReLU, Identity")
+                     "LinfDistLinear, LinfDistConv2d, ResidualLinfLinear, MeanShift, MaxPool2d, AvgPool2d, "
+                     "Flatten, Linear, Tanh, ReLU, Identity")
 
 
 def _check_p_inf(mod: nn.Module, where: str) -> None:
@@ -115,7 +119,7 @@ def emit_sequential(g: GraphBuilder, seq: nn.Module, x: str, prefix: str, rank: 
         mod, where = mods[i], f"{prefix}.{i}"
         kind = _layer_kind(mod)
         nxt = mods[i + 1] if i + 1 < len(mods) else None
-        fold = kind in ("dist", "distconv") and nxt is not None and _layer_kind(nxt) == "meanshift"
+        fold = kind in ("dist", "distconv", "residual") and nxt is not None and _layer_kind(nxt) == "meanshift"
         shift = _np(nxt.running_mean) if fold else None
         if kind in ("dist", "distconv"):
             _check_p_inf(mod, where)
@@ -129,6 +133,15 @@ def emit_sequential(g: GraphBuilder, seq: nn.Module, x: str, prefix: str, rank: 
                 if rank != 4:
                     raise ModelError(f"{where}: LinfDistConv2d needs a rank-4 input")
                 x = _emit_distconv(g, mod, ins, where)
+        elif kind == "residual":
+            _check_p_inf(mod, where)
+            if rank != 2:
+                raise ModelError(f"{where}: ResidualLinfLinear needs a rank-2 input (add Flatten)")
+            x = _emit_residual(g, mod, x, shift, where)
+        elif kind in ("maxpool", "avgpool"):
+            if rank != 4:
+                raise ModelError(f"{where}: pooling needs a rank-4 input")
+            x = _emit_pool(g, mod, x, kind, where)
         elif kind == "meanshift":  # not after a dist layer: an explicit Sub of a constant
             mu = _np(mod.running_mean)
             shape = (1, -1) + (1,) * (rank - 2)
@@ -150,6 +163,39 @@ def emit_sequential(g: GraphBuilder, seq: nn.Module, x: str, prefix: str, rank: 
             x = g.node("Relu", [x], where)
         i += 2 if fold else 1
     return x, rank
+
+
+def _emit_residual(g: GraphBuilder, mod: nn.Module, x: str, shift, where: str) -> str:
+    """c·x + (1 − c)·LinfDist(x, W) (+ b − μ). c and 1 − c must be exact float32 values summing
+    to 1 (nets.layers snaps c to a 2^-16 grid); anything else is refused, not rounded."""
+    c = float(mod.c)
+    c32, rest32 = np.float32(c), np.float32(1.0 - c)
+    if float(c32) != c or float(rest32) != 1.0 - c or not 0.0 <= c < 1.0:
+        raise ModelError(f"{where}: residual coefficient c = {c!r} is not exact in float32 with 1 − c")
+    w, b = _dist_params(mod, shift)
+    d = g.node(linf_spec.LINF_DIST, [x, g.init(f"{where}.weight", w)], where, domain=linf_spec.DOMAIN)
+    y = g.node("Add", [g.node("Mul", [x, g.init(f"{where}.c", c32.reshape(()))], f"{where}.skip"),
+                       g.node("Mul", [d, g.init(f"{where}.one_minus_c", rest32.reshape(()))], f"{where}.dist")],
+               where)
+    return y if b is None else g.node("Add", [y, g.init(f"{where}.bias", b)], f"{where}.bias")
+
+
+def _pool_attrs(mod: nn.Module, kind: str, where: str) -> dict:
+    def pair(v):
+        return (v, v) if isinstance(v, int) else tuple(int(a) for a in v)
+
+    k, s, p = pair(mod.kernel_size), pair(mod.stride if mod.stride is not None else mod.kernel_size), pair(mod.padding)
+    dil = pair(getattr(mod, "dilation", 1))
+    if mod.ceil_mode or p != (0, 0) or dil != (1, 1) or getattr(mod, "divisor_override", None):
+        raise ModelError(f"{where}: only pooling with padding 0, dilation 1, ceil_mode False is exportable")
+    if kind == "maxpool" and getattr(mod, "return_indices", False):
+        raise ModelError(f"{where}: MaxPool2d with return_indices is not exportable")
+    return dict(kernel_shape=list(k), strides=list(s), pads=[0, 0, 0, 0])
+
+
+def _emit_pool(g: GraphBuilder, mod: nn.Module, x: str, kind: str, where: str) -> str:
+    op = "MaxPool" if kind == "maxpool" else "AveragePool"
+    return g.node(op, [x], where, **_pool_attrs(mod, kind, where))
 
 
 def _emit_distconv(g: GraphBuilder, mod: nn.Module, ins: list[str], where: str) -> str:

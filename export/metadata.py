@@ -55,7 +55,7 @@ def sequential_lipschitz(seq: nn.Module | None) -> float:
             lip *= 1.0 if float(mod.p) == math.inf else math.inf
         elif isinstance(mod, nn.Linear):
             lip *= _linf_op_norm(mod.weight.detach().cpu().numpy())
-        elif isinstance(mod, (MeanShift, nn.Flatten, nn.Tanh, nn.ReLU, nn.Identity)):
+        elif isinstance(mod, (MeanShift, nn.Flatten, nn.Tanh, nn.ReLU, nn.Identity, nn.MaxPool2d, nn.AvgPool2d)):
             pass
         else:
             return math.inf

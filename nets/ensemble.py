@@ -1,8 +1,8 @@
 """Convex ensembles of classifiers (seed paper 000): fusion (logits) or voting (softmax).
 
 `ConvexEnsemble(members, weights=None, mode="fusion")` computes Σ_k a_k·f_k(x) ("fusion") or
-Σ_k a_k·softmax(f_k(x)) ("voting") with a_k ≥ 0, Σ a_k = 1 (validated, stored as the buffer
-`weights`). Fusion is then L-Lipschitz in ℓ∞ (output ℓ∞ norm) whenever every member is L-Lipschitz:
+Σ_k a_k·softmax(f_k(x)) ("voting") with a_k ≥ 0, Σ a_k = 1 (validated, rounded to float32 with
+exact sum ≤ 1, stored as the buffer `weights`). Fusion is then L-Lipschitz in ℓ∞ (output ℓ∞ norm) whenever every member is L-Lipschitz:
 ‖Σ a_k (f_k(x) − f_k(x'))‖∞ ≤ Σ a_k L ‖x − x'‖∞ = L ‖x − x'‖∞.
 Members trained independently are wrapped after training; joint training just trains the module.
 """
@@ -30,7 +30,7 @@ def convex_weights(weights: Sequence[float] | Tensor | None, n: int) -> list[flo
     if n < 1:
         raise ModelError("an ensemble needs at least one member")
     if weights is None:
-        return [1.0 / n] * n
+        return _float32_convex([1.0 / n] * n)
     vals = [float(v) for v in (weights.tolist() if isinstance(weights, Tensor) else weights)]
     if len(vals) != n:
         raise ModelError(f"ensemble has {n} members but {len(vals)} weights")
@@ -39,7 +39,23 @@ def convex_weights(weights: Sequence[float] | Tensor | None, n: int) -> list[flo
     total = math.fsum(vals)
     if abs(total - 1.0) > WEIGHT_TOLERANCE:
         raise ModelError(f"ensemble weights must sum to 1, got sum {total!r}")
-    return [v / total for v in vals]
+    return _float32_convex([v / total for v in vals])
+
+
+def _float32_convex(vals: list[float]) -> list[float]:
+    """The weights rounded to float32 (the buffer's and the ONNX file's dtype), then lowered by
+    float32 ulps (largest first) until their exact sum is <= 1: rounding 2/3 and 1/3 to float32
+    gives a sum of 1 + 3e-8, which would make the fused net (1 + 3e-8)-Lipschitz and its static
+    bound exceed 1."""
+    from fractions import Fraction
+
+    import numpy as np
+
+    w = [np.float32(v) for v in vals]
+    while sum(Fraction(float(v)) for v in w) > 1:
+        i = max(range(len(w)), key=lambda j: w[j])
+        w[i] = np.nextafter(w[i], np.float32(0))
+    return [float(v) for v in w]
 
 
 class ConvexEnsemble(nn.Module):

@@ -1,7 +1,9 @@
 """ℓ∞-dist layers (Zhang et al. 2021): u(x) = ‖x − w‖_p + b, and mean-shift normalisation.
 
-Every dist layer reads its attribute `p` (float, default math.inf) in `forward`; the training loop
-anneals it through `nets.models.set_p(model, p)`. At p = ∞ each output unit is 1-Lipschitz in ℓ∞
+Every dist layer reads its attributes `p` (float, default math.inf) and `relaxation` ("lp", or "lse"
+for the log-sum-exp neuron (1/p)·log Σ exp(p·|x_i − w_i|), see nets.ops.lse_dist) in `forward`; the
+training loop anneals p through `nets.models.set_p(model, p)` and picks the relaxation with
+`nets.models.set_relaxation`. Both relaxations are 1-Lipschitz for every p and equal ℓ∞ at p = ∞. At p = ∞ each output unit is 1-Lipschitz in ℓ∞
 w.r.t. the layer input, for any weights; a constant bias keeps that.
 
 `MeanShift` subtracts a mean: the batch mean in training (running mean updated with momentum), the
@@ -40,9 +42,10 @@ class LinfDistLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(self.out_features)) if bias else None
         self.p = check_p(p)
         self.backend = backend
+        self.relaxation = "lp"
 
     def forward(self, x: Tensor) -> Tensor:
-        y = lp_dist(x, self.weight, self.p, backend=self.backend)
+        y = lp_dist(x, self.weight, self.p, backend=self.backend, relaxation=self.relaxation)
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
@@ -65,16 +68,46 @@ class LinfDistConv2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(self.out_channels)) if bias else None
         self.p = check_p(p)
         self.backend = backend
+        self.relaxation = "lp"
 
     def forward(self, x: Tensor) -> Tensor:
         y = lp_dist_conv(x, self.weight, self.p, stride=self.stride, padding=self.padding,
-                         dilation=self.dilation, backend=self.backend)
+                         dilation=self.dilation, backend=self.backend, relaxation=self.relaxation)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
                 f"bias={self.bias is not None}, p={self.p}")
+
+
+RESIDUAL_GRID = 2.0**-16  # c is stored on this grid: c and 1 − c are exact in float32, c + (1 − c) = 1
+
+
+class ResidualLinfLinear(LinfDistLinear):
+    """Residual ℓ∞ neuron y[b, n] = c·x[b, n] + (1 − c)·‖x[b] − weight[n]‖_p (+ bias[n]); in = out.
+
+    c ∈ [0, 1) is a fixed constant (not trained), snapped to a multiple of 2^-16 so that c and 1 − c
+    are exact float32 numbers summing to exactly 1: the exported graph (Mul c, linf::LinfDist, Mul
+    1 − c, Add) then gets the static Lipschitz bound c·1 + (1 − c)·1 = 1 with no rounding slack.
+    1-Lipschitz in ℓ∞ for every p (a convex combination of two 1-Lipschitz maps).
+    """
+
+    def __init__(self, features: int, c: float, bias: bool = False, *, p: float = math.inf,
+                 backend: str = "auto"):
+        super().__init__(features, features, bias=bias, p=p, backend=backend)
+        c = float(c)
+        if not 0.0 <= c < 1.0:
+            raise ValueError(f"the residual coefficient c must be in [0, 1), got {c}")
+        self.c = round(c / RESIDUAL_GRID) * RESIDUAL_GRID
+
+    def forward(self, x: Tensor) -> Tensor:
+        d = lp_dist(x, self.weight, self.p, backend=self.backend, relaxation=self.relaxation)
+        y = self.c * x + (1.0 - self.c) * d
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, c={self.c}"
 
 
 class MeanShift(nn.Module):
@@ -134,4 +167,4 @@ def identity_init(layer: nn.Module, value: float = IDENTITY_VALUE) -> bool:
     raise TypeError(f"identity_init expects an ℓ∞-dist layer, got {type(layer).__name__}")
 
 
-DIST_LAYERS = (LinfDistLinear, LinfDistConv2d)
+DIST_LAYERS = (LinfDistLinear, LinfDistConv2d)  # ResidualLinfLinear is a LinfDistLinear

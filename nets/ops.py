@@ -32,8 +32,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from nets.config import conv_output_size  # noqa: F401  (re-exported: nets.ops.conv_output_size)
+
 DEFAULT_CHUNK = 1 << 24  # max elements of one B_c×N_c×D block (64 MB in float32)
 BACKENDS = ("auto", "reference", "cpu", "cuda")
+RELAXATIONS = ("lp", "lse")  # how a finite p relaxes the ℓ∞ distance during training
 
 
 # ---------------------------------------------------------------- argument checks and blocking
@@ -225,17 +228,42 @@ def _fast_path():
     return fast_lp_dist
 
 
-def lp_dist(x: Tensor, w: Tensor, p: float, *, chunk: int | None = None, backend: str = "auto") -> Tensor:
+def lse_dist(x: Tensor, w: Tensor, p: float) -> Tensor:
+    """Log-sum-exp relaxation y[b, n] = (1/p)·log Σ_d exp(p·|x_bd − w_nd|), x [B, D], w [N, D].
+
+    max_d |x_d − w_d| ≤ y ≤ max_d |x_d − w_d| + log(D)/p, and y → the ℓ∞ distance as p → ∞ (p = ∞
+    returns it exactly, via `reference_lp_dist`). 1-Lipschitz in ℓ∞ for every p > 0: ∂y/∂x_d =
+    softmax_d(p·|x − w|)·sign(x_d − w_d), whose ℓ1 norm is ≤ 1. Pure torch (autograd through
+    torch.logsumexp, which subtracts the max, so nothing overflows); memory B·N·D.
+    """
+    _check_pair(x, w)
+    p = float(p)
+    if math.isinf(p):
+        return reference_lp_dist(x, w, p)
+    if not p > 0:
+        raise ValueError(f"the log-sum-exp relaxation needs p > 0, got {p}")
+    a = (x.unsqueeze(1) - w.unsqueeze(0)).abs()
+    return torch.logsumexp(a * p, dim=-1) / p
+
+
+def lp_dist(x: Tensor, w: Tensor, p: float, *, chunk: int | None = None, backend: str = "auto",
+            relaxation: str = "lp") -> Tensor:
     """y[b, n] = ‖x[b] − w[n]‖_p, x [B, D], w [N, D] → [B, N].
 
     backend "reference" always runs `reference_lp_dist`; "auto", "cpu" and "cuda" first offer the call
     to `nets.kernels.fast_lp_dist(x, w, p, backend=...)`, which returns a Tensor or None (None: no fast
     path for this call), and fall back to the reference. `chunk` only affects the reference.
+    `relaxation` "lse" replaces the ℓp norm at finite p by `lse_dist` (at p = ∞ both are the ℓ∞
+    distance).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if relaxation not in RELAXATIONS:
+        raise ValueError(f"unknown relaxation {relaxation!r}; choose one of {', '.join(RELAXATIONS)}")
     _check_pair(x, w)
     p = check_p(p)
+    if relaxation == "lse" and not math.isinf(p):
+        return lse_dist(x, w, p)
     if backend != "reference":
         fast = _fast_path()
         if fast is not None:
@@ -254,13 +282,10 @@ def _pair(v, name: str) -> tuple[int, int]:
     return v
 
 
-def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    """Output length of one spatial dim (ONNX/PyTorch Conv semantics)."""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def lp_dist_conv(x: Tensor, w: Tensor, p: float, *, stride=1, padding=0, dilation=1,
-                 backend: str = "auto", chunk: int | None = None) -> Tensor:
+                 backend: str = "auto", chunk: int | None = None, relaxation: str = "lp") -> Tensor:
     """Conv form: x [B, C, H, W], w [M, C, kH, kW] → y [B, M, H', W'], padded value 0.
 
     y[b, m, i, j] = ‖patch_{b,i,j} − w_m‖_p over (c, u, v), the patch read from x padded with zeros
@@ -284,7 +309,7 @@ def lp_dist_conv(x: Tensor, w: Tensor, p: float, *, stride=1, padding=0, dilatio
     def block(xb: Tensor, wf_: Tensor) -> Tensor:
         cols = F.unfold(xb, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # [b, K, L]
         cols = cols.transpose(1, 2).reshape(-1, C * kh * kw)
-        y = lp_dist(cols, wf_, p, chunk=chunk, backend=backend)  # [b·L, M]
+        y = lp_dist(cols, wf_, p, chunk=chunk, backend=backend, relaxation=relaxation)  # [b·L, M]
         return y.reshape(xb.shape[0], ho * wo, M).transpose(1, 2).reshape(xb.shape[0], M, ho, wo)
 
     per_sample = C * kh * kw * ho * wo

@@ -2,7 +2,7 @@
 
 `run_training(cfg, out)` trains `cfg.members` members (seeds seed, seed+1, ...; independently, or
 jointly as one fusion ensemble with `cfg.joint`), each
-with Adam(β = (0.9, 0.99), eps 1e-10), the schedules of nets.schedules updated every iteration, and
+with Adam(β = (0.9, 0.99), eps 1e-10) (or AdamW / MAdam: nets.optim), the schedules of nets.schedules updated every iteration, and
 an EMA of parameters AND buffers (`torch.optim.swa_utils.AveragedModel`, use_buffers=True). The EMA
 copy is what is evaluated each epoch (p = ∞, eval mode), returned and saved (nets.checkpoint).
 
@@ -34,8 +34,10 @@ from nets import losses, schedules
 from nets.data import AUGMENT, DataSplits, iterate_batches, load_splits, num_batches
 from nets.ensemble import ConvexEnsemble
 from nets.evaluate import evaluate, margin_lower_bounds
-from nets.models import ModelConfig, build_model, set_backend, set_p
-from nets.presets import ConfigError, TrainConfig, TrainingDiverged, validate
+from nets.archs import ARCHS
+from nets.models import build_model, set_backend, set_p, set_relaxation
+from nets.optim import make_optimizer
+from nets.presets import ConfigError, TrainConfig, TrainingDiverged, model_config_for, validate
 
 __all__ = ["EpochLog", "TrainResult", "DistInfo", "run_training", "train_member", "make_ema",
            "resolve_device", "model_config_for"]
@@ -134,14 +136,6 @@ def deterministic_algorithms():
         torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
-def model_config_for(cfg: TrainConfig, input_shape, num_classes: int = 10) -> ModelConfig:
-    """The ModelConfig that `cfg` describes for data of `input_shape` (C, H, W)."""
-    return ModelConfig(arch=cfg.arch, input_shape=tuple(int(v) for v in input_shape),
-                       num_classes=num_classes, depth=cfg.depth, width=cfg.width, hidden=cfg.hidden,
-                       conv_channels=tuple(cfg.conv_channels), conv_strides=tuple(cfg.conv_strides),
-                       mean_shift=cfg.mean_shift, identity_init=cfg.identity_init)
-
-
 def make_ema(model: nn.Module, decay: float) -> AveragedModel:
     """EMA of parameters AND buffers (MeanShift running means): ema ← decay·ema + (1−decay)·model."""
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
@@ -170,15 +164,12 @@ class _Objective(nn.Module):
 
 
 def _loss(cfg: TrainConfig, logits: Tensor, lower: Tensor | None, y: Tensor, eps: float,
-          it: int, ph: schedules.Phases) -> Tensor:
+          it: int, sch: schedules.Schedules) -> Tensor:
     if cfg.loss == "hinge":
         return losses.hinge_loss(logits, y, theta=2.0 * eps, mix=cfg.mix)
     if cfg.loss == "ibp":
-        k0 = cfg.kappa if cfg.kappa_start is None else cfg.kappa_start
-        kappa = schedules.kappa_at(it, ph, k0, cfg.kappa)
-        return losses.ibp_loss(logits, lower, y, kappa)
-    lam = schedules.lam_at(it, ph, cfg.lam_start, cfg.lam_end)
-    return losses.mixture_loss(logits, y, max(eps, 1e-6), lam, cfg.clip, margin_lower=lower)
+        return losses.ibp_loss(logits, lower, y, sch.kappa(it))
+    return losses.mixture_loss(logits, y, max(eps, 1e-6), sch.lam(it), cfg.clip, margin_lower=lower)
 
 
 def _all_reduce_mean(values: list[float], dist: DistInfo, device) -> list[float]:
@@ -205,20 +196,18 @@ def train_member(cfg: TrainConfig, splits: DataSplits, *, seed: int, member: int
         torch.manual_seed(seed)  # same on every rank: identical init
         model = build_model(mcfg).to(device)
     set_backend(model, cfg.backend)
+    set_relaxation(model, cfg.relaxation)
     model.train()
     ema = make_ema(model, cfg.ema_decay)
-    needs_bounds = cfg.loss in ("ibp", "mixture") and cfg.arch != "linf"
+    needs_bounds = cfg.loss in ("ibp", "mixture") and ARCHS[cfg.arch].head
     obj: nn.Module = _Objective(model, needs_bounds)
     if dist.enabled:
         obj = nn.parallel.DistributedDataParallel(
             obj, device_ids=[device.index] if device.type == "cuda" else None)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                           eps=cfg.adam_eps)
+    opt = make_optimizer(cfg.optimizer, model, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps)
     per_rank_batch = max(1, cfg.batch_size // dist.world)
     ipe = num_batches(len(splits.train_x), per_rank_batch, dist.world)
-    ph = schedules.Phases.from_epochs(ipe, epochs=cfg.epochs, p_warm_epochs=cfg.p_warm_epochs,
-                                      anneal_epochs=cfg.anneal_epochs,
-                                      eps_warm_epochs=cfg.eps_warm_epochs)
+    sch = schedules.from_config(cfg, ipe)
     aug = AUGMENT.get(splits.name) if cfg.augment else None
     head_wd = cfg.weight_decay if cfg.head_weight_decay is None else cfg.head_weight_decay
     history: list[EpochLog] = []
@@ -231,14 +220,12 @@ def train_member(cfg: TrainConfig, splits: DataSplits, *, seed: int, member: int
         p = eps = lr = float("nan")
         for xb, yb in iterate_batches(splits.train_x, splits.train_y, per_rank_batch, epoch=epoch,
                                       seed=seed, aug=aug, rank=dist.rank, world=dist.world):
-            p = schedules.p_at(it, ph, cfg.p_start, cfg.p_end)
-            eps = schedules.eps_at(it, ph, cfg.eps_train)
-            lr = schedules.lr_at(it, ph, cfg.lr)
+            p, eps, lr = sch.p(it), sch.eps(it), sch.lr(it)
             set_p(model, p)
             for g in opt.param_groups:
                 g["lr"] = lr
             logits, lower = obj(xb, yb, eps)
-            loss = _loss(cfg, logits, lower, yb, eps, it, ph)
+            loss = _loss(cfg, logits, lower, yb, eps, it, sch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from nets.presets import TrainConfig, apply_overrides, get_preset
+from nets.presets import TrainConfig, apply_overrides, describe_model, get_preset
 
 __all__ = ["DemoState", "DEMO_CHECKPOINT", "DEMO_STEPS", "run_demo", "epoch_printer", "result_table",
            "train_preset"]
@@ -49,9 +49,7 @@ def result_table(result, title: str = "training result") -> Table:
     cfg = result.config
     test = result.metrics["test"]
     t.add_row("data set", f"{cfg.dataset} (test n = {test['n']})")
-    t.add_row("model", f"{cfg.arch} depth {cfg.depth} width {cfg.width}"
-              + (f" head {cfg.hidden}" if cfg.arch != "linf" else "")
-              + (f", {cfg.members} members (fusion)" if cfg.members > 1 else ""))
+    t.add_row("model", describe_model(cfg) + (f", {cfg.members} members (fusion)" if cfg.members > 1 else ""))
     t.add_row("clean accuracy", f"{_fmt_pct(test['clean_accuracy'])} %")
     t.add_row(f"certified accuracy (ε = {test['eps']:.4g})",
               f"{_fmt_pct(test['certified_accuracy'])} %  (float32 estimate; `certify` proves it)")
@@ -73,8 +71,8 @@ def train_preset(preset: str, out: str | Path | None, console: Console | None = 
         eval_on = "holdout" if cfg.holdout else "test"
         if cfg.eval_limit is not None:
             eval_on += f"[:{cfg.eval_limit}]"
-        console.print(f"[bold]train[/] preset {preset}: {cfg.dataset}, {cfg.arch} "
-                      f"{cfg.depth}×{cfg.width}, {cfg.epochs} epochs (p=8 for {cfg.p_warm_epochs:g}, "
+        console.print(f"[bold]train[/] preset {preset}: {cfg.dataset}, {describe_model(cfg)}, "
+                      f"{cfg.optimizer}, {cfg.relaxation}, {cfg.epochs} epochs (p=8 for {cfg.p_warm_epochs:g}, "
                       f"anneal {cfg.anneal_epochs:g}), batch {cfg.batch_size}, seed {cfg.seed}",
                       highlight=False)
         log = epoch_printer(console, eval_on)

@@ -130,7 +130,30 @@ def _linear(m: nn.Linear, x: Tensor, err: Tensor):
     return y, wnorm * err + rnd
 
 
+def _avg_pool(m: nn.Module, x: Tensor, err: Tensor):
+    """Mean of k = kH·kW inputs (a sum, then one division): 1-Lipschitz, γ_{k+1} relative rounding."""
+    y = m(x)
+    ks = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size, m.kernel_size)
+    k = int(ks[0]) * int(ks[1])
+    return y, err + gamma(k + 1) * _absmax(x) * (1 + 1e-12) + (k + 1) * ETA
+
+
+def _residual(m: nn.Module, x: Tensor, err: Tensor):
+    """c·x + (1 − c)·‖x − w‖∞ (+ b): at p = ∞ five roundings (distance, two products, two sums)
+    on magnitudes ≤ |x| + |d| + |b|; the input error grows by |c| + |1 − c| (1 for c ∈ [0, 1])."""
+    if not math.isinf(float(m.p)):
+        raise NoErrorBound("the residual ℓ∞ neuron has a float error rule only at p = ∞")
+    y = m(x)
+    d = (x.detach().unsqueeze(1) - m.weight.detach().unsqueeze(0)).abs().amax(-1)
+    bmax = float(m.bias.detach().abs().max()) if m.bias is not None else 0.0
+    c = float(m.c)
+    mag = abs(c) * _absmax(x) + abs(1 - c) * _absmax(d) + bmax
+    return y, (abs(c) + abs(1 - c)) * (1 + 1e-12) * err + gamma(5) * mag * (1 + 1e-12) + 5 * ETA
+
+
 def _dist_layer(m: nn.Module, x: Tensor, err: Tensor):
+    if getattr(m, "relaxation", "lp") != "lp" and not math.isinf(float(m.p)):
+        raise NoErrorBound(f"no float error rule for the {m.relaxation} relaxation at finite p")
     y = m(x)
     ymax = _absmax(y)
     bmax = float(m.bias.detach().abs().max()) if getattr(m, "bias", None) is not None else 0.0
@@ -181,18 +204,20 @@ def _ensemble(m: nn.Module, x: Tensor, err: Tensor):
     return out, e_sum + gamma(2 * m_count) * mag * (1 + 1e-12) + 2 * m_count * ETA
 
 
-for _cls in (nn.ReLU, nn.Flatten, nn.Identity):
+for _cls in (nn.ReLU, nn.Flatten, nn.Identity, nn.MaxPool2d):  # max pooling: exact, 1-Lipschitz
     register_error_rule(_cls, _exact_1lip)
 register_error_rule(nn.Sequential, _sequential)
 register_error_rule(nn.Dropout, _dropout)
 register_error_rule(nn.Tanh, _tanh)
 register_error_rule(nn.Softmax, _softmax)
 register_error_rule(nn.Linear, _linear)
+register_error_rule(nn.AvgPool2d, _avg_pool)
 
 # nets/ classes, matched by name so this module imports without nets/ (and nets/ may change).
 _BY_NAME: dict[str, Rule] = {
     "LinfDistLinear": _dist_layer,
     "LinfDistConv2d": _dist_layer,
+    "ResidualLinfLinear": _residual,
     "MeanShift": _mean_shift,
     "LinfDistNet": _linf_net,
     "ConvexEnsemble": _ensemble,

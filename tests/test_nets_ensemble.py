@@ -71,3 +71,13 @@ def test_joint_training_updates_all_members(tiny_config):
     opt.step()
     assert all(not torch.equal(b, m.trunk[1].weight) for b, m in zip(before, ms))
     assert "weights" in dict(ens.named_buffers()) and "weights" not in dict(ens.named_parameters())
+
+
+def test_float32_weights_never_sum_above_one(tiny_config):
+    """Regression: weights 2/3, 1/3 rounded to float32 summed to 1 + 3e-8 (fusion then not 1-Lipschitz)."""
+    from fractions import Fraction
+
+    for raw in ([2.0, 1.0], [1.0] * 3, [1.0] * 7, [0.1, 0.7, 0.2]):
+        ens = ConvexEnsemble(members(tiny_config, len(raw)), [v / sum(raw) for v in raw])
+        assert sum(Fraction(float(v)) for v in ens.weights) <= 1
+        assert float(ens.weights.double().sum()) == pytest.approx(1.0, abs=1e-6)

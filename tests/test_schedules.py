@@ -86,3 +86,21 @@ def test_phases_validation_and_from_epochs():
         S.Phases(total=10, p_warm=6, anneal=6)
     ph = S.Phases.from_epochs(100, epochs=45, p_warm_epochs=1, anneal_epochs=31)
     assert (ph.total, ph.p_warm, ph.anneal) == (4500, 100, 3100)
+
+
+def test_composable_schedules_are_independent():
+    """The lr cosine can start elsewhere than the p warm-up ends (issue 14)."""
+    from nets.presets import get_preset, apply_overrides
+
+    cfg = apply_overrides(get_preset("digits-small"), epochs=10, p_warm_epochs=2, anneal_epochs=6)
+    a = S.from_config(cfg, 10)
+    b = S.from_config(apply_overrides(cfg, lr_warm_epochs=0.0), 10)
+    assert [a.p(i) for i in range(101)] == [b.p(i) for i in range(101)]
+    assert a.lr(20) == cfg.lr and b.lr(20) < cfg.lr and b.lr(0) == cfg.lr and b.lr(100) == 0.0
+    ph = S.Phases.from_epochs(10, epochs=10, p_warm_epochs=2, anneal_epochs=6)
+    assert all(a.p(i) == S.p_at(i, ph, cfg.p_start, cfg.p_end) and a.lr(i) == S.lr_at(i, ph, cfg.lr)
+               for i in range(101))
+    j = S.join([S.constant(1.0), S.linear(0.0, 4.0, 4), S.constant(9.0)], [2, 6])
+    assert [j(i) for i in range(8)] == [1.0, 1.0, 0.0, 1.0, 2.0, 3.0, 9.0, 9.0]
+    with pytest.raises(ValueError, match="one more"):
+        S.join([S.constant(1.0)], [3])

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Seed report 000 (EMA and ensembles of ℓ∞-dist nets), reproduced with this repository's commands.
+# Every row of docs/RESULTS.md "## Seed report 000" comes from one `row` call below:
+# train -> export -> certify (the sound verifier, on the exported ONNX file) -> attack (APGD).
+#
+#   benchmarks/reproduce_seed000.sh tiny OUT [mnist|fmnist]  # CPU, minutes per row: 1024 images, 5 epochs
+#   benchmarks/reproduce_seed000.sh full OUT [mnist|fmnist]  # the report's schedule (400 epochs; GPU)
+# The third argument runs only that data set's rows (default both); ROWS="name name" only those rows.
+set -euo pipefail
+MODE=${1:-tiny}
+OUT=${2:-runs/seed000}
+ONLY=${3:-}
+PY=${PY:-python3}
+mkdir -p "$OUT"
+SUFFIX=$([ "$MODE" = tiny ] && echo "-cpu" || echo "")
+LIMIT=$([ "$MODE" = tiny ] && echo "--limit 500" || echo "")
+ATTACK_LIMIT=$([ "$MODE" = tiny ] && echo "--limit 200" || echo "--limit 1000")
+
+row() {  # row NAME DATASET(mnist|fmnist) EPS [train options...]
+  local name=$1 ds=$2 eps=$3; shift 3
+  if [ -n "$ONLY" ] && [ "$ONLY" != "$ds" ]; then return 0; fi
+  if [ -n "${ROWS:-}" ] && [[ " $ROWS " != *" $name "* ]]; then return 0; fi
+  local data=$([ "$ds" = mnist ] && echo mnist || echo fashion-mnist)
+  local t0=$(date +%s)
+  $PY verify_cli.py train --preset "$ds-lenet-mlp$SUFFIX" --out "$OUT/$name" --json "$@" > "$OUT/$name.train.json"
+  local t1=$(date +%s)
+  $PY verify_cli.py export "$OUT/$name" --out "$OUT/$name.onnx" > /dev/null
+  $PY verify_cli.py certify "$OUT/$name.onnx" --data "$data" --eps "$eps" $LIMIT \
+      --out "$OUT/$name.certs.jsonl" --json > "$OUT/$name.certify.json"
+  $PY verify_cli.py attack "$OUT/$name.onnx" --data "$data" --eps "$eps" $ATTACK_LIMIT \
+      --out "$OUT/$name.attack.jsonl" --json > "$OUT/$name.attack.json" || true
+  echo "$name train_seconds_wall=$((t1 - t0))" | tee -a "$OUT/walltimes.txt"
+}
+
+# MNIST, ε = 0.3: single model (Adam, ℓp), ensemble of 5, MAdam, log-sum-exp relaxation
+row mnist-single   mnist 0.3
+row mnist-ens5     mnist 0.3 --members 5
+row mnist-madam    mnist 0.3 --optimizer madam --lr 0.01
+row mnist-lse      mnist 0.3 --relaxation lse
+# Fashion-MNIST, ε = 0.1: single vs ensemble of 5
+row fmnist-single  fmnist 0.1
+row fmnist-ens5    fmnist 0.1 --members 5
+# equal total training time: 5 members of 1/5 of the epochs each (phases scale with --epochs)
+EQ=$([ "$MODE" = tiny ] && echo 1 || echo 80)
+row mnist-ens5-eqtime  mnist 0.3 --members 5 --epochs "$EQ"
+row fmnist-ens5-eqtime fmnist 0.1 --members 5 --epochs "$EQ"
