@@ -154,7 +154,7 @@ class ExactLinearRung:
     def __init__(self, w, b):
         self.w, self.b = w, b
 
-    def lower_bounds(self, model, lo, hi, c):
+    def lower_bounds(self, model, lo, hi, c, deadline=None):
         out = []
         for row in c:
             cw = [sum(Fraction(float(row[k])) * Fraction(float(self.w[k, i])) for k in range(len(row)))
@@ -174,9 +174,11 @@ def test_ladder_seam_takes_another_rung(tmp_path):
     model = load_model(m)
     # Y_0 - Y_1 = 2 X_1 ≥ 0.2 on the box: provable exactly; intervals see Y_0 - Y_1 ≥ -0.8
     case = parse_property(vnnlib_text([0.1, 0.1], [0.5, 0.5], "(>= Y_1 Y_0)")).cases[0]
-    assert prove(model, case) is None
+    assert prove(model, case, (IntervalRung(),)) is None
     proof = prove(model, case, (IntervalRung(), ExactLinearRung(w, b)))
     assert proof is not None and (proof.method, proof.guarantee) == ("exact-linear", "a")
+    proof = prove(model, case)  # the default ladder's linear rung (CROWN) proves it too, for a+b
+    assert proof is not None and (proof.method, proof.guarantee) == ("crown", "a+b")
 
 
 def cli(*args):

@@ -11,9 +11,10 @@ matrix ``C`` [m, K], it returns float64 lower bounds [m] of ``C·f(x)`` over the
 where it has none), together with the guarantee they hold for. The file's coefficients are exact
 rationals: ``c = c64 + δ`` with ``c64`` the float64 nearest, and ``δ·y`` is bounded exactly over the
 interval rung's output box, so a rung only ever sees float64 matrices. Rungs run cheapest first and
-the ladder stops at the first that proves the case. Today's ladder: :class:`IntervalRung`. A linear
-bound propagation (CROWN) rung plugs in as one more :class:`Rung` passed to :func:`prove`;
-nonnegative combinations of a disjunct's atoms are a row of ``C`` like any other (λᵀC, λᵀr).
+the ladder stops at the first that proves the case: :class:`IntervalRung`, then linear bound
+propagation (:class:`CrownRung`: CROWN, then α-CROWN with optimised slopes within the instance's
+deadline, verify/bounds/spec.py); nonnegative combinations of a disjunct's atoms are a row of ``C``
+like any other (λᵀC, λᵀr).
 
 Guarantee of the interval rung ("a+b", docs/SOUNDNESS.md): ``VerifiedModel.interval`` encloses
 (a) the exact real outputs of the stored weights for every real input in the box and (b) the
@@ -41,8 +42,9 @@ class Rung(Protocol):
     name: str
     guarantee: str
 
-    def lower_bounds(self, model, lo: np.ndarray, hi: np.ndarray, c: np.ndarray) -> np.ndarray:
-        """float64 [m]: sound lower bounds of ``c @ f(x)`` for x in [lo, hi] (float32 [1, ...])."""
+    def lower_bounds(self, model, lo: np.ndarray, hi: np.ndarray, c: np.ndarray, deadline=None) -> np.ndarray:
+        """float64 [m]: sound lower bounds of ``c @ f(x)`` for x in [lo, hi] (float32 [1, ...]);
+        ``deadline`` (time.monotonic(), or None) is when the rung should give up (NaN rows)."""
 
 
 @dataclass
@@ -61,14 +63,34 @@ class IntervalRung:
     name = "interval"
     guarantee = "a+b"
 
-    def lower_bounds(self, model, lo, hi, c):
+    def lower_bounds(self, model, lo, hi, c, deadline=None):
         ylo, yhi = output_box(model, lo, hi)
         if ylo is None:
             return np.full(len(c), np.nan)
         return np.array([_down(_box_min(_pairs(row), ylo, yhi)) for row in c])
 
 
-LADDER = (IntervalRung(),)
+class CrownRung:
+    """Linear bound propagation (verify/bounds/spec.py ``spec_ladder``): CROWN, then α-CROWN on the
+    rows CROWN leaves unproved, within the deadline. Guarantee "a+b": the linear bounds carry
+    onnxruntime's float32 error (docs/SOUNDNESS.md, "Linear bounds")."""
+
+    name = "crown"
+    guarantee = "a+b"
+
+    def lower_bounds(self, model, lo, hi, c, deadline=None):
+        import time
+
+        from verify.bounds.spec import spec_ladder
+
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return np.full(len(c), np.nan)
+        low, _ = spec_ladder(model, lo, hi, np.asarray(c, np.float64)[None], None, ort=True, timeout=left)
+        return low[0]
+
+
+LADDER = (IntervalRung(), CrownRung())
 
 
 def output_box(model, lo, hi):
@@ -83,8 +105,9 @@ def output_box(model, lo, hi):
     return ylo, yhi
 
 
-def prove(model, case: Case, ladder=LADDER) -> Proof | None:
-    """A proof that no input of ``case``'s box meets its condition, or None (see module docstring)."""
+def prove(model, case: Case, ladder=LADDER, deadline: float | None = None) -> Proof | None:
+    """A proof that no input of ``case``'s box meets its condition, or None (see module docstring);
+    rungs stop at ``deadline`` (time.monotonic())."""
     lo32, hi32 = case.outer_box()
     if not (np.isfinite(lo32).all() and np.isfinite(hi32).all()):
         return None
@@ -105,7 +128,7 @@ def prove(model, case: Case, ladder=LADDER) -> Proof | None:
     best: list[Fraction | None] = [None] * len(atoms)
     source: list[Rung | None] = [None] * len(atoms)  # the rung that gave best[i]
     for rung in ladder:
-        lb = rung.lower_bounds(model, lo, hi, c64)
+        lb = rung.lower_bounds(model, lo, hi, c64, deadline)
         for i, v in enumerate(lb):
             if np.isfinite(v):
                 total = Fraction(float(v)) + fixed[i]

@@ -76,7 +76,7 @@ def run_instance(model_path, prop_path, timeout: float = 60.0, *, seed: int = 0,
     open_cases = []
     methods, guarantees = set(), set()
     for i, case in enumerate(prop.cases):
-        proof = prove(model, case, ladder)
+        proof = prove(model, case, ladder, deadline)
         if proof is None:
             open_cases.append(i)
         else:
