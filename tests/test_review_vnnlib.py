@@ -56,6 +56,25 @@ def test_long_exact_decimal_is_still_read_exactly():
     assert p.cases[0].hi == [Fraction(2) ** -1074]
 
 
+@pytest.mark.parametrize("term", ["(* " + " ".join(["1e2000"] * 1000) + " X_0)",
+                                  "(+ " + " ".join(f"(/ X_0 {p})" for p in (2 ** 61 - 1, 2 ** 89 - 1, 2 ** 107 - 1,
+                                                                          2 ** 127 - 1) * 1) + " " +
+                                  " ".join(f"(/ 1 {3 ** k + 2})" for k in range(1, 3000)) + ")"],
+                         ids=["product", "denominators"])
+def test_constants_growing_past_any_numeral_are_refused(term):
+    """A 9 KB product of 1000 factors 1e10000 hung (a 10-million-digit coefficient); sums over many
+    denominators grow the same way. Every computed number is bounded like the numerals."""
+    t0 = time.process_time()
+    with pytest.raises(PropertyError, match="out of range"):
+        parse_property(DECL + f"(assert (>= X_0 0)) (assert (<= {term} 1)) (assert (<= Y_0 Y_1))")
+    assert time.process_time() - t0 < 30  # a hang would be hours; not a timing claim on the result
+
+
+def test_variable_index_with_thousands_of_digits_is_one_line_error():
+    with pytest.raises(PropertyError, match="names inputs X_i"):
+        parse_property(f"(declare-const X_{'1' * 5000} Real)(declare-const Y_0 Real)")
+
+
 def test_corrupt_gzip_is_one_line_error(tmp_path):
     """A gzip header followed by garbage raised zlib.error (not OSError): a traceback."""
     bad = tmp_path / "p.vnnlib.gz"

@@ -40,7 +40,8 @@ __all__ = ["Atom", "Case", "Property", "parse_property", "read_property", "f32_b
 
 MAX_TERMS = 100_000  # disjunctive normal form terms (products of disjunctions grow fast)
 MAX_BYTES = 512 * 2**20
-_VAR = re.compile(r"([XY])_(0|[1-9]\d*)")
+MAX_BITS = 2**17  # numerator and denominator of any number computed from the file's numerals
+_VAR = re.compile(r"([XY])_(0|[1-9]\d{0,8})")  # indices below 10**9
 _IGNORED = {"check-sat", "get-model", "set-logic", "set-info", "set-option", "exit"}
 _V2 = {"vnnlib-version", "declare-network", "declare-input", "declare-output", "declare-hidden"}
 
@@ -240,31 +241,42 @@ def _term(t, names) -> tuple[dict[str, Fraction], Fraction]:
     args = [_term(a, names) for a in t[1:]]
     op = t[0]
     if op == "+" and args:
-        return _lin_sum(args, [1] * len(args))
-    if op == "-" and args:
-        signs = [-1] if len(args) == 1 else [1] + [-1] * (len(args) - 1)
-        return _lin_sum(args, signs)
-    if op == "*" and args:
+        out = _lin_sum(args, [1] * len(args), t)
+    elif op == "-" and args:
+        out = _lin_sum(args, [-1] if len(args) == 1 else [1] + [-1] * (len(args) - 1), t)
+    elif op == "*" and args:
         out = ({}, Fraction(1))
         for a in args:
             if out[0] and a[0]:
                 raise PropertyError(f"nonlinear product {_show(t)}")
             lin, k = (out, a[1]) if not a[0] else (a, out[1])
-            out = ({n: c * k for n, c in lin[0].items()}, lin[1] * k)
-        return out
-    if op == "/" and len(args) == 2 and not args[1][0] and args[1][1] != 0:
+            out = _sized(({n: c * k for n, c in lin[0].items()}, lin[1] * k), t)
+    elif op == "/" and len(args) == 2 and not args[1][0] and args[1][1] != 0:
         k = args[1][1]
-        return {n: c / k for n, c in args[0][0].items()}, args[0][1] / k
-    raise PropertyError(f"unsupported term {_show(t)}")
+        out = {n: c / k for n, c in args[0][0].items()}, args[0][1] / k
+    else:
+        raise PropertyError(f"unsupported term {_show(t)}")
+    return _sized(out, t)
 
 
-def _lin_sum(args, signs):
+def _sized(lin, t):
+    """``lin`` unless one of its exact numbers outgrew :data:`MAX_BITS` (products of constants and
+    sums over many denominators grow without bound, and every later step with them slows down)."""
+    for q in (*lin[0].values(), lin[1]):
+        if max(q.numerator.bit_length(), q.denominator.bit_length()) > MAX_BITS:
+            raise PropertyError(f"the term {_show(t)} has a number out of range (more than {MAX_BITS} bits)")
+    return lin
+
+
+def _lin_sum(args, signs, t="a comparison"):
+    """Σ sign·arg of linear terms; the sizes are checked after every addition (:func:`_sized`)."""
     coef: dict[str, Fraction] = {}
     const = Fraction(0)
     for (lin, c), s in zip(args, signs):
         for n, v in lin.items():
             coef[n] = coef.get(n, Fraction(0)) + s * v
         const += s * c
+        _sized(({n: coef[n] for n in lin}, const), t)
     return coef, const
 
 
