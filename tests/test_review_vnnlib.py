@@ -185,3 +185,30 @@ def test_cli_numeral_errors_are_one_line_exit_2(tmp_path):
     assert r.returncode == 2, r.stderr[-500:]
     assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: ")
     assert not (tmp_path / "r.txt").exists()
+
+
+@pytest.mark.parametrize("cond, allowed", [
+    ("(>= (* 1e400 Y_1) (* 1e400 Y_0))", {"sat"}),            # Y_1 ≥ Y_0 somewhere: the point of the test below
+    ("(>= Y_0 -1e400)", {"sat"}),                            # always true
+    ("(<= Y_0 -1e400)", {"unsat"}),                          # never true
+    ("(<= (* 1e400 Y_0) (* 1e-400 Y_1))", {"unsat", "unknown"}),
+    ("(<= (* 1e308 Y_0) 0)", {"unsat"}),                     # Y_0 ≈ 50: 1e308·Y_0 is beyond float64
+    ("(>= (* 1e-400 Y_0) (* 1e-400 Y_1))", {"sat"}),           # Y_0 ≥ Y_1, written tiny
+])
+def test_coefficients_beyond_float64_are_decided_not_crashed(tmp_path, cond, allowed):
+    """A coefficient or bound beyond float64 (1e400) raised OverflowError in the prover's float64
+    matrix and the search's goal; a finite coefficient times an output beyond float64 (1e308 · 50)
+    overflowed the rounding of the interval bound. They are exact rationals like any other."""
+    from common.runtime import ort_session
+    from tests.test_vnnlib_verdicts import net, vnnlib_text, write
+    from verify.vnnlib.run import replay_text, result_text, run_instance
+
+    m = net(tmp_path, bias0=50.0)
+    lo, hi = [0.4, 0.4], [0.5, 0.5]
+    if "Y_1) (* 1e400 Y_0)" in cond:  # flip the bias so Y_1 ≥ Y_0 holds on the box
+        m = net(tmp_path, bias0=-50.0, name="neg.onnx")
+    text = vnnlib_text(lo, hi, cond)
+    res = run_instance(m, write(tmp_path, text), 20, restarts=1, steps=20)
+    assert res.verdict in allowed
+    if res.verdict == "sat":
+        assert replay_text(ort_session(m), parse_property(text), result_text(res), (2,)) is not None

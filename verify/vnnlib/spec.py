@@ -36,7 +36,7 @@ import numpy as np
 from common.errors import PropertyError
 from verify.vnnlib.sexpr import number, read_sexprs
 
-__all__ = ["Atom", "Case", "Property", "parse_property", "read_property", "f32_below", "f32_above"]
+__all__ = ["Atom", "Case", "Property", "parse_property", "read_property", "f32_below", "f32_above", "to_float"]
 
 MAX_TERMS = 100_000  # disjunctive normal form terms (products of disjunctions grow fast)
 MAX_BYTES = 512 * 2**20
@@ -135,14 +135,18 @@ def f32_above(v: Fraction) -> np.float32:
         return np.nextafter(f, np.float32(np.inf)) if _q(f) < v else f
 
 
+def to_float(v: Fraction) -> float:
+    """The float64 nearest v; ±inf beyond the float64 range (``float(v)`` raises there)."""
+    try:
+        return float(v)
+    except OverflowError:
+        return np.inf if v > 0 else -np.inf
+
+
 def _f32(v: Fraction) -> np.float32:
     """A float32 neighbour of v (round to float64, then to float32: at most one ulp off)."""
-    try:
-        d = float(v)
-    except OverflowError:
-        d = np.inf if v > 0 else -np.inf
     with np.errstate(over="ignore"):
-        return np.float32(d)
+        return np.float32(to_float(v))
 
 
 def _q(f) -> Fraction | float:
