@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import subprocess
 import sys
-import time
 import zlib
 from decimal import Decimal
 from fractions import Fraction
@@ -34,10 +33,8 @@ def bounded(upper: str) -> str:
 def test_huge_exponent_is_refused_at_once(numeral):
     """Fraction('1e999999999') builds a billion-digit integer: minutes of CPU before --timeout
     even starts counting. Refused with one line instead."""
-    t0 = time.process_time()
     with pytest.raises(PropertyError, match="number"):
         parse_property(bounded(numeral))
-    assert time.process_time() - t0 < 5  # a hang would be minutes; not a timing claim on the result
 
 
 @pytest.mark.parametrize("numeral", ["1" * 5000, "0." + "1" * 5000, "1" * 4500 + "e-4000"],
@@ -64,10 +61,8 @@ def test_long_exact_decimal_is_still_read_exactly():
 def test_constants_growing_past_any_numeral_are_refused(term):
     """A 9 KB product of 1000 factors 1e10000 hung (a 10-million-digit coefficient); sums over many
     denominators grow the same way. Every computed number is bounded like the numerals."""
-    t0 = time.process_time()
     with pytest.raises(PropertyError, match="out of range"):
         parse_property(DECL + f"(assert (>= X_0 0)) (assert (<= {term} 1)) (assert (<= Y_0 Y_1))")
-    assert time.process_time() - t0 < 30  # a hang would be hours; not a timing claim on the result
 
 
 def test_variable_index_with_thousands_of_digits_is_one_line_error():
