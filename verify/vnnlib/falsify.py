@@ -23,7 +23,7 @@ import torch
 
 from verify.attack.pgd import apgd
 from common.runtime import ort_logits
-from verify.vnnlib.spec import Case
+from verify.vnnlib.spec import Case, to_float
 
 __all__ = ["Witness", "find_witness"]
 
@@ -41,7 +41,8 @@ class Witness:
 
 def _goal(case: Case, n_y: int, n_x: int):
     """(A [D, m, n_y + n_x], r [D, m], strict [D, m], padded [D, m]) as float32 torch tensors: the
-    disjuncts' atoms padded to m rows (padding rows never bind)."""
+    disjuncts' atoms, each scaled to largest coefficient 1, padded to m rows (padding rows, and
+    atoms whose right-hand side is beyond the float range, never bind)."""
     d = len(case.disjuncts)
     m = max(1, max(len(c) for c in case.disjuncts))
     a = np.zeros((d, m, n_y + n_x), np.float64)
@@ -49,13 +50,15 @@ def _goal(case: Case, n_y: int, n_x: int):
     strict = np.zeros((d, m), bool)
     for i, conj in enumerate(case.disjuncts):
         for j, atom in enumerate(conj):
+            scale = max(abs(c) for _, c in atom.y + atom.x)  # rows of norm 1: no float overflow
             for k, c in atom.y:
-                a[i, j, k] = float(c)
+                a[i, j, k] = to_float(c / scale)
             for k, c in atom.x:
-                a[i, j, n_y + k] = float(c)
-            r[i, j], strict[i, j] = float(atom.rhs), atom.strict
+                a[i, j, n_y + k] = to_float(c / scale)
+            r[i, j], strict[i, j] = to_float(atom.rhs / scale), atom.strict
     t = torch.from_numpy
-    return t(a.astype(np.float32)), t(r.astype(np.float32)), t(strict), t(np.isinf(r))
+    with np.errstate(over="ignore"):  # a right-hand side beyond float32 is ±inf: never binds, or never met
+        return t(a.astype(np.float32)), t(r.astype(np.float32)), t(strict), t(np.isinf(r))
 
 
 def _slack(z, rows, a, r):

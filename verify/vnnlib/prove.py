@@ -31,7 +31,7 @@ from typing import Protocol
 import numpy as np
 
 from common.errors import ModelError
-from verify.vnnlib.spec import Atom, Case
+from verify.vnnlib.spec import Atom, Case, to_float
 
 __all__ = ["Rung", "IntervalRung", "Proof", "prove", "LADDER"]
 
@@ -121,7 +121,8 @@ def prove(model, case: Case, ladder=LADDER, deadline: float | None = None) -> Pr
         return None
     k = len(ylo)
     c_exact = [_dense(a.y, k) for a in atoms]
-    c64 = np.array([[float(v) for v in row] for row in c_exact], np.float64).reshape(len(atoms), k)
+    # the float64 nearest each coefficient (0 beyond the float64 range: the residual carries it all)
+    c64 = np.array([[_near(v) for v in row] for row in c_exact], np.float64).reshape(len(atoms), k)
     # exact parts every rung shares: the input part and the rounding residual of c
     fixed = [_box_min(a.x, lo32, hi32) + _box_min(_pairs([q - Fraction(f) for q, f in zip(row, r64)]), ylo, yhi)
              for a, row, r64 in zip(atoms, c_exact, c64)]
@@ -185,7 +186,14 @@ def _box_min(pairs, lo, hi) -> Fraction:
     return total
 
 
+def _near(q: Fraction) -> float:
+    f = to_float(q)
+    return f if np.isfinite(f) else 0.0
+
+
 def _down(q: Fraction) -> float:
-    """The largest float64 ≤ q."""
-    f = float(q)
+    """The largest float64 ≤ q (−inf below the float64 range)."""
+    f = to_float(q)
+    if not np.isfinite(f):
+        return -np.inf if f < 0 else float(np.finfo(np.float64).max)
     return float(np.nextafter(f, -np.inf)) if Fraction(f) > q else f

@@ -139,7 +139,8 @@ def parse_witness(text: str, n_x: int, n_y: int) -> tuple[np.ndarray, np.ndarray
     verdict line, if any, is skipped); PropertyError if a value is missing or repeated."""
     from verify.vnnlib.sexpr import number, read_sexprs
 
-    body = text.split("\n", 1)[1] if text.lstrip().startswith(("sat", "unsat")) else text
+    head, _, rest = text.lstrip().partition("\n")
+    body = rest if head.strip() in ("sat", "unsat") else text
     forms = read_sexprs(body)
     pairs = forms[0] if len(forms) == 1 and isinstance(forms[0], list) else forms
     vals: dict[str, float] = {}
@@ -147,7 +148,7 @@ def parse_witness(text: str, n_x: int, n_y: int) -> tuple[np.ndarray, np.ndarray
         v = number(p[1]) if isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) else None
         if v is None or p[0] in vals:
             raise PropertyError(f"bad or repeated witness entry {p!r}"[:120])
-        vals[p[0]] = float(v)
+        vals[p[0]] = float(p[1])  # the decimal correctly rounded, as float(v), and -0.0 kept
     x, y = (np.array([vals.get(f"{k}_{i}", np.nan) for i in range(n)], np.float64) for k, n in (("X", n_x), ("Y", n_y)))
     if np.isnan(x).any() or np.isnan(y).any():
         raise PropertyError("the witness does not give every X_i and Y_j")

@@ -18,6 +18,8 @@ __all__ = ["read_sexprs", "number"]
 _TOKEN = re.compile(r"\s+|;[^\n]*|\(|\)|[^\s();|\"]+|[|\"]")  # covers every character
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 MAX_DEPTH = 200
+MAX_DIGITS = 4000  # below Python's int_max_str_digits (4300); the exact decimal of any float64 fits
+MAX_EXPONENT = 2000  # 10**2000 costs µs; 10**999999999 (written "1e999999999") minutes
 
 
 def read_sexprs(text: str) -> list:
@@ -52,7 +54,15 @@ def read_sexprs(text: str) -> list:
 
 def number(tok) -> Fraction | None:
     """The exact rational value of a decimal numeral (``12``, ``-0.5``, ``1e-05``, ``.5E+3``), or
-    None when ``tok`` is not one (symbols, lists, ``inf``/``nan``, hexadecimal)."""
-    if isinstance(tok, str) and _NUMBER.fullmatch(tok):
-        return Fraction(tok)
-    return None
+    None when ``tok`` is not one (symbols, lists, ``inf``/``nan``, hexadecimal). A numeral of more
+    than :data:`MAX_DIGITS` digits or with an exponent beyond ±:data:`MAX_EXPONENT` is refused
+    (PropertyError): converting it exactly would take minutes, or fail inside Python."""
+    m = _NUMBER.fullmatch(tok) if isinstance(tok, str) else None
+    if m is None:
+        return None
+    exp = (m.group(2) or "e0")[1:].lstrip("+-").lstrip("0")
+    if sum(c.isdigit() for c in m.group(1)) > MAX_DIGITS or len(exp) > 6 or int(exp or 0) > MAX_EXPONENT:
+        shown = tok if len(tok) <= 40 else tok[:37] + "..."
+        raise PropertyError(f"the number {shown} is out of range (at most {MAX_DIGITS} digits and "
+                            f"exponents within ±{MAX_EXPONENT})")
+    return Fraction(tok)

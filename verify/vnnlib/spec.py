@@ -27,6 +27,7 @@ import gzip
 import itertools
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -35,11 +36,12 @@ import numpy as np
 from common.errors import PropertyError
 from verify.vnnlib.sexpr import number, read_sexprs
 
-__all__ = ["Atom", "Case", "Property", "parse_property", "read_property", "f32_below", "f32_above"]
+__all__ = ["Atom", "Case", "Property", "parse_property", "read_property", "f32_below", "f32_above", "to_float"]
 
 MAX_TERMS = 100_000  # disjunctive normal form terms (products of disjunctions grow fast)
 MAX_BYTES = 512 * 2**20
-_VAR = re.compile(r"([XY])_(0|[1-9]\d*)")
+MAX_BITS = 2**17  # numerator and denominator of any number computed from the file's numerals
+_VAR = re.compile(r"([XY])_(0|[1-9]\d{0,8})")  # indices below 10**9
 _IGNORED = {"check-sat", "get-model", "set-logic", "set-info", "set-option", "exit"}
 _V2 = {"vnnlib-version", "declare-network", "declare-input", "declare-output", "declare-hidden"}
 
@@ -133,14 +135,18 @@ def f32_above(v: Fraction) -> np.float32:
         return np.nextafter(f, np.float32(np.inf)) if _q(f) < v else f
 
 
+def to_float(v: Fraction) -> float:
+    """The float64 nearest v; ±inf beyond the float64 range (``float(v)`` raises there)."""
+    try:
+        return float(v)
+    except OverflowError:
+        return np.inf if v > 0 else -np.inf
+
+
 def _f32(v: Fraction) -> np.float32:
     """A float32 neighbour of v (round to float64, then to float32: at most one ulp off)."""
-    try:
-        d = float(v)
-    except OverflowError:
-        d = np.inf if v > 0 else -np.inf
     with np.errstate(over="ignore"):
-        return np.float32(d)
+        return np.float32(to_float(v))
 
 
 def _q(f) -> Fraction | float:
@@ -158,12 +164,17 @@ def _inside(v: Fraction, strict: bool, up: bool) -> np.float32:
 # ---- reading ----
 
 def read_property(path: str | os.PathLike) -> Property:
-    """Read and parse a VNN-LIB file (``.gz`` compressed too)."""
+    """Read and parse a VNN-LIB file (``.gz`` compressed too: decompressed only up to the size
+    limit, so a small file inflating to gigabytes is refused without being inflated)."""
     try:
         with open(path, "rb") as f:
-            raw = f.read(MAX_BYTES + 1)
-        if str(path).endswith(".gz"):
-            raw = gzip.decompress(raw)
+            if str(path).endswith(".gz"):
+                with gzip.GzipFile(fileobj=f) as g:
+                    raw = g.read(MAX_BYTES + 1)
+            else:
+                raw = f.read(MAX_BYTES + 1)
+    except zlib.error as e:
+        raise PropertyError(f"cannot read the property {os.fspath(path)}: corrupt gzip data ({e})") from None
     except (OSError, EOFError) as e:
         raise PropertyError(f"cannot read the property {os.fspath(path)}: {getattr(e, 'strerror', None) or e}") from None
     if len(raw) > MAX_BYTES:
@@ -234,31 +245,42 @@ def _term(t, names) -> tuple[dict[str, Fraction], Fraction]:
     args = [_term(a, names) for a in t[1:]]
     op = t[0]
     if op == "+" and args:
-        return _lin_sum(args, [1] * len(args))
-    if op == "-" and args:
-        signs = [-1] if len(args) == 1 else [1] + [-1] * (len(args) - 1)
-        return _lin_sum(args, signs)
-    if op == "*" and args:
+        out = _lin_sum(args, [1] * len(args), t)
+    elif op == "-" and args:
+        out = _lin_sum(args, [-1] if len(args) == 1 else [1] + [-1] * (len(args) - 1), t)
+    elif op == "*" and args:
         out = ({}, Fraction(1))
         for a in args:
             if out[0] and a[0]:
                 raise PropertyError(f"nonlinear product {_show(t)}")
             lin, k = (out, a[1]) if not a[0] else (a, out[1])
-            out = ({n: c * k for n, c in lin[0].items()}, lin[1] * k)
-        return out
-    if op == "/" and len(args) == 2 and not args[1][0] and args[1][1] != 0:
+            out = _sized(({n: c * k for n, c in lin[0].items()}, lin[1] * k), t)
+    elif op == "/" and len(args) == 2 and not args[1][0] and args[1][1] != 0:
         k = args[1][1]
-        return {n: c / k for n, c in args[0][0].items()}, args[0][1] / k
-    raise PropertyError(f"unsupported term {_show(t)}")
+        out = {n: c / k for n, c in args[0][0].items()}, args[0][1] / k
+    else:
+        raise PropertyError(f"unsupported term {_show(t)}")
+    return _sized(out, t)
 
 
-def _lin_sum(args, signs):
+def _sized(lin, t):
+    """``lin`` unless one of its exact numbers outgrew :data:`MAX_BITS` (products of constants and
+    sums over many denominators grow without bound, and every later step with them slows down)."""
+    for q in (*lin[0].values(), lin[1]):
+        if max(q.numerator.bit_length(), q.denominator.bit_length()) > MAX_BITS:
+            raise PropertyError(f"the term {_show(t)} has a number out of range (more than {MAX_BITS} bits)")
+    return lin
+
+
+def _lin_sum(args, signs, t="a comparison"):
+    """Σ sign·arg of linear terms; the sizes are checked after every addition (:func:`_sized`)."""
     coef: dict[str, Fraction] = {}
     const = Fraction(0)
     for (lin, c), s in zip(args, signs):
         for n, v in lin.items():
             coef[n] = coef.get(n, Fraction(0)) + s * v
         const += s * c
+        _sized(({n: coef[n] for n in lin}, const), t)
     return coef, const
 
 
@@ -306,45 +328,50 @@ def _product(a: list[list[Atom]], b: list[list[Atom]]) -> list[list[Atom]]:
 
 
 def _cases(dnfs: list[list[list[Atom]]], n_x: int) -> list[Case]:
-    """Group the terms of the conjunction of ``dnfs`` by input box (module docstring)."""
+    """Group the terms of the conjunction of ``dnfs`` by input box (module docstring). The common
+    box is built once; each term only records the inputs its own atoms bound (a property over
+    150k inputs with an ``or`` of 999 output conditions does not copy the box 999 times)."""
     if any(not d for d in dnfs):
         return []  # an assertion is false: no input satisfies the property
     common = [a for d in dnfs if len(d) == 1 for a in d[0]]
     split = [d for d in dnfs if len(d) > 1]
     base = _Box(n_x)
     base_cond = base.add_all(common)
-    groups: dict[tuple, Case] = {}
+    if base.empty():
+        return []
     total = 1
     for d in split:
         total *= len(d)
         if total > MAX_TERMS:
             raise PropertyError(f"the property has more than {MAX_TERMS} disjuncts")
+    groups: dict[tuple, Case] = {}
     for combo in itertools.product(*split):
-        box = base.copy()
+        box = _Box(n_x, base)
         cond = base_cond + box.add_all([a for t in combo for a in t])
         if box.empty():
             continue
         key = box.key()
         if key not in groups:
-            box.require_bounded()
-            groups[key] = Case(box.lo, box.hi, box.lo_s, box.hi_s, [])
+            groups[key] = Case(*box.full(), [])
         groups[key].disjuncts.append(cond)
     return list(groups.values())
 
 
+_FREE = (None, None, False, False)  # (lo, hi, lo strict, hi strict) of an input no atom bounds
+
+
 class _Box:
-    """Exact bounds of the inputs collected from single-variable atoms."""
+    """Exact bounds of the inputs collected from single-variable atoms: for each input it bounds,
+    ``(lo, hi, lo_strict, hi_strict)``; the others are those of ``parent`` (or unbounded)."""
 
-    def __init__(self, n: int):
-        self.lo: list = [None] * n
-        self.hi: list = [None] * n
-        self.lo_s = [False] * n
-        self.hi_s = [False] * n
+    def __init__(self, n: int, parent: "_Box | None" = None):
+        self.n, self.parent = n, parent
+        self.own: dict[int, tuple] = {}
 
-    def copy(self) -> "_Box":
-        b = _Box(0)
-        b.lo, b.hi, b.lo_s, b.hi_s = self.lo[:], self.hi[:], self.lo_s[:], self.hi_s[:]
-        return b
+    def get(self, i: int) -> tuple:
+        if i in self.own:
+            return self.own[i]
+        return self.parent.get(i) if self.parent is not None else _FREE
 
     def add_all(self, atoms: list[Atom]) -> list[Atom]:
         """Tighten the box by the single-input atoms; return the other atoms (the condition)."""
@@ -355,21 +382,28 @@ class _Box:
                 continue
             i, c = a.x[0]
             v = a.rhs / c
-            if c > 0 and (self.hi[i] is None or v < self.hi[i] or (v == self.hi[i] and a.strict)):
-                self.hi[i], self.hi_s[i] = v, a.strict
-            elif c < 0 and (self.lo[i] is None or v > self.lo[i] or (v == self.lo[i] and a.strict)):
-                self.lo[i], self.lo_s[i] = v, a.strict
+            lo, hi, ls, hs = self.get(i)
+            if c > 0 and (hi is None or v < hi or (v == hi and a.strict)):
+                self.own[i] = (lo, v, ls, a.strict)
+            elif c < 0 and (lo is None or v > lo or (v == lo and a.strict)):
+                self.own[i] = (v, hi, a.strict, hs)
         return rest
 
     def empty(self) -> bool:
+        """Some input bounded here has no value (the parent's own inputs are not looked at)."""
         return any(lo is not None and hi is not None and (lo > hi or (lo == hi and (ls or hs)))
-                   for lo, hi, ls, hs in zip(self.lo, self.hi, self.lo_s, self.hi_s))
+                   for lo, hi, ls, hs in self.own.values())
 
-    def require_bounded(self) -> None:
-        for i, (lo, hi) in enumerate(zip(self.lo, self.hi)):
+    def key(self) -> tuple:
+        """What tells this box from its parent's: the inputs whose bounds differ."""
+        return tuple(sorted((i, b) for i, b in self.own.items()
+                            if self.parent is None or b != self.parent.get(i)))
+
+    def full(self) -> tuple[list, list, list, list]:
+        """(lo, hi, lo_strict, hi_strict) of every input; PropertyError when one is unbounded."""
+        rows = [self.get(i) for i in range(self.n)]
+        for i, (lo, hi, _, _) in enumerate(rows):
             if lo is None or hi is None:
                 side = "lower" if lo is None else "upper"
                 raise PropertyError(f"input X_{i} has no {side} bound: unbounded inputs are not supported")
-
-    def key(self) -> tuple:
-        return tuple(self.lo), tuple(self.hi), tuple(self.lo_s), tuple(self.hi_s)
+        return tuple(list(col) for col in zip(*rows)) if rows else ([], [], [], [])
