@@ -141,7 +141,10 @@ NET = "(declare-network net (declare-input X real [1, 2]) (declare-output Y real
     (HEAD + NET + BOX2 + "(assert (>= Y[0,0] 0))", "VNN-LIB 2.0: line"),
     (HEAD + NET + BOX2 + "(assert (>= Y[0,5] 0.0))", "VNN-LIB 2.0: line"),
     (HEAD + NET + BOX2 + "(assert (>= Y[0,0] 0.0)", "VNN-LIB 2.0"),
-])
+    # the package's own parser crashes the process on deep nesting: refused before it is called
+    (HEAD + NET + BOX2 + "(assert " + "(and " * 100_000 + "(>= Y[0,0] 0.0)" + ")" * 100_001, "nested deeper"),
+], ids=["networks", "inputs", "hidden", "not-equal", "nonlinear", "float16", "int-literal", "index",
+        "unclosed", "deep"])
 def test_refused_one_line(text, msg):
     with pytest.raises(PropertyError, match=msg) as e:
         parse_property(text)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 from common.errors import PropertyError
 
@@ -37,6 +38,7 @@ MAX_DEPTH = 200
 _TYPES = {"Real", "F32", "F64"}
 _CMP = {"LessEqual": "<=", "LessThan": "<", "GreaterEqual": ">=", "GreaterThan": ">", "Equal": "="}
 _CONN = {"And": "and", "Or": "or"}
+_PAREN = re.compile(r";[^\n]*|[()]")  # comments skipped; parens in strings only over-count
 
 
 def _package():
@@ -52,6 +54,7 @@ def parse_v2(text: str):
     from verify.vnnlib.spec import Property, build_cases
 
     vnnlib = _package()
+    _check_depth(text)  # before the package: its C++ parser crashes (SIGSEGV) on deep nesting
     try:
         query = vnnlib.parse_query_string(text)
     except vnnlib.VNNLibException as e:
@@ -75,6 +78,19 @@ def parse_v2(text: str):
     if n_y == 0 or n_x == 0:
         raise PropertyError("the property declares an empty input or output tensor")
     return Property(n_x, n_y, build_cases(formulas, n_x, n_y), tuple(x.shape), tuple(y.shape))
+
+
+def _check_depth(text: str) -> None:
+    depth = 0
+    for m in _PAREN.finditer(text):
+        tok = m.group()
+        if tok == "(":
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = text.count("\n", 0, m.start()) + 1
+                raise PropertyError(f"line {line}: expressions nested deeper than {MAX_DEPTH}")
+        elif tok == ")":
+            depth -= 1
 
 
 def _first_error(msg: str) -> str:
