@@ -143,8 +143,14 @@ NET = "(declare-network net (declare-input X real [1, 2]) (declare-output Y real
     (HEAD + NET + BOX2 + "(assert (>= Y[0,0] 0.0)", "VNN-LIB 2.0"),
     # the package's own parser crashes the process on deep nesting: refused before it is called
     (HEAD + NET + BOX2 + "(assert " + "(and " * 100_000 + "(>= Y[0,0] 0.0)" + ")" * 100_001, "nested deeper"),
+    # the package stops at a NUL (what follows would be dropped) and throws C++ errors on huge numbers
+    (HEAD + NET + BOX2 + "(assert (>= Y[0,0] 0.0))\x00(assert (>= Y[0,1] 0.0))", "NUL"),
+    (HEAD + NET + BOX2 + "(assert (>= Y[0,99999999999999999999999] 0.0))", "cannot read it"),
+    (HEAD + NET + BOX2 + "(assert (>= Y[0,0] 9" + "9" * 400 + ".0))", "cannot read it"),
+    (HEAD + NET.replace("[1, 2]", "[100000, 100000, 100000]") + BOX2.replace("X[0,", "X[0,0,")
+     + "(assert (>= Y[0,0] 0.0))", "1000000000000000 inputs"),
 ], ids=["networks", "inputs", "hidden", "not-equal", "nonlinear", "float16", "int-literal", "index",
-        "unclosed", "deep"])
+        "unclosed", "deep", "nul", "huge-index", "huge-number", "huge-shape"])
 def test_refused_one_line(text, msg):
     with pytest.raises(PropertyError, match=msg) as e:
         parse_property(text)

@@ -35,6 +35,7 @@ __all__ = ["parse_v2", "check_shapes", "INSTALL_HINT"]
 
 INSTALL_HINT = 'pip install "linfverify[vnnlib2]"'
 MAX_DEPTH = 200
+MAX_ELEMENTS = 2**24  # declared tensor sizes (a shape is a few characters; the box is a list per element)
 _TYPES = {"Real", "F32", "F64"}
 _CMP = {"LessEqual": "<=", "LessThan": "<", "GreaterEqual": ">=", "GreaterThan": ">", "Equal": "="}
 _CONN = {"And": "and", "Or": "or"}
@@ -54,11 +55,14 @@ def parse_v2(text: str):
     from verify.vnnlib.spec import Property, build_cases
 
     vnnlib = _package()
-    _check_depth(text)  # before the package: its C++ parser crashes (SIGSEGV) on deep nesting
+    _check_text(text)
     try:
         query = vnnlib.parse_query_string(text)
     except vnnlib.VNNLibException as e:
         raise PropertyError(f"VNN-LIB 2.0: {_first_error(str(e))}") from None
+    except Exception as e:  # noqa: BLE001 - C++ std:: errors, e.g. IndexError("stoll") on a huge index
+        raise PropertyError(f"VNN-LIB 2.0: the vnnlib package cannot read it ({type(e).__name__}: "
+                            f"{_first_error(str(e))}; a number out of range?)") from None
     nets = query.networks
     if len(nets) != 1:
         raise PropertyError(f"the property declares {len(nets)} networks; one model is verified at a time")
@@ -75,12 +79,16 @@ def parse_v2(text: str):
     shapes = {x.name: ("X", list(x.shape)), y.name: ("Y", list(y.shape))}
     formulas = [_formula(a.expr, shapes, 0) for a in query.assertions]
     n_x, n_y = math.prod(x.shape), math.prod(y.shape)
-    if n_y == 0 or n_x == 0:
-        raise PropertyError("the property declares an empty input or output tensor")
+    if not (0 < n_x <= MAX_ELEMENTS and 0 < n_y <= MAX_ELEMENTS):
+        raise PropertyError(f"the property declares {n_x} inputs and {n_y} outputs (1 to {MAX_ELEMENTS} each)")
     return Property(n_x, n_y, build_cases(formulas, n_x, n_y), tuple(x.shape), tuple(y.shape))
 
 
-def _check_depth(text: str) -> None:
+def _check_text(text: str) -> None:
+    """Refuse, before the package sees them, texts it mishandles: a NUL character (its parser stops
+    there: what follows would be silently dropped) and deep nesting (its parser crashes, SIGSEGV)."""
+    if "\x00" in text:
+        raise PropertyError(f"line {text.count(chr(10), 0, text.index(chr(0))) + 1}: NUL character in the property")
     depth = 0
     for m in _PAREN.finditer(text):
         tok = m.group()
