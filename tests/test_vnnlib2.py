@@ -204,3 +204,11 @@ def test_wrong_output_shape_refused(tmp_path):
     p = write(tmp_path, text, "p2.vnnlib")
     with pytest.raises(PropertyError, match="output shape"):
         run_instance(m, p, 10)
+
+
+def test_the_extra_is_declared_and_in_dev():
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["vnnlib2"] == ["vnnlib>=1.0.2"] and "vnnlib>=1.0.2" in extras["dev"]
+    assert '"linfverify[vnnlib2]"' in INSTALL_HINT
