@@ -395,8 +395,9 @@ def main() -> None:
 @user_errors
 def vnnlib(
     model: ModelArg,
-    prop: Annotated[Path, typer.Argument(metavar="PROPERTY", help="VNN-LIB 1.0 property file (.vnnlib, or .vnnlib.gz)",
-                                         show_default=False)],
+    prop: Annotated[Path, typer.Argument(
+        metavar="PROPERTY", show_default=False,
+        help="VNN-LIB 1.0 or 2.0 property file (.vnnlib, or .vnnlib.gz; 2.0 needs the vnnlib2 extra)")],
     out: Annotated[Path, out_option("the results file (VNN-COMP format)")],
     timeout: Annotated[float, typer.Option(help="time limit in seconds")] = 60.0,
     seed: SeedOpt = 0,

@@ -52,12 +52,16 @@ class VnnResult:
 
 
 def check_fit(model, prop: Property) -> None:
-    """PropertyError unless the property's X/Y match the model's input size and output count."""
+    """PropertyError unless the property's X/Y match the model's input size and output count (and,
+    for VNN-LIB 2.0, its declared shapes match the model's)."""
+    from verify.vnnlib.spec2 import check_shapes
+
     n_in = math.prod(model.input_shape)
     if prop.n_x != n_in:
         raise PropertyError(f"the property declares {prop.n_x} inputs X_i, the model takes {n_in}")
     if prop.n_y != model.num_classes:
         raise PropertyError(f"the property declares {prop.n_y} outputs Y_j, the model has {model.num_classes}")
+    check_shapes(prop, model.input_shape, model.num_classes)
 
 
 def run_instance(model_path, prop_path, timeout: float = 60.0, *, seed: int = 0, ladder=LADDER,

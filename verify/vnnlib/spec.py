@@ -18,7 +18,8 @@ is searched, so that it satisfies the bounds as written, exactly).
 
 An input variable without a lower or an upper bound in some box is refused: an unbounded input is
 never treated as bounded (nor proved over). Errors are one-line :class:`PropertyError`.
-VNN-LIB 2.0 (``vnnlib-version``, ``declare-network``) is refused with one line.
+A file that starts with ``(vnnlib-version …)`` is VNN-LIB 2.0: read by verify/vnnlib/spec2.py
+(the optional ``vnnlib`` package) into the same :class:`Property`.
 """
 
 from __future__ import annotations
@@ -36,13 +37,15 @@ import numpy as np
 from common.errors import PropertyError
 from verify.vnnlib.sexpr import number, read_sexprs
 
-__all__ = ["Atom", "Case", "Property", "parse_property", "read_property", "f32_below", "f32_above", "to_float"]
+__all__ = ["Atom", "Case", "Property", "parse_property", "read_property", "build_cases", "f32_below",
+           "f32_above", "to_float"]
 
 MAX_TERMS = 100_000  # disjunctive normal form terms (products of disjunctions grow fast)
 MAX_BYTES = 512 * 2**20
 MAX_BITS = 2**17  # numerator and denominator of any number computed from the file's numerals
 _VAR = re.compile(r"([XY])_(0|[1-9]\d{0,8})")  # indices below 10**9
 _IGNORED = {"check-sat", "get-model", "set-logic", "set-info", "set-option", "exit"}
+_V2_START = re.compile(r"\A(?:\s|;[^\n]*)*\(\s*vnnlib-version\b")
 _V2 = {"vnnlib-version", "declare-network", "declare-input", "declare-output", "declare-hidden"}
 
 
@@ -119,6 +122,8 @@ class Property:
     n_x: int
     n_y: int
     cases: list[Case]
+    x_shape: tuple | None = None  # VNN-LIB 2.0: the declared input/output shapes (1.0: None)
+    y_shape: tuple | None = None
 
 
 def f32_below(v: Fraction) -> np.float32:
@@ -187,7 +192,11 @@ def read_property(path: str | os.PathLike) -> Property:
 
 
 def parse_property(text: str) -> Property:
-    """Parse VNN-LIB 1.0 text (see the module docstring)."""
+    """Parse VNN-LIB 1.0 text, or 2.0 text through verify/vnnlib/spec2.py (module docstring)."""
+    if _V2_START.match(text):
+        from verify.vnnlib.spec2 import parse_v2
+
+        return parse_v2(text)
     names: dict[str, None] = {}
     formulas = []
     for form in read_sexprs(text):
@@ -199,13 +208,19 @@ def parse_property(text: str) -> Property:
         elif head == "assert" and len(form) == 2:
             formulas.append(form[1])
         elif head in _V2:
-            raise PropertyError(f"VNN-LIB 2.0 ({head}) is not supported; write the property in VNN-LIB 1.0")
+            raise PropertyError(f"({head} ...) is VNN-LIB 2.0, whose files start with (vnnlib-version <2.0>)")
         elif head not in _IGNORED:
             raise PropertyError(f"unsupported command {_show(form)}")
     n_x, n_y = (_count(names, v) for v in "XY")
     if n_y == 0:
         raise PropertyError("the property declares no output variable Y_0")
-    return Property(n_x, n_y, _cases([_dnf(f, names) for f in formulas], n_x))
+    return Property(n_x, n_y, build_cases(formulas, n_x, n_y))
+
+
+def build_cases(formulas: list, n_x: int, n_y: int) -> list["Case"]:
+    """The cases of the conjunction of ``formulas`` (1.0 s-expressions over X_0… and Y_0…)."""
+    names = dict.fromkeys([f"X_{i}" for i in range(n_x)] + [f"Y_{j}" for j in range(n_y)])
+    return _cases([_dnf(f, names) for f in formulas], n_x)
 
 
 def _declare(form, names) -> None:
