@@ -1,0 +1,30 @@
+"""A sample's CROWN bound must not depend on the other samples of its batch: `check` re-proves
+records in batches of its own size (and `auto` certifies only a subset with CROWN), so a bound that
+did would make check reject valid certificates ("margin_lower exceeds the re-computed bound", or a
+near-zero proof that does not re-prove). Found: the intermediate-box tightening refined the union of
+the batch's unstable coordinates, so a sample's boxes (and bound) changed with its neighbours."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from certify_helpers import build_model
+from verify.bounds import margins
+from verify.bounds.spec import margin_lower
+from verify.front.model import load_model
+
+
+def test_a_samples_bound_does_not_depend_on_its_batch(tmp_path):
+    rng = np.random.default_rng(0)
+    dims = [8, 40, 40, 40, 4]
+    layers = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [("gemm", rng.normal(0, 1.5 / np.sqrt(a), (b, a)).astype(np.float32),
+                    rng.normal(0, 0.1, b).astype(np.float32)), ("relu",)]
+    m = load_model(build_model(layers[:-1], [8], tmp_path / "m.onnx"))
+    x = rng.random((6, 8)).astype(np.float32)
+    y = np.zeros(6, np.int64)
+    lo, hi = margins.input_box(x, 0.05, (0.0, 1.0))
+    batch = margin_lower(m, lo, hi, y)
+    alone = np.array([margin_lower(m, lo[i:i + 1], hi[i:i + 1], y[i:i + 1])[0] for i in range(6)])
+    assert np.all(np.abs(alone - batch) <= 1e-9 * (1 + np.abs(alone)))
