@@ -47,3 +47,24 @@ def test_one_overflowing_sample_leaves_its_neighbours_bounds_alone(tmp_path):
     for steps in (0, 3):
         both = margin_lower(m, lo, hi, y, alpha_steps=steps)
         assert np.isnan(both[1]) and both[0] >= alone[0]
+
+
+def test_check_reproves_a_crown_run_cut_into_other_batches(tmp_path):
+    """End to end: certify --method crown with one batch of all samples, check with batches of 1:
+    every record's margin_lower must re-prove."""
+    from verify.certify.check import run_check
+    from verify.certify.run import run_certify
+
+    rng = np.random.default_rng(0)
+    dims = [8, 40, 40, 40, 4]
+    layers = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [("gemm", rng.normal(0, 1.5 / np.sqrt(a), (b, a)).astype(np.float32),
+                    rng.normal(0, 0.1, b).astype(np.float32)), ("relu",)]
+    path = build_model(layers[:-1], [8], tmp_path / "m.onnx")
+    m = load_model(path)
+    x = rng.random((12, 8)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.argmax(m.forward(x), 1))
+    out = tmp_path / "c.jsonl"
+    run_certify(path, tmp_path / "d.npz", eps=0.05, out=out, method="crown", batch_size=12)
+    assert run_check(out, path, tmp_path / "d.npz", batch_size=1)["ok"]
