@@ -14,14 +14,20 @@ from verify.bounds.spec import margin_lower
 from verify.front.model import load_model
 
 
-def test_a_samples_bound_does_not_depend_on_its_batch(tmp_path):
+def _mlp(path):
+    """A 3-hidden-layer ReLU MLP with many unstable neurons at eps 0.05: (rng, onnx path)."""
     rng = np.random.default_rng(0)
     dims = [8, 40, 40, 40, 4]
     layers = []
     for a, b in zip(dims[:-1], dims[1:]):
         layers += [("gemm", rng.normal(0, 1.5 / np.sqrt(a), (b, a)).astype(np.float32),
                     rng.normal(0, 0.1, b).astype(np.float32)), ("relu",)]
-    m = load_model(build_model(layers[:-1], [8], tmp_path / "m.onnx"))
+    return rng, build_model(layers[:-1], [8], path)
+
+
+def test_a_samples_bound_does_not_depend_on_its_batch(tmp_path):
+    rng, path = _mlp(tmp_path / "m.onnx")
+    m = load_model(path)
     x = rng.random((6, 8)).astype(np.float32)
     y = np.zeros(6, np.int64)
     lo, hi = margins.input_box(x, 0.05, (0.0, 1.0))
@@ -55,13 +61,7 @@ def test_check_reproves_a_crown_run_cut_into_other_batches(tmp_path):
     from verify.certify.check import run_check
     from verify.certify.run import run_certify
 
-    rng = np.random.default_rng(0)
-    dims = [8, 40, 40, 40, 4]
-    layers = []
-    for a, b in zip(dims[:-1], dims[1:]):
-        layers += [("gemm", rng.normal(0, 1.5 / np.sqrt(a), (b, a)).astype(np.float32),
-                    rng.normal(0, 0.1, b).astype(np.float32)), ("relu",)]
-    path = build_model(layers[:-1], [8], tmp_path / "m.onnx")
+    rng, path = _mlp(tmp_path / "m.onnx")
     m = load_model(path)
     x = rng.random((12, 8)).astype(np.float32)
     np.savez(tmp_path / "d.npz", x=x, y=np.argmax(m.forward(x), 1))
