@@ -150,7 +150,7 @@ def scatter_sum(n: int, s: int, d: int, index: torch.Tensor, terms: list[torch.T
 
 
 def affine_bias(a: torch.Tensor, n_back: int, n_fwd: int, abs_img: torch.Tensor, bias: torch.Tensor | None,
-                ctx: Ctx, extra_ops: int = 0) -> torch.Tensor:
+                ctx: Ctx, extra_ops: int = 0, scaling: float = 1.0) -> torch.Tensor:
     """The bias [N, S] of a step through ``y = L x + b`` (L constant) whose input coefficients the
     op computed as ``A_in = fl64(Lᵀ A)`` (each an ``n_back``-term dot product):
 
@@ -159,7 +159,9 @@ def affine_bias(a: torch.Tensor, n_back: int, n_fwd: int, abs_img: torch.Tensor,
     since ``|Lᵀ A − A_in| ≤ γ_{n_back} |L|ᵀ|A|`` elementwise. ``abs_img`` = fl64(|L| mag(x)) [N, *out]
     (``n_fwd``-term sums of non-negative terms, ≥ (1 − γ_{n_fwd}) times the exact value: inflated
     here). With ``ctx.ort``, e bounds onnxruntime's float32 error of the node (verify/ops/_affine.py,
-    step 4): γ32_{n_fwd+1+k}(|L||x| + |b|) + (n_fwd + 2 + k)·2^-149, k = ``extra_ops``.
+    step 4): γ32_{n_fwd+1+k}(|L||x| + |b|) + max(1, |s|)·(n_fwd + 2 + k)·2^-149, k = ``extra_ops``,
+    s = ``scaling``, a factor onnxruntime applies after summing (Gemm's alpha): the absolute errors
+    of products that underflow before it are multiplied by |s| (as in verify/ops/_affine.py).
     """
     n_fwd = max(n_fwd, 1)
     img = up(abs_img.detach() * (1.0 + 2.0 * gamma(n_fwd, U64)) + n_fwd * TINY64)
@@ -168,7 +170,8 @@ def affine_bias(a: torch.Tensor, n_back: int, n_fwd: int, abs_img: torch.Tensor,
     if ctx.ort:  # one pass over |A|: γ64·img + e32 (both non-negative, summed rounding up)
         babs = torch.zeros((), dtype=torch.float64) if bias is None else bias.abs()
         m = n_fwd + 1 + extra_ops
-        e32 = up(gamma(m, U32) * (1.0 + 2.0**-20) * up(img + babs) + (m + 1) * TINY32)
+        tiny = up(torch.tensor(max(1.0, abs(scaling)) * (m + 1) * TINY32 * (1.0 + 4 * U64), dtype=torch.float64))
+        e32 = up(gamma(m, U32) * (1.0 + 2.0**-20) * up(img + babs) + tiny)
         out = -dot_up(a_abs, up(up(g64 * img) + e32))
     else:
         out = -up(g64 * dot_up(a_abs, img))
