@@ -32,3 +32,22 @@ def test_crown_charges_alpha_times_underflowed_products(tmp_path):
     low = spec_lower(m, x, x, c)
     y = ort_logits(path, x).astype(np.float64)
     assert np.all(np.einsum("nk,nsk->ns", y, c) >= low)
+
+
+def test_leaky_relu_charges_the_underflow_of_its_product(tmp_path):
+    """LeakyRelu(0.3) at a subnormal negative input: onnxruntime's 0.3·(−2^-149) rounds to −0, an
+    absolute error of 0.3·2^-149 that no relative charge covers (found: the bound of −y was
+    +4.2e-46 where onnxruntime's −y is 0)."""
+    g = h.make_graph([h.make_node("LeakyRelu", ["input"], ["logits"], alpha=0.3)], "g",
+                     [h.make_tensor_value_info("input", T.FLOAT, ["N", 2])],
+                     [h.make_tensor_value_info("logits", T.FLOAT, ["N", 2])])
+    mod = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    mod.ir_version = 9
+    path = tmp_path / "lr.onnx"
+    onnx.save(mod, str(path))
+    m = load_model(path)
+    x = np.array([[-1e-45, -3e-45], [-1e-45, 2e-45]], np.float32)
+    c = np.broadcast_to(np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]), (2, 4, 2)).copy()
+    low = spec_lower(m, x, x, c)
+    y = ort_logits(path, x).astype(np.float64)
+    assert np.all(np.einsum("nk,nsk->ns", y, c) >= low)

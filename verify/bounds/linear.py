@@ -187,8 +187,10 @@ def zero_bias(a: torch.Tensor) -> torch.Tensor:
 
 def ort_rounding(a: torch.Tensor, out_mag: torch.Tensor, ctx: Ctx, ulps: float = 1.0) -> torch.Tensor:
     """[ort] charge for an op whose float32 result is its exact value rounded ``ulps`` times
-    (each ≤ u32 relative; underflow ≤ 2^-150 absolute): −Σ|A|·((1 + u32)^ulps − 1)·(mag + tiny)."""
+    (each ≤ u32 relative plus, for a product that underflows, 2^-150 absolute):
+    −Σ|A|·(((1 + u32)^ulps − 1)·mag + ulps·2^-149). The absolute term is not scaled by u32: a
+    subnormal product's error is a fixed fraction of 2^-149, whatever its size."""
     if not ctx.ort:
         return zero_bias(a)
     rel = (1.0 + U32) ** ulps - 1.0 + 2.0**-60
-    return -up(rel * dot_up(a.abs(), out_mag + ulps * TINY32))
+    return -dot_up(a.abs(), up(up(rel * out_mag) + ulps * TINY32))
