@@ -108,25 +108,34 @@ def back_substitute(graph, boxes: Boxes, target: str, c: torch.Tensor, ctx: Ctx)
 
 
 def _refine(graph, boxes: Boxes, name: str, ctx: Ctx, max_refine: int) -> None:
-    """Tighten the box of tensor ``name`` by back-substitution on its unstable coordinates."""
+    """Tighten the box of tensor ``name`` by back-substitution on its unstable coordinates.
+
+    Each sample refines its OWN unstable coordinates (rows ±e_i, padded with zero rows) and the
+    limits are per sample, so a sample's bound never depends on the other samples of its batch
+    (``check`` re-proves in batches of its own size)."""
     b = boxes.np[name]
     n = b.lo.shape[0]
     lo = b.lo.reshape(n, -1)
     hi = b.hi.reshape(n, -1)
-    unstable = np.nonzero(((lo < 0) & (hi > 0)).any(axis=0))[0]
-    k = len(unstable)
+    uns = (lo < 0) & (hi > 0)
     widest = max(int(np.prod(v.lo.shape[1:])) for v in boxes.np.values())
-    if k == 0 or k > max_refine or 2 * k * widest > MAX_COEF:
+    counts = uns.sum(axis=1)
+    uns &= ((counts <= max_refine) & (2 * counts * widest <= MAX_COEF))[:, None]
+    k = int(uns.sum(axis=1).max()) if n else 0
+    if k == 0:
         return
     d = lo.shape[1]
+    rank = np.cumsum(uns, axis=1) - 1  # the row of each unstable coordinate within its sample
+    smp, coord = np.nonzero(uns)
+    row = rank[smp, coord]
     c = torch.zeros((n, 2 * k, d), dtype=torch.float64)
-    rows = torch.arange(k)
-    c[:, rows, torch.from_numpy(unstable)] = 1.0
-    c[:, k + rows, torch.from_numpy(unstable)] = -1.0
+    ts, tr, tc = (torch.from_numpy(v) for v in (smp, row, coord))
+    c[ts, tr, tc] = 1.0
+    c[ts, k + tr, tc] = -1.0
     low = back_substitute(graph, boxes, name, c.reshape(n, 2 * k, *b.lo.shape[1:]), ctx).numpy()
     new_lo, new_hi = lo.copy(), hi.copy()
-    new_lo[:, unstable] = np.maximum(lo[:, unstable], down32(low[:, :k]))
-    new_hi[:, unstable] = np.minimum(hi[:, unstable], up32(-low[:, k:]))
+    new_lo[smp, coord] = np.maximum(lo[smp, coord], down32(low[smp, row]))
+    new_hi[smp, coord] = np.minimum(hi[smp, coord], up32(-low[smp, k + row]))
     new_hi = np.maximum(new_hi, new_lo)  # an empty intersection cannot happen for sound bounds
     boxes.set(name, Box(new_lo.reshape(b.lo.shape), new_hi.reshape(b.hi.shape)))
 

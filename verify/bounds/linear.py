@@ -160,8 +160,8 @@ def affine_bias(a: torch.Tensor, n_back: int, n_fwd: int, abs_img: torch.Tensor,
     (``n_fwd``-term sums of non-negative terms, ≥ (1 − γ_{n_fwd}) times the exact value: inflated
     here). With ``ctx.ort``, e bounds onnxruntime's float32 error of the node (verify/ops/_affine.py,
     step 4): γ32_{n_fwd+1+k}(|L||x| + |b|) + max(1, |s|)·(n_fwd + 2 + k)·2^-149, k = ``extra_ops``,
-    s = ``scaling``: a factor onnxruntime applies after summing (Gemm's alpha, included in L), which
-    multiplies the absolute (underflow) errors of the float32 products as well (as in _affine.py).
+    s = ``scaling``, a factor onnxruntime applies after summing (Gemm's alpha): the absolute errors
+    of products that underflow before it are multiplied by |s| (as in verify/ops/_affine.py).
     """
     n_fwd = max(n_fwd, 1)
     img = up(abs_img.detach() * (1.0 + 2.0 * gamma(n_fwd, U64)) + n_fwd * TINY64)
@@ -170,8 +170,8 @@ def affine_bias(a: torch.Tensor, n_back: int, n_fwd: int, abs_img: torch.Tensor,
     if ctx.ort:  # one pass over |A|: γ64·img + e32 (both non-negative, summed rounding up)
         babs = torch.zeros((), dtype=torch.float64) if bias is None else bias.abs()
         m = n_fwd + 1 + extra_ops
-        amp = max(1.0, abs(float(scaling)))
-        e32 = up(gamma(m, U32) * (1.0 + 2.0**-20) * up(img + babs) + math.nextafter(amp * (m + 1) * TINY32, math.inf))
+        tiny = up(torch.tensor(max(1.0, abs(scaling)) * (m + 1) * TINY32 * (1.0 + 4 * U64), dtype=torch.float64))
+        e32 = up(gamma(m, U32) * (1.0 + 2.0**-20) * up(img + babs) + tiny)
         out = -dot_up(a_abs, up(up(g64 * img) + e32))
     else:
         out = -up(g64 * dot_up(a_abs, img))
@@ -187,8 +187,10 @@ def zero_bias(a: torch.Tensor) -> torch.Tensor:
 
 def ort_rounding(a: torch.Tensor, out_mag: torch.Tensor, ctx: Ctx, ulps: float = 1.0) -> torch.Tensor:
     """[ort] charge for an op whose float32 result is its exact value rounded ``ulps`` times
-    (each ≤ u32 relative; underflow ≤ 2^-150 absolute): −Σ|A|·((1 + u32)^ulps − 1)·(mag + tiny)."""
+    (each ≤ u32 relative plus, for a product that underflows, 2^-150 absolute):
+    −Σ|A|·(((1 + u32)^ulps − 1)·mag + ulps·2^-149). The absolute term is not scaled by u32: a
+    subnormal product's error is a fixed fraction of 2^-149, whatever its size."""
     if not ctx.ort:
         return zero_bias(a)
     rel = (1.0 + U32) ** ulps - 1.0 + 2.0**-60
-    return -up(rel * dot_up(a.abs(), out_mag + ulps * TINY32))
+    return -dot_up(a.abs(), up(up(rel * out_mag) + ulps * TINY32))

@@ -50,11 +50,24 @@ def spec_lower(model, lo, hi, c, d=None, ort: bool = True, alpha_steps: int = 0,
     c = np.asarray(c, np.float64)
     deadline = None if timeout is None else time.monotonic() + timeout
 
-    def one(li, hi_i, ci):
+    def bound(li, hi_i, ci):
         try:
             return _lower(model.graph, li, hi_i, ci, ort, alpha_steps, deadline)
         except ModelError:
             return np.full(ci.shape[:2], np.nan)
+
+    def one(li, hi_i, ci):
+        """A chunk's bounds; when the chunk fails (one sample overflows, say) each sample is
+        bounded alone (repeated to the fixed batch size), so a sample's bound never depends on
+        the other samples of its chunk (``check`` cuts its batches differently from ``certify``)."""
+        low = bound(li, hi_i, ci)
+        if len(li) < 2 or not np.isnan(low).all():
+            return low
+
+        def alone(a, j):
+            return np.repeat(a[j:j + 1], len(a) if model.batch_size else 1, 0)
+
+        return np.stack([bound(alone(li, j), alone(hi_i, j), alone(ci, j))[0] for j in range(len(li))])
 
     low = model.per_chunk(one, lo, hi, c)
     if d is not None:
