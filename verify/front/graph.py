@@ -113,50 +113,33 @@ def _run(op: Op, fn, args):
         raise op.fail(f"cannot evaluate it on these operands: {first}") from None
 
 
-def evaluate(g: Graph, x: np.ndarray, keep_all: bool = False) -> dict[str, np.ndarray]:
-    """float32 values of the tensors (all of them if ``keep_all``, else only the output)."""
-    vals: dict[str, np.ndarray] = {g.input_name: np.asarray(x, np.float32)}
+def _walk(g: Graph, first, constant, method: str, keep_all: bool) -> dict:
+    """Run every node's ``method`` ("forward" or "bound") in order from ``first`` at the graph input,
+    constants lifted by ``constant``; keeps every tensor, or frees each after its last use."""
+    vals = {g.input_name: first}
     last = _last_uses(g)
     for k, op in enumerate(g.nodes):
-        args = [None if i == "" else (g.constants[i] if i in g.constants else vals[i]) for i in op.inputs]
-        outs = _run(op, op.forward, args)
-        if len(op.outputs) == 1:
-            outs = (outs,)
-        for name, v in zip(op.outputs, outs):
+        args = [None if i == "" else (constant(g.constants[i]) if i in g.constants else vals[i]) for i in op.inputs]
+        out = _run(op, getattr(op, method), args)
+        for name, v in zip(op.outputs, out if isinstance(out, tuple) else (out,)):
             vals[name] = v
         if not keep_all:
             for i in op.inputs:
                 if last.get(i) == k and i != g.output_name and i in vals:
                     del vals[i]
-    if keep_all:
-        return vals
-    return {g.output_name: vals[g.output_name]}
+    return vals if keep_all else {g.output_name: vals[g.output_name]}
+
+
+def evaluate(g: Graph, x: np.ndarray, keep_all: bool = False) -> dict[str, np.ndarray]:
+    """float32 values of the tensors (all of them if ``keep_all``, else only the output)."""
+    return _walk(g, np.asarray(x, np.float32), lambda c: c, "forward", keep_all)
 
 
 def propagate(g: Graph, box: Box, keep_all: bool = True) -> dict[str, Box]:
-    """Sound boxes of the tensors for every input in ``box`` (see Op.interval's contract)."""
-    vals: dict[str, Box] = {g.input_name: Box(np.asarray(box.lo, np.float32), np.asarray(box.hi, np.float32))}
-    last = _last_uses(g)
-    for k, op in enumerate(g.nodes):
-        args = []
-        for i in op.inputs:
-            if i == "":
-                args.append(None)
-            elif i in g.constants:
-                args.append(Box.point(g.constants[i]))
-            else:
-                args.append(vals[i])
-        out = _run(op, op.bound, args)  # refuses NaN bounds and ±inf inputs of ops that are not inf_safe
-        outs = out if isinstance(out, tuple) else (out,)
-        for name, b in zip(op.outputs, outs):
-            vals[name] = b
-        if not keep_all:
-            for i in op.inputs:
-                if last.get(i) == k and i != g.output_name and i in vals:
-                    del vals[i]
-    if keep_all:
-        return vals
-    return {g.output_name: vals[g.output_name]}
+    """Sound boxes of the tensors for every input in ``box`` (see Op.interval's contract); each node
+    through ``Op.bound``, which refuses NaN bounds and ±inf inputs of ops that are not inf_safe."""
+    first = Box(np.asarray(box.lo, np.float32), np.asarray(box.hi, np.float32))
+    return _walk(g, first, Box.point, "bound", keep_all)
 
 
 def lipschitz_table(g: Graph) -> list[NodeLipschitz]:
