@@ -23,7 +23,7 @@ import torch
 
 from verify.attack.pgd import apgd
 from common.runtime import ort_logits
-from verify.vnnlib.spec import Case, to_float
+from verify.vnnlib.cases import Case, to_float
 
 __all__ = ["Witness", "find_witness"]
 

@@ -31,7 +31,7 @@ from typing import Protocol
 import numpy as np
 
 from common.errors import ModelError
-from verify.vnnlib.spec import Atom, Case, to_float
+from verify.vnnlib.cases import Atom, Case, to_float
 
 __all__ = ["Rung", "IntervalRung", "Proof", "prove", "LADDER"]
 

@@ -52,7 +52,7 @@ def _package():
 
 def parse_v2(text: str):
     """A :class:`verify.vnnlib.spec.Property` from VNN-LIB 2.0 text (see the module docstring)."""
-    from verify.vnnlib.spec import Property, build_cases
+    from verify.vnnlib.cases import Property, build_cases
 
     vnnlib = _package()
     _check_text(text)
