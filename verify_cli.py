@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from pipeline.config_options import train_signature
 from pipeline.cli_options import (App, BatchSizeOpt, DataDirOpt, DataOpt, DomainOpt, EpsOpt, JsonOpt, LimitOpt, ModelArg,
                                 PresetSeedOpt, RestartsOpt, SeedOpt, SplitOpt, StepsOpt, out_option)
 from common.outputs import EXIT_CODES, command_inputs, exit_code_of
@@ -223,25 +224,7 @@ def _train(preset: str = "digits-small", out: Optional[Path] = None, json_out: b
     console.print(result_table(res))
 
 
-def _train_signature():
-    """preset, --out, --json, then one option per TrainConfig field (pipeline.config_options)."""
-    import inspect
-
-    from pipeline.config_options import dataclass_options
-    from nets.presets import PRESETS, TrainConfig
-
-    kw = inspect.Parameter.KEYWORD_ONLY
-    fixed = [
-        inspect.Parameter("preset", kw, default="digits-small", annotation=Annotated[str, typer.Option(
-            help="named preset: " + ", ".join(PRESETS))]),
-        inspect.Parameter("out", kw, default=None, annotation=Annotated[Optional[Path], typer.Option(
-            "--out", "-o", help="checkpoint directory to write (default runs/PRESET-seedN)")]),
-        inspect.Parameter("json_out", kw, default=False, annotation=JsonOpt),
-    ]
-    return inspect.Signature(fixed + dataclass_options(TrainConfig, skip=("notes",)))
-
-
-_train.__signature__ = _train_signature()
+_train.__signature__ = train_signature()
 train = app.command(name="train")(user_errors(_train))
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from nets.presets import ConfigError
-from pipeline.cli_options import SHARED_HELP
+from pipeline.cli_options import SHARED_HELP, JsonOpt
 
 
 def _kind(f: dataclasses.Field) -> type | None:
@@ -66,3 +66,21 @@ def parse_options(cls, values: dict) -> dict:
                 raise ConfigError(f"--{name.replace('_', '-')} wants comma-separated integers, got {v!r}") from None
         out[name] = v
     return out
+
+
+def train_signature():
+    """The `train` command's parameters: preset, --out, --json (the shared option), then
+    one option per TrainConfig field (:func:`dataclass_options`)."""
+    from pathlib import Path
+
+    from nets.presets import PRESETS, TrainConfig
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    fixed = [
+        inspect.Parameter("preset", kw, default="digits-small", annotation=Annotated[str, typer.Option(
+            help="named preset: " + ", ".join(PRESETS))]),
+        inspect.Parameter("out", kw, default=None, annotation=Annotated[Optional[Path], typer.Option(
+            "--out", "-o", help="checkpoint directory to write (default runs/PRESET-seedN)")]),
+        inspect.Parameter("json_out", kw, default=False, annotation=JsonOpt),
+    ]
+    return inspect.Signature(fixed + dataclass_options(TrainConfig, skip=("notes",)))
