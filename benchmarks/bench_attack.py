@@ -26,7 +26,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 from verify.attack.box import inside_box, linf_box  # noqa: E402
 from verify.attack.pgd import AttackConfig  # noqa: E402
@@ -34,6 +33,23 @@ from verify.attack.replay import OrtReplayer  # noqa: E402
 from verify.attack.runner import attack_arrays  # noqa: E402
 from verify.attack.torch_graph import TorchGraph  # noqa: E402
 from common.datasets import load_arrays  # noqa: E402
+
+
+def undefended_mlp(x: np.ndarray, y: np.ndarray, path: Path) -> Path:
+    """A plain ReLU MLP (784-128-10, Adam 1e-3, one epoch, batch 128, seed 0), exported as a user
+    would: torch.onnx.export (TorchScript exporter, dynamic batch)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(x.shape[1:])), 128),
+                              torch.nn.ReLU(), torch.nn.Linear(128, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for idx in torch.randperm(len(xt), generator=torch.Generator().manual_seed(0)).split(128):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
+        opt.step()
+    torch.onnx.export(net.eval(), (xt[:2],), str(path), dynamo=False, input_names=["input"],
+                      output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+    return path
 
 
 def judged_robust(path, x, y, adv, eps) -> np.ndarray:
@@ -124,13 +140,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     skip = set(filter(None, args.skip.split(",")))
-    from attack_helpers import relu_mlp_onnx, train_relu_mlp
-
     xtr, ytr = load_arrays("mnist", "train", args.data_dir)
     xte, yte = load_arrays("mnist", "test", args.data_dir)
     tmp = Path(tempfile.mkdtemp(prefix="bench_attack_"))
-    mlp = relu_mlp_onnx(tmp / "mlp.onnx", train_relu_mlp(xtr, ytr, hidden=(128,), epochs=1, lr=1e-3, batch=128),
-                        (1, 28, 28))
+    mlp = undefended_mlp(xtr, ytr, tmp / "mlp.onnx")
     models = [("undefended ReLU MLP", mlp, args.n_mlp)]
     if args.linf_checkpoint is not None:
         from export import export_checkpoint

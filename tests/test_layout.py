@@ -4,6 +4,7 @@ verify -> pipeline, and no package imports a later one or itself in a cycle."""
 from __future__ import annotations
 
 import ast
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -92,3 +93,18 @@ def test_packages_import_only_earlier_layers(pkg):
 
 def test_cycle_finder_finds_a_planted_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_benchmarks_do_not_import_the_tests():
+    """Benchmarks stand on the packages alone: no test module, no tests/ folder on sys.path."""
+    test_modules = {p.stem for p in (ROOT / "tests").glob("*.py")}
+    bad = []
+    for path in (ROOT / "benchmarks").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        if re.search(r"sys\.path\.(insert|append)\([^\n]*tests", text):
+            bad.append(f"{path.name}: puts tests/ on the path")
+        for node in ast.walk(ast.parse(text)):
+            names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            bad += [f"{path.name}: imports {n}" for n in names if n.split(".")[0] in test_modules | {"tests"}]
+    assert bad == []
