@@ -199,7 +199,8 @@ def _train(preset: str = "digits-small", out: Optional[Path] = None, json_out: b
     from rich.console import Console
 
     from pipeline.config_options import parse_options
-    from pipeline.demo import result_table, train_preset
+    from pipeline.demo import train_preset
+    from pipeline.tables import result_table
     from nets.presets import TrainConfig, apply_overrides, get_preset
     from nets.train import DistInfo, check_output
     from common.outputs import output_lock
@@ -358,10 +359,10 @@ def audit(
         return
     from rich.console import Console
 
-    from pipeline.audit_report import rich_tables
+    from pipeline.tables import audit_tables
 
     console = Console()
-    for table in rich_tables(summary):
+    for table in audit_tables(summary):
         console.print(table)
     from pipeline.tables import path_line
 

@@ -1,4 +1,4 @@
-"""Render an audit summary (pipeline/audit.py) as Markdown, a PNG plot and rich tables.
+"""Render an audit summary (pipeline/audit.py) as Markdown and a PNG plot (its rich tables: pipeline/tables.py).
 
 All files are written to a temp name in the report folder and renamed (never half-written).
 The plot uses matplotlib's Agg backend (no display needed).
@@ -10,14 +10,14 @@ from pathlib import Path
 
 from common.outputs import atomic_file
 
-__all__ = ["write_report", "markdown", "plot_curve", "curve_figure", "rich_tables"]
+__all__ = ["write_report", "markdown", "plot_curve", "curve_figure", "pct", "num"]
 
 
-def _pct(v) -> str:
+def pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.2f} %"
 
 
-def _num(v) -> str:
+def num(v) -> str:
     return "∞ (unbounded)" if v is None else f"{v:.6g}"
 
 
@@ -34,12 +34,12 @@ def markdown(s: dict) -> str:
         "",
         "| quantity | claimed | measured |",
         "|---|---|---|",
-        f"| ℓ∞ Lipschitz constant of the logits | {c.get('claimed_lipschitz', '—')} | ≤ {_num(s['lipschitz']['proven_upper_bound'])} (proof) — {s['lipschitz']['verdict']} |",
+        f"| ℓ∞ Lipschitz constant of the logits | {c.get('claimed_lipschitz', '—')} | ≤ {num(s['lipschitz']['proven_upper_bound'])} (proof) — {s['lipschitz']['verdict']} |",
         f"| ε_train | {c.get('eps_train', '—')} | — |",
-        f"| clean accuracy | {c.get('metrics', {}).get('clean_accuracy', '—') if isinstance(c.get('metrics'), dict) else '—'} | {_pct(s['clean_accuracy'])} |",
-        f"| certified accuracy at ε | {c.get('metrics', {}).get('certified_accuracy', '—') if isinstance(c.get('metrics'), dict) else '—'} | {_pct(s['certified_accuracy'])} (sound) |",
-        f"| PGD robust accuracy at ε | — | {_pct(s['robust_accuracy'])} (upper bound of the true robust accuracy) |",
-        f"| gap robust − certified | — | {_pct(s['gap_robust_minus_certified'])} (the undecided samples) |",
+        f"| clean accuracy | {c.get('metrics', {}).get('clean_accuracy', '—') if isinstance(c.get('metrics'), dict) else '—'} | {pct(s['clean_accuracy'])} |",
+        f"| certified accuracy at ε | {c.get('metrics', {}).get('certified_accuracy', '—') if isinstance(c.get('metrics'), dict) else '—'} | {pct(s['certified_accuracy'])} (sound) |",
+        f"| PGD robust accuracy at ε | — | {pct(s['robust_accuracy'])} (upper bound of the true robust accuracy) |",
+        f"| gap robust − certified | — | {pct(s['gap_robust_minus_certified'])} (the undecided samples) |",
         "",
         f"Other claims: architecture `{c.get('architecture', '—')}`, dataset `{c.get('dataset', '—')}`, "
         f"producer `{c.get('producer', '—')} {c.get('producer_version', '')}`.",
@@ -49,11 +49,11 @@ def markdown(s: dict) -> str:
         "| node | op | local bound | cumulative bound |",
         "|---|---|---|---|",
     ]
-    lines += [f"| {r['name']} | {r['op_type']} | {_num(r['local'])} | {_num(r['cumulative'])} |"
+    lines += [f"| {r['name']} | {r['op_type']} | {num(r['local'])} | {num(r['cumulative'])} |"
               for r in s["lipschitz"]["per_node"]]
     lines += ["", "## Accuracy against ε", "", "| ε | certified | PGD robust | falsified | certified samples attacked |",
               "|---|---|---|---|---|"]
-    lines += [f"| {p['eps']:g} | {_pct(p['certified_accuracy'])} | {_pct(p['robust_accuracy'])} | {p['falsified']} | "
+    lines += [f"| {p['eps']:g} | {pct(p['certified_accuracy'])} | {pct(p['robust_accuracy'])} | {p['falsified']} | "
               f"{'yes' if p['certified_attacked'] else 'no (proven safe)'} |" for p in s["curve"]]
     lines += ["", "![certified and robust accuracy against ε](accuracy_vs_eps.png)", "",
               f"## Falsified samples at ε = {s['eps']} ({s['falsified']})", "",
@@ -109,29 +109,3 @@ def write_report(s: dict, out_dir: Path) -> None:
     with atomic_file(out_dir / "report.md") as f:
         f.write(markdown(s))
     plot_curve(s, out_dir / "accuracy_vs_eps.png")
-
-
-def rich_tables(s: dict):
-    """(claims-vs-measured table, per-ε table) for the CLI."""
-    from rich.table import Table
-
-    c = s["claims"]
-    t = Table(title=f"audit of {Path(s['model']).name} at ε = {s['eps']} (n = {s['n']})")
-    t.add_column("quantity")
-    t.add_column("claimed")
-    t.add_column("measured")
-    t.add_row("ℓ∞ Lipschitz (logits)", str(c.get("claimed_lipschitz", "—")),
-              f"≤ {_num(s['lipschitz']['proven_upper_bound'])}: {s['lipschitz']['verdict']}")
-    t.add_row("ε_train", str(c.get("eps_train", "—")), "")
-    t.add_row("clean accuracy", "", _pct(s["clean_accuracy"]))
-    t.add_row("certified accuracy", "", _pct(s["certified_accuracy"]))
-    t.add_row("PGD robust accuracy", "", _pct(s["robust_accuracy"]))
-    t.add_row("gap robust − certified", "", _pct(s["gap_robust_minus_certified"]))
-    t.add_row("falsified (witnesses replayed)", "", str(s["falsified"]))
-    t.add_row("soundness alarm", "", s["soundness_alarm"])
-    g = Table(title="accuracy against ε")
-    for col in ("ε", "certified", "PGD robust", "falsified"):
-        g.add_column(col)
-    for p in s["curve"]:
-        g.add_row(f"{p['eps']:g}", _pct(p["certified_accuracy"]), _pct(p["robust_accuracy"]), str(p["falsified"]))
-    return t, g

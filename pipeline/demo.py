@@ -7,56 +7,17 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from nets.presets import TrainConfig, apply_overrides, describe_model, get_preset
+from pipeline.tables import epoch_printer, result_table
 
-__all__ = ["DemoState", "DEMO_CHECKPOINT", "DEMO_STEPS", "run_demo", "epoch_printer", "result_table",
-           "train_preset"]
-
-
-def _fmt_pct(v) -> str:
-    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:6.2f}"
-
-
-def epoch_printer(console: Console, eval_on: str = "eval"):
-    """A `log` callback for nets.train that prints one rich line per epoch."""
-
-    def log(row) -> None:
-        p = "∞" if math.isinf(row.p) else f"{row.p:7.1f}"
-        member = f"m{row.member} " if row.member else ""
-        console.print(
-            f"{member}epoch [bold]{row.epoch:3d}[/]  loss {row.loss:7.4f}  train {_fmt_pct(row.train_acc)}%"
-            f"  p {p:>7}  ε_train {row.eps_train:.3f}  lr {row.lr:.5f}  │ {eval_on}: clean "
-            f"[green]{_fmt_pct(row.clean)}%[/]  certified [cyan]{_fmt_pct(row.certified)}%[/]"
-            f"  ({row.seconds:.1f}s)",
-            highlight=False,
-        )
-
-    return log
-
-
-def result_table(result, title: str = "training result") -> Table:
-    """Final metrics (EMA model, p = ∞, full test split) as a rich table."""
-    t = Table(title=title, show_header=False)
-    cfg = result.config
-    test = result.metrics["test"]
-    t.add_row("data set", f"{cfg.dataset} (test n = {test['n']})")
-    t.add_row("model", describe_model(cfg) + (f", {cfg.members} members (fusion)" if cfg.members > 1 else ""))
-    t.add_row("clean accuracy", f"{_fmt_pct(test['clean_accuracy'])} %")
-    t.add_row(f"certified accuracy (ε = {test['eps']:.4g})",
-              f"{_fmt_pct(test['certified_accuracy'])} %  (float32 estimate; `certify` proves it)")
-    t.add_row("train time", f"{result.metrics['train_seconds']:.1f} s")
-    if result.checkpoint is not None:
-        t.add_row("checkpoint", str(result.checkpoint))
-    return t
+__all__ = ["DemoState", "DEMO_CHECKPOINT", "DEMO_STEPS", "run_demo", "train_preset"]
 
 
 def train_preset(preset: str, out: str | Path | None, console: Console | None = None,

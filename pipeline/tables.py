@@ -1,4 +1,5 @@
-"""Data and rich tables for the `certify`, `check` and `lipschitz` commands.
+"""Data and rich tables for the commands: `certify`, `check`, `lipschitz`, `attack`, `audit`, and the
+per-epoch lines and result table of `train` and the demo.
 
 :func:`lipschitz_report` is the library function behind ``verify_cli.py lipschitz``: per node the
 proven local bound (its own ℓ∞→ℓ∞ constant, variable inputs counted as 1-Lipschitz) and the
@@ -10,10 +11,12 @@ cumulative bound w.r.t. the graph input, the global bound, and the nodes whose l
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 __all__ = ["ONE_SLACK", "lipschitz_report", "lipschitz_table", "certify_table", "check_table", "attack_table",
-           "summary_table", "two_column_table", "path_line", "label_of", "value_of", "plural"]
+           "summary_table", "two_column_table", "path_line", "label_of", "value_of", "plural", "audit_tables",
+           "epoch_printer", "result_table"]
 
 ONE_SLACK = 1e-9  # upward-rounded products of 1.0 land a few ulps above 1
 
@@ -168,3 +171,72 @@ def attack_table(summary: dict):
         t.add_row("soundness alarm", f"clear ({plural(summary['alarm_pairs_checked'], 'falsified sample')} "
                   "checked against the certificates)")
     return t
+
+
+def _fmt_pct(v) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:6.2f}"
+
+
+def epoch_printer(console, eval_on: str = "eval"):
+    """A `log` callback for nets.train that prints one rich line per epoch."""
+
+    def log(row) -> None:
+        p = "∞" if math.isinf(row.p) else f"{row.p:7.1f}"
+        member = f"m{row.member} " if row.member else ""
+        console.print(
+            f"{member}epoch [bold]{row.epoch:3d}[/]  loss {row.loss:7.4f}  train {_fmt_pct(row.train_acc)}%"
+            f"  p {p:>7}  ε_train {row.eps_train:.3f}  lr {row.lr:.5f}  │ {eval_on}: clean "
+            f"[green]{_fmt_pct(row.clean)}%[/]  certified [cyan]{_fmt_pct(row.certified)}%[/]"
+            f"  ({row.seconds:.1f}s)",
+            highlight=False,
+        )
+
+    return log
+
+
+def result_table(result, title: str = "training result"):
+    """Final metrics (EMA model, p = ∞, full test split) as a rich table."""
+    from rich.table import Table
+
+    from nets.presets import describe_model
+
+    t = Table(title=title, show_header=False)
+    cfg = result.config
+    test = result.metrics["test"]
+    t.add_row("data set", f"{cfg.dataset} (test n = {test['n']})")
+    t.add_row("model", describe_model(cfg) + (f", {cfg.members} members (fusion)" if cfg.members > 1 else ""))
+    t.add_row("clean accuracy", f"{_fmt_pct(test['clean_accuracy'])} %")
+    t.add_row(f"certified accuracy (ε = {test['eps']:.4g})",
+              f"{_fmt_pct(test['certified_accuracy'])} %  (float32 estimate; `certify` proves it)")
+    t.add_row("train time", f"{result.metrics['train_seconds']:.1f} s")
+    if result.checkpoint is not None:
+        t.add_row("checkpoint", str(result.checkpoint))
+    return t
+
+
+def audit_tables(s: dict):
+    """(claims-vs-measured table, per-ε table) for the CLI."""
+    from rich.table import Table
+
+    from pipeline.audit_report import num, pct
+
+    c = s["claims"]
+    t = Table(title=f"audit of {Path(s['model']).name} at ε = {s['eps']} (n = {s['n']})")
+    t.add_column("quantity")
+    t.add_column("claimed")
+    t.add_column("measured")
+    t.add_row("ℓ∞ Lipschitz (logits)", str(c.get("claimed_lipschitz", "—")),
+              f"≤ {num(s['lipschitz']['proven_upper_bound'])}: {s['lipschitz']['verdict']}")
+    t.add_row("ε_train", str(c.get("eps_train", "—")), "")
+    t.add_row("clean accuracy", "", pct(s["clean_accuracy"]))
+    t.add_row("certified accuracy", "", pct(s["certified_accuracy"]))
+    t.add_row("PGD robust accuracy", "", pct(s["robust_accuracy"]))
+    t.add_row("gap robust − certified", "", pct(s["gap_robust_minus_certified"]))
+    t.add_row("falsified (witnesses replayed)", "", str(s["falsified"]))
+    t.add_row("soundness alarm", "", s["soundness_alarm"])
+    g = Table(title="accuracy against ε")
+    for col in ("ε", "certified", "PGD robust", "falsified"):
+        g.add_column(col)
+    for p in s["curve"]:
+        g.add_row(f"{p['eps']:g}", pct(p["certified_accuracy"]), pct(p["robust_accuracy"]), str(p["falsified"]))
+    return t, g
