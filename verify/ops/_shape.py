@@ -29,6 +29,23 @@ class ShapeOp(Op):
         return scaled([lx], 1.0)
 
 
+class MoveOp(ShapeOp):
+    """A ShapeOp that only moves values (Flatten, Reshape, Squeeze, Unsqueeze, Transpose): its torch
+    forward reuses the numpy map on an index array (verify/ops/_torch.py ``reshaped``) and its CROWN
+    step moves coefficients back exactly (verify/bounds/moves.py)."""
+
+    def torch_forward(self, ctx, x, *rest):
+        from verify.ops._torch import reshaped
+
+        return reshaped(self, x, *rest)
+
+    def relax(self, a, ins, out, ctx):
+        """Values are only moved: coefficients move back exactly (verify/bounds/moves.py)."""
+        from verify.bounds.moves import moved_values
+
+        return moved_values(self, a, ins, ctx)
+
+
 def axes_from(op: Op, input_index: int, attr_name: str = "axes"):
     """Axes from the attribute (old opsets) or the constant input (new opsets); None if absent."""
     if attr_name in op.attrs:

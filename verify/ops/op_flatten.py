@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from verify.ops._shape import ShapeOp
-from verify.ops._torch import reshaped
-from verify.bounds.moves import moved_values
+from verify.ops._shape import MoveOp
 
 
-class Flatten(ShapeOp):
+class Flatten(MoveOp):
     op_type = "Flatten"
     known_attrs = frozenset({"axis"})
 
@@ -20,13 +18,6 @@ class Flatten(ShapeOp):
             axis += x.ndim
         lead = int(np.prod(x.shape[:axis], dtype=np.int64))
         return x.reshape(lead, -1) if x.size or lead else x.reshape(lead, 0)
-
-    def torch_forward(self, ctx, x):
-        return reshaped(self, x)
-
-    def relax(self, a, ins, out, ctx):
-        """Values are only moved: coefficients move back exactly (verify/bounds/moves.py)."""
-        return moved_values(self, a, ins, ctx)
 
     def batch_axis(self, f):
         from verify.front.batch_axis import Rows, coupled

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from verify.ops._shape import ShapeOp
-from verify.ops._torch import reshaped
-from verify.bounds.moves import moved_values
+from verify.ops._shape import MoveOp
 
 
-class Reshape(ShapeOp):
+class Reshape(MoveOp):
     op_type = "Reshape"
     known_attrs = frozenset({"allowzero"})
 
@@ -26,13 +24,6 @@ class Reshape(ShapeOp):
             return x.reshape(target)
         except ValueError as e:
             raise self.fail(f"cannot reshape {list(x.shape)} to {target}: {e}") from None
-
-    def torch_forward(self, ctx, x, *rest):
-        return reshaped(self, x, *rest)
-
-    def relax(self, a, ins, out, ctx):
-        """Values are only moved: coefficients move back exactly (verify/bounds/moves.py)."""
-        return moved_values(self, a, ins, ctx)
 
     def batch_axis(self, f):
         """The batch axis k of the input lands on output axis p when the target's entry p is the

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from verify.ops._shape import ShapeOp, axes_from, norm_axes
-from verify.ops._torch import reshaped
-from verify.bounds.moves import moved_values
+from verify.ops._shape import MoveOp, axes_from, norm_axes
 
 
-class Squeeze(ShapeOp):
+class Squeeze(MoveOp):
     op_type = "Squeeze"
     known_attrs = frozenset({"axes"})
 
@@ -28,13 +26,6 @@ class Squeeze(ShapeOp):
         if any(x.shape[a] != 1 for a in axes):
             raise self.fail(f"cannot squeeze axes {axes} of shape {list(x.shape)}")
         return np.squeeze(x, axis=tuple(axes))
-
-    def torch_forward(self, ctx, x, *rest):
-        return reshaped(self, x, *rest)
-
-    def relax(self, a, ins, out, ctx):
-        """Values are only moved: coefficients move back exactly (verify/bounds/moves.py)."""
-        return moved_values(self, a, ins, ctx)
 
     def batch_axis(self, f):
         from verify.front.batch_axis import Dims, dims_through, shape_rows

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from verify.ops._shape import ShapeOp
-from verify.bounds.moves import moved_values
+from verify.ops._shape import MoveOp
 
 
-class Transpose(ShapeOp):
+class Transpose(MoveOp):
     op_type = "Transpose"
     known_attrs = frozenset({"perm"})
 
@@ -20,10 +19,6 @@ class Transpose(ShapeOp):
     def torch_forward(self, ctx, x):
         perm = self.attr("perm")
         return x.permute(*(reversed(range(x.dim())) if perm is None else [int(p) for p in perm]))
-
-    def relax(self, a, ins, out, ctx):
-        """Values are only moved: coefficients move back exactly (verify/bounds/moves.py)."""
-        return moved_values(self, a, ins, ctx)
 
     def batch_axis(self, f):
         from verify.front.batch_axis import Dims, dims_through, shape_rows

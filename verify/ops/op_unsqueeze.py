@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from verify.ops._shape import ShapeOp, axes_from, norm_axes
-from verify.ops._torch import reshaped
-from verify.bounds.moves import moved_values
+from verify.ops._shape import MoveOp, axes_from, norm_axes
 
 
-class Unsqueeze(ShapeOp):
+class Unsqueeze(MoveOp):
     op_type = "Unsqueeze"
     known_attrs = frozenset({"axes"})
 
@@ -26,13 +24,6 @@ class Unsqueeze(ShapeOp):
         x = np.asarray(x)
         axes = axes_from(self, 1) or []
         return np.expand_dims(x, tuple(norm_axes(self, axes, x.ndim + len(axes), duplicates=False)))
-
-    def torch_forward(self, ctx, x, *rest):
-        return reshaped(self, x, *rest)
-
-    def relax(self, a, ins, out, ctx):
-        """Values are only moved: coefficients move back exactly (verify/bounds/moves.py)."""
-        return moved_values(self, a, ins, ctx)
 
     def batch_axis(self, f):
         from verify.front.batch_axis import Dims, dims_through, shape_rows
