@@ -328,18 +328,11 @@ def audit(
     import json
 
     from verify.attack.pgd import AttackConfig
-    from pipeline.audit import run_audit
-    from common.errors import LinfVerifyError, SoundnessAlarm
-    from verify.certify.header import check_eps, check_limit
+    from common.errors import SoundnessAlarm
+    from pipeline.audit import audit_grid, parse_grid, run_audit
 
-    try:
-        eps_grid = None if grid is None else [float(v) for v in grid.split(",") if v.strip()]
-    except ValueError:
-        raise LinfVerifyError(f"--grid must be comma-separated numbers, got {grid!r}") from None
-    check_eps(eps)
-    for e in eps_grid or []:
-        check_eps(e, "every --grid value")
-    check_limit(limit)
+    eps_grid = parse_grid(grid)
+    audit_grid(eps, eps_grid, limit)  # every option checked before any work
     from pipeline.steps import resolve_to_onnx
     from nets.checkpoint import checkpoint_files
     from common.outputs import check_dir_output, output_lock, removed_on_error

@@ -39,6 +39,22 @@ def default_eps_grid(eps: float) -> list[float]:
     return sorted({round(eps * f, 10) for f in (0.25, 0.5, 0.75, 1.0, 1.25)} | {float(eps)})
 
 
+def parse_grid(text: str | None) -> list[float] | None:
+    """The ``--grid`` option: comma-separated ε values (None: the default grid)."""
+    try:
+        return None if text is None else [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise LinfVerifyError(f"--grid must be comma-separated numbers, got {text!r}") from None
+
+
+def audit_grid(eps: float, eps_grid: list[float] | None = None, limit: int | None = None) -> list[float]:
+    """The audit's sorted ε values (``eps`` included), after checking ``eps``, every grid value and
+    ``limit`` (one-line errors): the CLI calls it before any work, run_audit again."""
+    eps = check_eps(eps)
+    check_limit(limit)
+    return sorted({check_eps(e, "every --grid value") for e in eps_grid or default_eps_grid(eps)} | {eps})
+
+
 def claims_from_metadata(meta: dict[str, str]) -> dict:
     """The claims a producer made in metadata_props (JSON-decoded where possible; never trusted)."""
     out = {}
@@ -102,8 +118,7 @@ def run_audit(model_path: str | os.PathLike, data: str | os.PathLike, *, eps: fl
     from pipeline.progress import sub_progress
 
     eps = check_eps(eps)
-    grid = sorted({check_eps(e, "every --grid value") for e in eps_grid or default_eps_grid(eps)} | {eps})
-    check_limit(limit)
+    grid = audit_grid(eps, eps_grid, limit)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise LinfVerifyError(f"--out {out_dir} exists and is not a folder")
