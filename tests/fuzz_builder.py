@@ -131,3 +131,33 @@ class Builder:
         r = len(self.shape(t))
         a = self.int_of(1, r - 1)
         return a - r if negative and self.draw(st.booleans()) else a
+
+
+# ---- operand helpers shared by the generators (tests/fuzz_graphs.py, fuzz_graphs_reduce.py) ----
+
+def to_rank2(b: Builder, x: str) -> str:
+    return x if len(b.shape(x)) == 2 else b.emit("Flatten", [x], axis=1)
+
+
+def to_rank4(b: Builder, x: str) -> str:
+    s = b.shape(x)
+    if len(s) == 4:
+        return x
+    n = int(np.prod(s[1:]))
+    dims = b.draw(st.sampled_from([[n, 1, 1], [1, 1, n], [1, n, 1]] + ([[1, 2, n // 2]] if n % 2 == 0 else [])))
+    return b.emit("Reshape", [x, b.ints([0] + dims)])
+
+
+def operand(b: Builder, x: str) -> str:
+    """A second operand for x: a broadcastable constant, a live tensor of x's shape, or (unless
+    ``float32_folding`` is avoided) a constant subgraph the loader folds."""
+    s = b.shape(x)
+    kinds = ["scalar", "last", "full", "tensor"] + ([] if "float32_folding" in b.avoid else ["folded"])
+    kind = b.draw(st.sampled_from(kinds))
+    if kind == "tensor":
+        return b.same_shape(x)
+    shape = {"scalar": (), "last": s[-1:], "full": (1, *s[1:]), "folded": s[-1:]}[kind]
+    c = b.floats(shape)
+    if kind == "folded":
+        return b.emit(b.draw(st.sampled_from(["Add", "Sub", "Mul", "Div"])), [c, b.floats(shape)])
+    return c
