@@ -95,7 +95,7 @@ def run_instance(model_path, prop_path, timeout: float = 60.0, *, seed: int = 0,
         res.guarantee = "+".join(sorted(common))
         return _done(res, "unsat" if res.guarantee else "unknown", t0)
     try:
-        tg = TorchGraph.from_onnx(model_path)
+        tg = TorchGraph(model)  # the model proved above, not a second read of the file
     except ModelError as e:  # the verifier reads more ops than the attack: no search, no verdict
         res.notes.append(f"no witness search: {e}"[:300])
         return _done(res, "unknown", t0)
