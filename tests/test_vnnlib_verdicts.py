@@ -217,7 +217,7 @@ def test_model_the_attack_cannot_run_is_unknown_not_an_error(tmp_path, monkeypat
     def refuse(*_a, **_k):
         raise ModelError("the attack cannot evaluate op(s) Foo")
 
-    monkeypatch.setattr(TorchGraph, "from_onnx", refuse)
+    monkeypatch.setattr(TorchGraph, "__init__", refuse)
     m = net(tmp_path)
     res = run_instance(m, write(tmp_path, vnnlib_text([-1.0, -1.0], [1.0, 1.0], "(>= Y_1 Y_0)")), 10)
     assert res.verdict == "unknown" and "Foo" in res.notes[0]
