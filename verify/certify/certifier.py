@@ -36,19 +36,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from verify.bounds import margins
-
-from verify.bounds import rounding
 from common.errors import DataError, LinfVerifyError, ModelError
-from verify.certify.header import check_eps
 from common.runtime import ort_logits, ort_session
+from verify.bounds import margins, rounding
+from verify.bounds.spec import ALPHA_STEPS  # fixed: `check` re-runs the same optimisation
+from verify.certify.header import check_eps
 
 __all__ = ["METHODS", "CertifyConfig", "BatchResult", "Certifier", "certify_batch", "guarantee_of"]
 
 METHODS = ("auto", "lipschitz", "ibp", "crown", "alpha-crown")
 #: the linear-bound rungs of the ladder (verify/bounds/), each proving theorems (a) and (b)
 LINEAR = ("crown", "alpha-crown")
-from verify.bounds.spec import ALPHA_STEPS  # noqa: E402 - fixed: `check` re-runs the same optimisation
 ONE = 1.0 + 1e-9  # a Lipschitz bound this close to 1 is 1 up to upward rounding
 
 
