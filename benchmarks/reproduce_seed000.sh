@@ -4,6 +4,7 @@
 # train -> export -> certify (the sound verifier, on the exported ONNX file) -> attack (APGD).
 #
 #   benchmarks/reproduce_seed000.sh tiny OUT [mnist|fmnist]  # CPU, minutes per row: 1024 images, 5 epochs
+#   benchmarks/reproduce_seed000.sh cpu OUT [mnist|fmnist]   # CPU, ~6 min per model: 60k images, 5 epochs
 #   benchmarks/reproduce_seed000.sh full OUT [mnist|fmnist]  # the report's schedule (400 epochs; GPU)
 # The third argument runs only that data set's rows (default both); ROWS="name name" only those rows.
 set -euo pipefail
@@ -12,9 +13,12 @@ OUT=${2:-runs/seed000}
 ONLY=${3:-}
 PY=${PY:-python3}
 mkdir -p "$OUT"
-SUFFIX=$([ "$MODE" = tiny ] && echo "-cpu" || echo "")
-LIMIT=$([ "$MODE" = tiny ] && echo "--limit 500" || echo "")
-ATTACK_LIMIT=$([ "$MODE" = tiny ] && echo "--limit 200" || echo "--limit 1000")
+case "$MODE" in
+  tiny) SUFFIX=-cpu; LIMIT="--limit 500"; ATTACK_LIMIT="--limit 200"; EQ=1 ;;
+  cpu) SUFFIX=-cpu60k; LIMIT="--limit 1000"; ATTACK_LIMIT="--limit 500"; EQ=1 ;;
+  full) SUFFIX=; LIMIT=; ATTACK_LIMIT="--limit 1000"; EQ=80 ;;
+  *) echo "mode must be tiny, cpu or full, not $MODE" >&2; exit 2 ;;
+esac
 
 row() {  # row NAME DATASET(mnist|fmnist) EPS [train options...]
   local name=$1 ds=$2 eps=$3; shift 3
@@ -41,6 +45,5 @@ row mnist-lse      mnist 0.3 --relaxation lse
 row fmnist-single  fmnist 0.1
 row fmnist-ens5    fmnist 0.1 --members 5
 # equal total training time: 5 members of 1/5 of the epochs each (phases scale with --epochs)
-EQ=$([ "$MODE" = tiny ] && echo 1 || echo 80)
 row mnist-ens5-eqtime  mnist 0.3 --members 5 --epochs "$EQ"
 row fmnist-ens5-eqtime fmnist 0.1 --members 5 --epochs "$EQ"
