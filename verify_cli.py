@@ -163,7 +163,7 @@ def lipschitz(
 ):
     """Per-node proven ℓ∞ Lipschitz bounds, the global bound, and the nodes that break 1-Lipschitzness.
 
-    The bounds are about the exact real function of the stored weights (guarantee "a"), not about
+    The bounds are about the exact real function of the stored weights (guarantee "real", theorem (a)), not about
     onnxruntime's float32 rounding."""
     import json
 
