@@ -40,8 +40,8 @@ SHARED_HELP = {
     "--restarts": "random restarts per run",
     "--guarantee": "what a proof must hold for: float32 = the exact real function of the stored weights AND "
                    "onnxruntime's float32 evaluation at every float32 input of the ball (theorems (a) and (b)); "
-                   "real = the exact real function only (theorem (a); tighter bounds, so at least as many "
-                   "proofs). Stated in the output; docs/SOUNDNESS.md",
+                   "real = the exact real function only (theorem (a); no float32 allowance, tighter bounds). "
+                   "Stated in the output; docs/SOUNDNESS.md",
 }
 
 JsonOpt = Annotated[bool, typer.Option("--json", help=SHARED_HELP["--json"])]
