@@ -13,8 +13,8 @@ from typing import Annotated, Optional
 import typer
 
 from pipeline.config_options import train_signature
-from pipeline.cli_options import (App, BatchSizeOpt, DataDirOpt, DataOpt, DomainOpt, EpsOpt, JsonOpt, LimitOpt, ModelArg,
-                                PresetSeedOpt, RestartsOpt, SeedOpt, SplitOpt, StepsOpt, out_option)
+from pipeline.cli_options import (App, BatchSizeOpt, DataDirOpt, DataOpt, DomainOpt, EpsOpt, GuaranteeOpt, JsonOpt,
+                                LimitOpt, ModelArg, PresetSeedOpt, RestartsOpt, SeedOpt, SplitOpt, StepsOpt, out_option)
 from common.outputs import EXIT_CODES, command_inputs, exit_code_of
 
 EXIT_HELP = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
@@ -112,17 +112,20 @@ def certify(
     method: Annotated[str, typer.Option(help="auto | lipschitz | ibp | crown | alpha-crown")] = "auto",
     split: SplitOpt = "test",
     bisect_steps: Annotated[int, typer.Option(min=0, max=64, help="IBP bisection steps for the radius (0..64)")] = 10,
+    guarantee: GuaranteeOpt = "float32",
 ):
     """Soundly certify every selected sample at --eps; writes one certificate per sample (resumable)."""
     from verify.certify.run import run_certify
+    from verify.guarantee import check_guarantee
     from common.outputs import check_file_output, output_lock
     from pipeline.progress import progress_bar
 
+    check_guarantee(guarantee)
     check_file_output(out, command_inputs(model, data, data_dir), companions=(".partial",))
     with output_lock(out), progress_bar("certifying") as progress:
         summary = run_certify(model, data, eps=eps, out=out, method=method, domain=domain,
                               batch_size=batch_size, limit=limit, shard=shard, data_dir=data_dir,
-                              split=split, bisect_steps=bisect_steps, progress=progress)
+                              split=split, bisect_steps=bisect_steps, guarantee=guarantee, progress=progress)
 
     from pipeline.tables import certify_table
 
@@ -160,7 +163,7 @@ def lipschitz(
 ):
     """Per-node proven ℓ∞ Lipschitz bounds, the global bound, and the nodes that break 1-Lipschitzness.
 
-    The bounds are about the exact real function of the stored weights (guarantee "a"), not about
+    The bounds are about the exact real function of the stored weights (guarantee "real", theorem (a)), not about
     onnxruntime's float32 rounding."""
     import json
 
@@ -378,18 +381,21 @@ def vnnlib(
     out: Annotated[Path, out_option("the results file (VNN-COMP format)")],
     timeout: Annotated[float, typer.Option(help="time limit in seconds")] = 60.0,
     seed: SeedOpt = 0,
+    guarantee: GuaranteeOpt = "float32",
     json_out: JsonOpt = False,
 ):
     """Decide a VNN-COMP instance: unsat (proved), sat (witness replayed in onnxruntime), unknown or timeout."""
     from common.errors import LinfVerifyError
     from common.outputs import check_file_output, output_lock
+    from verify.guarantee import check_guarantee
     from verify.vnnlib.run import run_instance, write_result
 
     if not 0 < timeout < float("inf"):
         raise LinfVerifyError(f"--timeout must be a positive number of seconds, got {timeout}")
+    check_guarantee(guarantee)
     check_file_output(out, command_inputs(model, None, None, prop))
     with output_lock(out):
-        res = run_instance(model, prop, timeout, seed=seed)
+        res = run_instance(model, prop, timeout, seed=seed, guarantee=guarantee)
         write_result(out, res)
     summary = res.summary()
     if not json_out:

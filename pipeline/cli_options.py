@@ -7,7 +7,10 @@ one help text and one meaning everywhere (docs/CLI.md, "Options that mean the sa
 - ``--eps E``: the ℓ∞ radius, a finite number ≥ 0; 0 is the sample itself (certified = classified
   correctly with a proven margin, an attack has nothing to search);
 - ``--data``, ``--data-dir``, ``--split``, ``--domain``, the ``MODEL`` argument;
-- ``--out`` / ``-o``: :func:`out_option` (the help names what is written).
+- ``--out`` / ``-o``: :func:`out_option` (the help names what is written);
+- ``--guarantee real|float32``: what a proof must hold for (verify/guarantee.py), for every command
+  that proves (``certify``, ``vnnlib``; ``check`` re-proves under the file's own); checked by ``verify.guarantee.check_guarantee``
+  (a bad value: one line, exit 2).
 A new command adopts them by annotating its parameters: ``json_out: JsonOpt = False``.
 """
 
@@ -20,7 +23,8 @@ import typer
 from typer.core import TyperCommand
 
 __all__ = ["JsonOpt", "LimitOpt", "EpsOpt", "DataOpt", "DataDirOpt", "SplitOpt", "DomainOpt", "ModelArg",
-           "SeedOpt", "PresetSeedOpt", "StepsOpt", "RestartsOpt", "BatchSizeOpt", "out_option", "SHARED_HELP",
+           "SeedOpt", "PresetSeedOpt", "StepsOpt", "RestartsOpt", "BatchSizeOpt", "GuaranteeOpt", "out_option",
+           "SHARED_HELP",
            "App", "PlainUsageCommand"]
 
 SHARED_HELP = {
@@ -34,6 +38,10 @@ SHARED_HELP = {
     "--seed": "random seed (same seed, same result)",
     "--steps": "APGD iterations per run",
     "--restarts": "random restarts per run",
+    "--guarantee": "what a proof must hold for: float32 = the exact real function of the stored weights AND "
+                   "onnxruntime's float32 evaluation at every float32 input of the ball (theorems (a) and (b)); "
+                   "real = the exact real function only (theorem (a); no float32 allowance, tighter bounds). "
+                   "Stated in the output; docs/SOUNDNESS.md",
 }
 
 JsonOpt = Annotated[bool, typer.Option("--json", help=SHARED_HELP["--json"])]
@@ -47,6 +55,7 @@ SeedOpt = Annotated[int, typer.Option("--seed", min=0, help=SHARED_HELP["--seed"
 PresetSeedOpt = Annotated[Optional[int], typer.Option("--seed", help=SHARED_HELP["--seed"] + "; default: the preset's")]
 StepsOpt = Annotated[int, typer.Option("--steps", help=SHARED_HELP["--steps"])]
 RestartsOpt = Annotated[int, typer.Option("--restarts", help=SHARED_HELP["--restarts"])]
+GuaranteeOpt = Annotated[str, typer.Option("--guarantee", metavar="real|float32", help=SHARED_HELP["--guarantee"])]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="samples per batch (verifier commands)")]
 ModelArg = Annotated[Path, typer.Argument(metavar="MODEL", help="ONNX model file", show_default=False)]
 

@@ -14,6 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from verify.guarantee import REAL
+
 __all__ = ["ONE_SLACK", "lipschitz_report", "lipschitz_table", "certify_table", "check_table", "attack_table",
            "summary_table", "two_column_table", "path_line", "label_of", "value_of", "plural", "audit_tables",
            "epoch_printer", "result_table"]
@@ -41,7 +43,7 @@ def lipschitz_report(model_path) -> dict[str, Any]:
     claimed = m.metadata.get("claimed_lipschitz")
     g = float(m.lipschitz())
     return {
-        "model": str(model_path), "model_sha256": m.sha256, "global": _num(g), "guarantee": "a",
+        "model": str(model_path), "model_sha256": m.sha256, "global": _num(g), "guarantee": REAL,
         "one_lipschitz": g <= 1.0 + ONE_SLACK, "nodes": nodes,
         "breaking": [n["name"] for n in nodes if n["breaks"]], "claimed": claimed,
     }

@@ -19,7 +19,7 @@ H = "a" * 64
 
 def rec(i, **kw):
     r = {"index": i, "input_sha256": H, "label": 1, "predicted": 1, "eps": 0.1, "status": "certified",
-         "radius": 0.1 + 1e-17 * i, "margin_lower": 0.2000000000000001, "method": "ibp",
+         "radius": 0.1 + 1e-17 * i, "margin_lower": 0.2000000000000001, "method": "ibp", "guarantee": "float32",
          "model_sha256": "b" * 64, "tool_version": "0.1.0", "domain": [0.0, 1.0], "shard": "0/1",
          "n_total": 10}
     r.update(kw)
@@ -28,7 +28,7 @@ def rec(i, **kw):
 
 def header(**kw):
     args = dict(model_sha256="b" * 64, data_sha256="e" * 64, n_data=10, eps=0.1, domain=(0.0, 1.0),
-                method="ibp", guarantee="a+b", limit=None, shard="0/1", n_total=10, tool_version="0.1.0")
+                method="ibp", guarantee="float32", limit=None, shard="0/1", n_total=10, tool_version="0.1.0")
     args.update(kw)
     return make_header(**args)
 

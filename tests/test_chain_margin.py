@@ -54,7 +54,7 @@ def test_ball_margin_subtracts_both_errors(tmp_path):
     assert (e > 1e-3).all()  # large biases: the float32 errors matter
     want = _documented(z, e, e2, y, eps)
     _, _, ball = Certifier(model, CertifyConfig(eps, "lipschitz")).lipschitz_parts(x, y)
-    _, ball_check = _Prover(model, path).m0(x, y, np.full(len(y), eps), (0.0, 1.0))
+    _, ball_check = _Prover(model, path, "float32").m0(x, y, np.full(len(y), eps), (0.0, 1.0))
     for k in range(len(y)):
         assert F(float(ball[k])) <= want[k]
         assert F(float(ball_check[k])) <= want[k]

@@ -12,7 +12,7 @@ from certify_helpers import build_model, mixed_head_net, ort_logits, random_linf
 from certify_helpers import one_torch_thread  # noqa: F401  (module fixture, used through pytestmark)
 from verify.certify.run import run_certify
 from verify.certify.check import run_check
-from common.errors import CertificateError
+from common.errors import CertificateError, LinfVerifyError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -191,10 +191,16 @@ def test_pure_chain_lipschitz_certificates_pass_check(tmp_path):
         run_check(_write(tmp_path, recs, src=tmp_path / "auto.jsonl"), path, tmp_path / "d.npz")
 
 
+@pytest.mark.parametrize("guarantee", ["real", "float32"])
 @pytest.mark.parametrize("method", ["lipschitz", "ibp", "crown", "alpha-crown"])
-def test_every_method_passes_check_on_head_net(setup, tmp_path, method):
+def test_every_method_passes_check_on_head_net(setup, tmp_path, method, guarantee):
     d, path, _ = setup
     out = tmp_path / f"{method}.jsonl"
-    s = run_certify(path, d / "d.npz", eps=0.02, out=out, method=method, bisect_steps=5)
-    assert s["certified"] > 0
+    if method == "lipschitz" and guarantee == "float32":  # L bounds the real function only
+        with pytest.raises(LinfVerifyError, match="--guarantee real"):
+            run_certify(path, d / "d.npz", eps=0.02, out=out, method=method, guarantee=guarantee)
+        assert not out.exists() and not out.with_name(out.name + ".partial").exists()
+        return
+    s = run_certify(path, d / "d.npz", eps=0.02, out=out, method=method, bisect_steps=5, guarantee=guarantee)
+    assert s["certified"] > 0 and s["guarantee"] == guarantee
     assert run_check(out, path, d / "d.npz")["ok"]

@@ -57,7 +57,7 @@ def test_untouched_output_passes(run):
     assert rep["eps"] == EPS and rep["n"] == len(x) == rep["n_data"]
     assert rep["coverage"] == f"{len(x)} of {len(x)} samples of {rep['data_sha256']}"
     assert rep["counts"] == {s: sum(r["status"] == s for r in lines[1:]) for s in rep["counts"]}
-    assert rep["guarantee"] == lines[0]["guarantee"] == "a+b(ibp)"  # a Gemm head: (b) for ibp records
+    assert rep["guarantee"] == lines[0]["guarantee"] == "float32"  # the default demand
 
 
 def test_not_certified_rewritten_as_certified_at_a_smaller_eps(run):
@@ -135,7 +135,7 @@ def test_header_tampering(run, what):
     lines = [dict(r) for r in run[3]]
     h = lines[0] = json.loads(json.dumps(lines[0]))
     if what == "guarantee":
-        h["guarantee"] = "a+b"  # (b) for every record: not what auto proves on a Gemm head
+        h["guarantee"] = "real"  # the records say float32: one run, one guarantee
     elif what == "data_sha256":
         h["data_sha256"] = "0" * 64
     elif what == "n_total":

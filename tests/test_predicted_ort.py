@@ -63,7 +63,8 @@ def test_predicted_is_onnxruntimes_where_the_forwards_disagree(tmp_path, method)
     assert (np.argmax(model.forward(x), 1) != ort_predict(path, x)).all()
     y = ort_predict(path, x)
     y[1::2] = np.argmax(model.forward(x[1::2]), 1)  # labels our forward predicts: misclassified
-    _certify_and_check(path, x, y, tmp_path, method=method)
+    # the Lipschitz test proves the real function only on a model that is no 1-Lipschitz chain
+    _certify_and_check(path, x, y, tmp_path, method=method, guarantee="real" if method == "lipschitz" else "float32")
 
 
 def test_predicted_never_comes_from_our_forward(tmp_path, monkeypatch):

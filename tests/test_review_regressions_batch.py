@@ -123,7 +123,7 @@ def test_chain_bounds_of_a_sample_do_not_depend_on_its_batch(tmp_path, batch):
         assert ei[0] <= e[i] and e2i[0] <= e2[i]  # never less than alone
         li, hi_i = chain.interval(x[i:i + 1] - 0.1, x[i:i + 1] + 0.1)
         assert np.array_equal(lo[i], li[0]) and np.array_equal(hi[i], hi_i[0])
-    prover = _Prover(model, m)
+    prover = _Prover(model, m, "float32")
     y = np.zeros(3, np.int64)
     m0, ball = prover.m0(x, y, np.full(3, 0.2), (0.0, 1.0))
     assert ball[0] <= 0 and m0[0] <= 0.02  # sample 0's exact margin at x is 0.02

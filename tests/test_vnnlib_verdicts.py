@@ -58,7 +58,7 @@ def test_unsat_when_provable(tmp_path, batch):
     m = net(tmp_path, batch=batch, bias0=50.0)
     p = write(tmp_path, vnnlib_text([0.4, 0.4], [0.5, 0.5], "(or (and (>= Y_1 Y_0)) (and (>= Y_2 Y_0)))"))
     res = run_instance(m, p, 30)
-    assert (res.verdict, res.method, res.guarantee) == ("unsat", "interval", "a+b")
+    assert (res.verdict, res.method, res.guarantee) == ("unsat", "interval", "float32")
     assert result_text(res) == "unsat\n"
     _, y = sample_outputs(m, [0.4, 0.4], [0.5, 0.5])
     assert (y[:, 0] > y[:, 1:].max(1)).all()  # the theorem, seen from onnxruntime
@@ -147,14 +147,14 @@ def test_random_properties_reach_every_verdict(tmp_path):
 
 class ExactLinearRung:
     """A test rung for a one-Gemm model: the exact minimum of c·(W x + b) over the box, rounded
-    down (what a CROWN rung provides on such a model), with guarantee "a" only."""
+    down (what a CROWN rung provides on such a model): the real function only (guarantee real)."""
 
-    name, guarantee = "exact-linear", "a"
+    name, guarantees = "exact-linear", ("real",)
 
     def __init__(self, w, b):
         self.w, self.b = w, b
 
-    def lower_bounds(self, model, lo, hi, c, deadline=None):
+    def lower_bounds(self, model, lo, hi, c, deadline=None, guarantee="real"):
         out = []
         for row in c:
             cw = [sum(Fraction(float(row[k])) * Fraction(float(self.w[k, i])) for k in range(len(row)))
@@ -167,7 +167,8 @@ class ExactLinearRung:
 
 def test_ladder_seam_takes_another_rung(tmp_path):
     """The ladder accepts a rung with lower bounds of C·y over the box (the CROWN seam); the proof
-    names it and carries its guarantee."""
+    names it and states the demanded guarantee, and a rung that cannot prove the demanded
+    guarantee is not used."""
     w = np.array([[1.0, 1.0], [1.0, -1.0], [0.0, 0.0]], np.float32)
     b = np.array([0.0, 0.0, -0.5], np.float32)
     m = relu_mlp_onnx(tmp_path / "lin.onnx", [(w, b)], (2,))
@@ -175,10 +176,11 @@ def test_ladder_seam_takes_another_rung(tmp_path):
     # Y_0 - Y_1 = 2 X_1 ≥ 0.2 on the box: provable exactly; intervals see Y_0 - Y_1 ≥ -0.8
     case = parse_property(vnnlib_text([0.1, 0.1], [0.5, 0.5], "(>= Y_1 Y_0)")).cases[0]
     assert prove(model, case, (IntervalRung(),)) is None
-    proof = prove(model, case, (IntervalRung(), ExactLinearRung(w, b)))
-    assert proof is not None and (proof.method, proof.guarantee) == ("exact-linear", "a")
-    proof = prove(model, case)  # the default ladder's linear rung (CROWN) proves it too, for a+b
-    assert proof is not None and (proof.method, proof.guarantee) == ("crown", "a+b")
+    proof = prove(model, case, (IntervalRung(), ExactLinearRung(w, b)), guarantee="real")
+    assert proof is not None and (proof.method, proof.guarantee) == ("exact-linear", "real")
+    assert prove(model, case, (IntervalRung(), ExactLinearRung(w, b))) is None  # float32 demanded
+    proof = prove(model, case)  # the default ladder's linear rung (CROWN) proves it too, for float32
+    assert proof is not None and (proof.method, proof.guarantee) == ("crown", "float32")
 
 
 def cli(*args):

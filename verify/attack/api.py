@@ -19,6 +19,7 @@ from verify.attack.replay import write_jsonl_atomic
 from verify.attack.runner import attack_arrays
 from common.errors import CertificateError, LinfVerifyError
 from verify.certify.header import check_limit, data_sha256
+from verify.guarantee import FLOAT32
 
 __all__ = ["run_attack", "alarm_against", "read_certs"]
 
@@ -67,6 +68,9 @@ def read_certs(cert_path, *, model_sha256: str, data_sha256: str, domain, eps: f
         why = f"certificates of another data set (sha256 {h['data_sha256'][:12]}…)"
     elif h["method"] == "pgd":
         why = "a witness file, not a certify run"
+    elif h["guarantee"] != FLOAT32:  # verify/guarantee.py
+        why = (f"certificates with guarantee {h['guarantee']!r} say nothing about onnxruntime's float32 "
+               "evaluation, which witnesses are about (certify with --guarantee float32)")
     elif h["domain"] != [float(domain[0]), float(domain[1])]:
         why = f"certificates over the domain {h['domain']}, the attack's is {list(domain)}"
     elif skip_certified and not h["eps"] >= eps:

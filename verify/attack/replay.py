@@ -80,6 +80,7 @@ def witness_record(*, index: int, x: np.ndarray, label: int, predicted: int, eps
         "radius": 0.0,
         "margin_lower": None,
         "method": method,
+        "guarantee": "witness",
         "model_sha256": model_sha256,
         "tool_version": tool_version,
         "domain": [float(domain[0]), float(domain[1])],

@@ -8,7 +8,7 @@ Every function here returns a value that is provably on the safe side, in float6
 - :func:`merged_margin`: paper Eqn 21 — for a last affine layer z = W h + b and a box of h, a lower
   bound of ``min_{j≠y} (w_y − w_j)·h + (b_y − b_j)`` over the box, valid for the exact real z AND
   for the float32 z that onnxruntime computes from any float32 h in the box (its Gemm rounding
-  error, γ_{D+1}·(Σ|W||h| + |b|) per logit, is subtracted too).
+  error, γ_{D+1}·(Σ|W||h| + |b|) per logit, is subtracted too; ``ort=False``: the real z only).
 - :func:`lipschitz_radius`, :func:`extended_radius`, :func:`lipschitz_margin`: directed-rounded
   forms of m/(2L), ε + m_ε/(2L) and m − 2Lε (the margin is 2L-Lipschitz when the logits are
   L-Lipschitz in ℓ∞ → ℓ∞).
@@ -85,14 +85,15 @@ def box_margin(lo: np.ndarray, hi: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def merged_margin(
-    w: np.ndarray, b: np.ndarray | None, hlo: np.ndarray, hhi: np.ndarray, y: np.ndarray
+    w: np.ndarray, b: np.ndarray | None, hlo: np.ndarray, hhi: np.ndarray, y: np.ndarray, ort: bool = True
 ) -> np.ndarray:
     """Sound lower bound of the margin through the last affine layer z = W h + b (W [K, D]).
 
     For each sample and j ≠ y: Σ_k min(c_k l_k, c_k u_k) + d with c = w_y − w_j, d = b_y − b_j,
     evaluated in float64 with Higham's bound γ_{2D+4} on every rounding (the difference of two
     float32 in float64 has relative error ≤ u64 and keeps its sign), minus the float32 error of
-    onnxruntime's two logits. Returns float64 [B] (NaN if the box holds NaN).
+    onnxruntime's two logits when ``ort`` (guarantee float32; without it the bound is about the
+    exact real z only, guarantee real). Returns float64 [B] (NaN if the box holds NaN).
     """
     w32 = np.asarray(w, dtype=np.float32)
     k, d = w32.shape
@@ -107,6 +108,8 @@ def merged_margin(
         ort_err = rounding.dot_error_bound(d + 1, ort_abs)  # [B, K]
         # no bound (NaN) where onnxruntime's float32 logit may overflow to ±inf or NaN
         ort_err = np.where(rounding.may_overflow32(ort_abs, ort_err), np.nan, ort_err)
+        if not ort:
+            ort_err = np.zeros_like(ort_err)
         out = np.full(len(y), np.nan)
         g = rounding.gamma(2 * d + 4, rounding.U64) * (1.0 + 2.0**-20)
         for cls in np.unique(y):
@@ -179,7 +182,8 @@ def lipschitz_margin(m0: np.ndarray, lip, eps) -> np.ndarray:
         return np.where(ok, _down64(m0 - drop), np.nan)
 
 
-def chain_margins(m_hat: np.ndarray, e: np.ndarray, e_ball: np.ndarray, lip, eps) -> tuple[np.ndarray, np.ndarray]:
+def chain_margins(m_hat: np.ndarray, e: np.ndarray, e_ball: np.ndarray, lip, eps,
+                  ort: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(m0, ball margin) of a 1-Lipschitz chain from its float32 forward (verify/bounds/fastpath.py), the
     one formula the certifier and ``check`` share (docs/SOUNDNESS.md):
 
@@ -188,9 +192,10 @@ def chain_margins(m_hat: np.ndarray, e: np.ndarray, e_ball: np.ndarray, lip, eps
       (≥ exact margin at x′ − 2e′ ≥ exact margin at x − 2Lε − 2e′) and ≤ the exact margin there.
 
     Both errors are subtracted: e is the error of ŷ at x, e′ that of onnxruntime at x′ (a bound
-    with max(e, e′) instead of e + e′ is unsound). All steps rounded down."""
+    with max(e, e′) instead of e + e′ is unsound). All steps rounded down. ``ort=False`` (guarantee
+    real): the ball margin is m0 − 2Lε, about the exact margin only (no e′)."""
     m0 = _down64(np.asarray(m_hat, dtype=np.float64) - _up64(2.0 * np.asarray(e, dtype=np.float64)))
-    at_ort = _down64(m0 - _up64(2.0 * np.asarray(e_ball, dtype=np.float64)))
+    at_ort = _down64(m0 - _up64(2.0 * np.asarray(e_ball, dtype=np.float64))) if ort else m0
     return m0, lipschitz_margin(at_ort, lip, eps)
 
 

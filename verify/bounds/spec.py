@@ -16,6 +16,7 @@ import torch
 from verify.bounds.alpha import alpha_lower
 from verify.bounds.crown import tensor_boxes
 from verify.bounds.linear import Ctx, down, t64
+from verify.guarantee import FLOAT32, REAL
 from common.errors import ModelError
 
 __all__ = ["spec_lower", "spec_ladder", "margin_lower", "margin_spec", "GUARANTEE", "ALPHA_STEPS"]
@@ -23,7 +24,7 @@ __all__ = ["spec_lower", "spec_ladder", "margin_lower", "margin_spec", "GUARANTE
 ALPHA_STEPS = 20
 
 #: the record's guarantee for each setting of ``ort`` (verify/certify/header.py's names)
-GUARANTEE = {True: "a+b", False: "a"}
+GUARANTEE = {True: FLOAT32, False: REAL}
 
 
 def margin_spec(y: np.ndarray, k: int) -> np.ndarray:

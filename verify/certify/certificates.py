@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import CertificateError
-from verify.certify.header import disagreement, parse_header
+from verify.certify.header import GUARANTEES, disagreement, parse_header
 
 __all__ = [
     "STATUSES",
@@ -62,6 +62,7 @@ REQUIRED_FIELDS = (
     "radius",
     "margin_lower",
     "method",
+    "guarantee",
     "model_sha256",
     "tool_version",
     "domain",
@@ -150,6 +151,8 @@ def parse_record(obj: Any, *, where: str = "record") -> dict[str, Any]:
     obj["margin_lower"] = None if m is None else float(m)
     if not isinstance(obj["method"], str) or not isinstance(obj["tool_version"], str):
         raise CertificateError(f"{where}: method and tool_version must be strings")
+    if obj["guarantee"] not in GUARANTEES:
+        raise CertificateError(f"{where}: unknown guarantee {obj['guarantee']!r}")
     if obj["status"] == "misclassified" and obj["radius"] != 0.0:
         raise CertificateError(f"{where}: a misclassified sample must have radius 0")
     _parse_run_fields(obj, where)

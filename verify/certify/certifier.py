@@ -11,7 +11,9 @@ Methods (:func:`certify_batch`):
 
 - ``lipschitz``: m0 = sound lower bound of the margin at x (interval of the degenerate box [x, x]),
   L = the model's sound global ℓ∞ Lipschitz bound; certified iff m0 − 2Lε > 0 (rounded down);
-  radius = m0/(2L) rounded down. Proves the real-function statement only.
+  radius = m0/(2L) rounded down. Proves the real-function statement only (guarantee ``real``),
+  except on 1-Lipschitz chains, whose ball margin also subtracts onnxruntime's float32 error e′
+  (``float32``); under ``--guarantee float32`` it proves nothing on any other model.
 - ``ibp``: interval propagation of the ε-box ∩ domain, the last affine layer merged into the margin
   (paper Eqn 21) when there is one; certified iff the margin lower bound > 0. Because the core's
   boxes also contain onnxruntime's float32 values, an IBP certificate also covers onnxruntime's
@@ -22,9 +24,17 @@ Methods (:func:`certify_batch`):
   1-Lipschitz nets the extension is already margin/2-tight). Then the linear rungs (below) for the
   correctly predicted samples still unproved. The record's ``method`` names the method whose proof
   is reported.
+
+Guarantee (``CertifyConfig.guarantee``, verify/guarantee.py): every rung proves what the run
+demands. ``float32`` (default): theorems (a) and (b) — linear bounds with ``ort=True``, the merged
+last layer minus onnxruntime's Gemm error, the chain's ball margin minus e′; the Lipschitz test of
+a model that is not a 1-Lipschitz chain is no float32 proof and is skipped. ``real``: theorem (a)
+only, with the tighter variants (``ort=False``, no Gemm error, no e′); IBP boxes are the same for
+both (the ops' intervals always contain onnxruntime's values). The ``radius`` is always a
+statement about the real function.
 - ``crown`` / ``alpha-crown``: linear bound propagation of the ε-box ∩ domain (verify/bounds/,
-  docs/SOUNDNESS.md "Linear bounds"), with onnxruntime's float32 error carried (theorems (a) and
-  (b)); ``alpha-crown`` runs CROWN first, then α-CROWN (ALPHA_STEPS projected-gradient steps on the
+  docs/SOUNDNESS.md "Linear bounds"), with onnxruntime's float32 error carried under the
+  ``float32`` guarantee; ``alpha-crown`` runs CROWN first, then α-CROWN (ALPHA_STEPS projected-gradient steps on the
   Relu slopes, the bound recomputed soundly) for the samples CROWN cannot prove. Radius: ε when
   proved (no bisection).
 """
@@ -41,11 +51,12 @@ from common.runtime import ort_logits, ort_session
 from verify.bounds import margins, rounding
 from verify.bounds.spec import ALPHA_STEPS  # fixed: `check` re-runs the same optimisation
 from verify.certify.header import check_eps
+from verify.guarantee import DEFAULT, FLOAT32, check_guarantee, with_ort
 
-__all__ = ["METHODS", "CertifyConfig", "BatchResult", "Certifier", "certify_batch", "guarantee_of"]
+__all__ = ["METHODS", "CertifyConfig", "BatchResult", "Certifier", "certify_batch", "lipschitz_proves"]
 
 METHODS = ("auto", "lipschitz", "ibp", "crown", "alpha-crown")
-#: the linear-bound rungs of the ladder (verify/bounds/), each proving theorems (a) and (b)
+#: the linear-bound rungs of the ladder (verify/bounds/), each proving the demanded guarantee
 LINEAR = ("crown", "alpha-crown")
 ONE = 1.0 + 1e-9  # a Lipschitz bound this close to 1 is 1 up to upward rounding
 
@@ -58,11 +69,13 @@ class CertifyConfig:
     method: str = "auto"
     domain: tuple[float, float] = (0.0, 1.0)
     bisect_steps: int = 10
+    guarantee: str = DEFAULT  # verify/guarantee.py: real | float32
 
     def check(self) -> "CertifyConfig":
         check_eps(self.eps)
         if self.method not in METHODS:
             raise LinfVerifyError(f"unknown method {self.method!r}; expected one of {', '.join(METHODS)}")
+        check_guarantee(self.guarantee)
         lo, hi = self.domain
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise LinfVerifyError(f"the domain must be two finite numbers LO < HI, got {lo} {hi}")
@@ -102,6 +115,10 @@ class Certifier:
         from verify.bounds.fastpath import ChainBound
 
         self.chain = ChainBound.build(model)  # one-forward sound margins for 1-Lipschitz chains
+        self.ort = with_ort(self.cfg.guarantee)
+        if self.cfg.method == "lipschitz" and not lipschitz_proves(self.cfg.guarantee, self.chain is not None):
+            raise LinfVerifyError("--method lipschitz proves only --guarantee real on this model (it is not a "
+                                  "1-Lipschitz chain: L bounds the real function, not onnxruntime's rounding)")
         self.sess = ort_session(model.path)  # the judge of `predicted` (pinned, common/runtime.py)
         self._runs = 0
 
@@ -138,7 +155,7 @@ class Certifier:
         zlo, zhi = boxes[self.model.output_name]
         plain = margins.box_margin(zlo, zhi, y)
         hlo, hhi = boxes[self.affine.input_name]
-        merged = margins.merged_margin(self.affine.weight, self.affine.bias, hlo, hhi, y)
+        merged = margins.merged_margin(self.affine.weight, self.affine.bias, hlo, hhi, y, ort=self.ort)
         # both are sound; keep the better (NaN only if both are NaN)
         return np.fmax(plain, merged)
 
@@ -147,16 +164,19 @@ class Certifier:
         """(m0, radius, margin over the ε-ball) of the Lipschitz method.
 
         m0: lower bound of the exact margin at x; radius = m0/(2L) rounded down. With a 1-Lipschitz
-        chain (verify/bounds/fastpath.py) one forward gives m0, and the ball margin also subtracts
-        onnxruntime's float32 error at every x′ of the ball (theorem (b), margins.chain_margins);
-        otherwise m0 comes from the interval of the degenerate box [x, x]."""
+        chain (verify/bounds/fastpath.py) one forward gives m0, and under ``float32`` the ball margin
+        also subtracts onnxruntime's float32 error at every x′ of the ball (theorem (b),
+        margins.chain_margins); otherwise m0 comes from the interval of the degenerate box [x, x],
+        and the ball margin is a real-only proof: NaN (no proof) under ``float32``."""
         eps = self.cfg.eps
         if self.chain is not None:
             z, e, e_ball = self.chain.forward_with_error(x, eps)
-            m0, lm = margins.chain_margins(margins.box_margin(z, z, y), e, e_ball, self.lipv(y), eps)
+            m0, lm = margins.chain_margins(margins.box_margin(z, z, y), e, e_ball, self.lipv(y), eps, ort=self.ort)
         else:
             m0 = self.ibp_margin(x, y, 0.0)
             lm = margins.lipschitz_margin(m0, self.lipv(y), eps)
+            if not lipschitz_proves(self.cfg.guarantee, False):
+                lm = np.full(len(y), np.nan)
         return m0, margins.lipschitz_radius(m0, self.lipv(y), self.cfg.width), lm
 
     def bisect(self, x, y, lo_eps, hi_eps, steps) -> np.ndarray:
@@ -197,13 +217,13 @@ class Certifier:
         return self._finish(y, pred, finite, *res)
 
     def linear_margin(self, x, y, eps, method: str) -> np.ndarray:
-        """Sound margin lower bound over the ε-box ∩ domain by CROWN or α-CROWN (theorems (a) and
-        (b), verify/bounds/spec.py; NaN = no bound)."""
+        """Sound margin lower bound over the ε-box ∩ domain by CROWN or α-CROWN under the run's
+        guarantee (verify/bounds/spec.py; NaN = no bound)."""
         from verify.bounds.spec import margin_lower
 
         lo, hi = margins.input_box(x, eps, self.cfg.domain)
         steps = ALPHA_STEPS if method == "alpha-crown" else 0
-        return margin_lower(self.model, lo, hi, y, ort=True, alpha_steps=steps)
+        return margin_lower(self.model, lo, hi, y, ort=self.ort, alpha_steps=steps)
 
     def _ladder(self, x, y, pred, res):
         """The linear rungs after interval/Lipschitz: CROWN, then α-CROWN, each only for the
@@ -324,12 +344,11 @@ class Certifier:
             radius[down] = np.maximum(radius[down], got)
 
 
-def guarantee_of(method: str, chain: bool) -> str:
-    """What a run's ``certified`` records prove (verify/certify/header.py GUARANTEES): theorems (a) and (b)
-    for every record when the method is IBP, CROWN or α-CROWN (the linear bounds carry onnxruntime's
-    float32 error, verify/bounds/crown.py) or the model a 1-Lipschitz chain (whose Lipschitz ball
-    margin subtracts onnxruntime's error), else (b) only for the records with those methods."""
-    return "a+b" if method in ("ibp",) + LINEAR or chain else "a+b(ibp)"
+def lipschitz_proves(guarantee: str, chain: bool) -> bool:
+    """Whether the Lipschitz ball margin is a proof under ``guarantee``: always for ``real`` (L bounds
+    the exact function); for ``float32`` only on a 1-Lipschitz chain, whose ball margin subtracts
+    onnxruntime's float32 error e′ at every float32 point of the ball (verify/bounds/fastpath.py)."""
+    return guarantee != FLOAT32 or chain
 
 
 def pair_lipschitz_of(model, affine) -> np.ndarray | None:

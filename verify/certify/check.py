@@ -4,9 +4,10 @@ The file must be ONE run (verify/certify/header.py): the header line first (an e
 it fails), every record agreeing with it, and the records covering exactly the selection the header
 declares, re-derived from the data. Independent of the code path that wrote it: the model identity
 is recomputed from the file (verify.front.loader.model_identity), the data identity, input hashes and
-labels from the data, the prediction with onnxruntime (not our forward), the guarantee from the
-model and method, and every claim is re-proven from a fresh model load with ONE direct evaluation
-per bound (no bisection):
+labels from the data, the prediction with onnxruntime (not our forward), and every claim is
+re-proven UNDER THE RUN'S GUARANTEE (header and every record: ``real`` or ``float32``,
+verify/guarantee.py; a record claiming a guarantee its header does not state fails) from a fresh
+model load with ONE direct evaluation per bound (no bisection):
 
 - ``certified`` at ε: predicted = label and the record's method proves the closed ε-ball (IBP
   margin > 0, or the Lipschitz ball margin > 0), and the claimed radius r ≥ ε is re-proven by one
@@ -33,11 +34,12 @@ import numpy as np
 from verify.bounds import margins
 from verify.attack.box import in_domain, within_eps
 from verify.certify.certificates import STATUSES, read_sections
-from verify.certify.certifier import ALPHA_STEPS, LINEAR, guarantee_of, pair_lipschitz_of
+from verify.certify.certifier import ALPHA_STEPS, LINEAR, lipschitz_proves, pair_lipschitz_of
 from common.errors import CertificateError, ModelError
 from verify.certify.header import RECORD_METHODS, data_sha256, header_selection
 from verify.front.loader import model_identity
 from common.runtime import ort_logits, ort_session
+from verify.guarantee import with_ort
 
 __all__ = ["run_check", "ort_predict", "unproven"]
 
@@ -53,10 +55,13 @@ def ort_predict(model_path, x: np.ndarray, batch: int = 256, sess=None) -> np.nd
 
 
 class _Prover:
-    """Direct, single-evaluation bounds for a batch of samples with per-sample ε."""
+    """Direct, single-evaluation bounds for a batch of samples with per-sample ε, under the run's
+    guarantee (``witness`` for attack runs: no bound is then asked for)."""
 
-    def __init__(self, model, model_path):
+    def __init__(self, model, model_path, guarantee: str):
         self.model = model
+        self.guarantee = guarantee
+        self.ort = guarantee == "witness" or with_ort(guarantee)
         self.sess = ort_session(model_path)
         self.lip = float(model.lipschitz())
         self.affine = model.last_affine()
@@ -71,13 +76,17 @@ class _Prover:
     def m0(self, x, y, eps, domain) -> tuple[np.ndarray, np.ndarray]:
         """(m0, Lipschitz ball margin). m0: lower bound of the exact margin at x, the better of the
         degenerate-box interval and, for 1-Lipschitz chains, the float32 forward minus its proven
-        error. Ball margin: as the certifier defines it (for chains it also subtracts
-        onnxruntime's float32 error e′ on the ball, docs/SOUNDNESS.md)."""
+        error. Ball margin: as the certifier defines it (for chains under ``float32`` it also
+        subtracts onnxruntime's float32 error e′ on the ball; other models: no float32 proof, NaN;
+        docs/SOUNDNESS.md)."""
         m = self.ibp(x, y, np.zeros(len(y)), domain)
         ball = margins.lipschitz_margin(m, self.lipv(y), eps)
+        if not lipschitz_proves(self.guarantee, self.chain is not None):
+            ball = np.full(len(y), np.nan)
         if self.chain is not None:
             z, e, e_ball = self.chain.forward_with_error(x, eps)
-            m_chain, ball = margins.chain_margins(margins.box_margin(z, z, y), e, e_ball, self.lipv(y), eps)
+            m_chain, ball = margins.chain_margins(margins.box_margin(z, z, y), e, e_ball, self.lipv(y), eps,
+                                                  ort=self.ort)
             m = np.fmax(m, m_chain)
         return m, ball
 
@@ -86,7 +95,8 @@ class _Prover:
         from verify.bounds.spec import margin_lower
 
         lo, hi = margins.input_box(x, eps, domain)
-        return margin_lower(self.model, lo, hi, y, ort=True, alpha_steps=ALPHA_STEPS if method == "alpha-crown" else 0)
+        return margin_lower(self.model, lo, hi, y, ort=self.ort,
+                            alpha_steps=ALPHA_STEPS if method == "alpha-crown" else 0)
 
     def ibp(self, x, y, eps, domain) -> np.ndarray:
         lo, hi = margins.input_box(x, eps, domain)
@@ -95,7 +105,8 @@ class _Prover:
             m = margins.box_margin(zlo, zhi, y)
             if self.affine is not None:
                 hlo, hhi = self.model.boxes(lo, hi, [self.affine.input_name])[self.affine.input_name]
-                m = np.fmax(m, margins.merged_margin(self.affine.weight, self.affine.bias, hlo, hhi, y))
+                m = np.fmax(m, margins.merged_margin(self.affine.weight, self.affine.bias, hlo, hhi, y,
+                                                     ort=self.ort))
             return m
         except ModelError:
             return np.full(len(y), np.nan)
@@ -145,11 +156,7 @@ def run_check(certs, model_path, data, *, data_dir=None, split: str = "test",
     data_sha = data_sha256(x, y)
     if header["data_sha256"] != data_sha:
         raise CertificateError(f"{certs}: data_sha256 of the run does not match the data ({data_sha[:16]}…)")
-    prover = _Prover(model, model_path)
-    pgd = header["method"] == "pgd"
-    if header["guarantee"] != ("witness" if pgd else guarantee_of(header["method"], prover.chain is not None)):
-        raise CertificateError(f"{certs}: guarantee {header['guarantee']!r} is not what a "
-                               f"{header['method']!r} run on this model proves")
+    prover = _Prover(model, model_path, header["guarantee"])  # the header's method/guarantee pair is valid
     bad = _coverage(sections, len(x))
     good = []
     for r in records:
@@ -183,7 +190,7 @@ def unproven(records, x, header, model, model_path, batch_size: int = 256) -> di
     """{index: why} of the records whose claim ``check``'s direct re-proof (above) does not confirm;
     ``records`` must already match the data (input hash, label) and the ``header`` of their run.
     certify's resume keeps only records absent from it (verify/certify/run.py)."""
-    prover = _Prover(model, model_path)
+    prover = _Prover(model, model_path, header["guarantee"])
     bad: dict[int, str] = {}
     for s in range(0, len(records), batch_size):
         bad.update(_check_batch(records[s:s + batch_size], x, header, prover))
@@ -223,9 +230,10 @@ def _check_attack(recs, yb, pred, header, prover, x_all) -> list[tuple[int, str]
 
 
 def _check_claims(recs, xb, yb, pred, header, prover) -> list[str]:
-    """Re-prove a certify run's records. Every method the run's method may use is recomputed
-    (deterministically, one direct evaluation each): `certified` must re-prove with its own method;
-    `not_certified` / `unknown` must not be provable by ANY of them (else a downgrade)."""
+    """Re-prove a certify run's records under the run's guarantee. Every method the run's method
+    may use is recomputed (deterministically, one direct evaluation each): `certified` must re-prove
+    with its own method; `not_certified` / `unknown` must not be provable by ANY of them (else a
+    downgrade)."""
     dom, n = tuple(header["domain"]), len(recs)
     cap = dom[1] - dom[0]
     eps = np.full(n, header["eps"])
@@ -257,7 +265,8 @@ def _check_claims(recs, xb, yb, pred, header, prover) -> list[str]:
             out.append((i, f"{st!r} but onnxruntime misclassifies it"))
         elif st == "certified":
             if not mine > 0:
-                out.append((i, f"'certified' at eps {header['eps']!r} does not re-prove ({meth})"))
+                out.append((i, f"'certified' at eps {header['eps']!r} does not re-prove ({meth}, "
+                               f"guarantee {header['guarantee']})"))
             elif rad[k] < eps[k] or not (r_ok[k] or rad[k] == eps[k]):
                 out.append((i, f"radius {rad[k]!r} is not provable"))
         elif proves:

@@ -7,13 +7,14 @@ The first line of every file ``certify`` or ``attack`` writes is a JSON object w
 - ``data_sha256``, ``n_data``: the data's identity, :func:`data_sha256` of ALL samples of the data
   set / split the run read (before any selection), and their number;
 - ``eps``, ``domain`` [lo, hi], ``method`` (auto | ibp | lipschitz for ``certify``, pgd for
-  ``attack``) and ``guarantee`` (what a ``certified`` record proves, :data:`GUARANTEES`);
+  ``attack``) and ``guarantee`` (what a ``certified`` record proves, :data:`GUARANTEES`: ``real`` or
+  ``float32`` as demanded by ``--guarantee``, verify/guarantee.py; ``witness`` for ``attack``);
 - ``selection``: ``limit`` (null = all), ``shard`` "I/N" and ``n_total``; the selected indices are
   DERIVED from it (:func:`select_indices`: the first ``limit`` samples, then every N-th from I), so
   ``check`` knows exactly which records the file must hold.
 
-Every record must agree with the header (:func:`disagreement`): same model, eps, domain, shard and
-n_total, a method the run's method may report, a status the run may produce.
+Every record must agree with the header (:func:`disagreement`): same model, eps, domain, shard,
+n_total and guarantee, a method the run's method may report, a status the run may produce.
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ from typing import Any
 import numpy as np
 
 from common.errors import CertificateError, LinfVerifyError
+from verify.guarantee import DESCRIPTIONS
 
 __all__ = ["FORMAT", "GUARANTEES", "RECORD_METHODS", "data_sha256", "parse_shard", "check_eps", "check_limit", "select_indices",
            "make_header", "parse_header", "disagreement", "header_selection"]
 
 FORMAT = "linfverify-run/1"
-# what the run's `certified` records prove (docs/SOUNDNESS.md, theorems (a) and (b))
+# what the run's `certified` records prove (docs/SOUNDNESS.md, theorems (a) and (b); verify/guarantee.py)
 GUARANTEES = {
-    "a+b": "certified: the exact real function (a) and onnxruntime's float32 evaluation (b)",
-    "a+b(ibp)": "certified: (a); (b) only for records with method ibp, crown or alpha-crown",
+    **{g: f"certified: {d}" for g, d in DESCRIPTIONS.items()},
     "witness": "no robustness claim; falsified records carry witnesses onnxruntime replays",
 }
 # the methods a record may name, and the statuses it may have, per run method
@@ -132,6 +133,8 @@ def parse_header(obj: Any, *, where: str = "header") -> dict:
         raise CertificateError(f"{where}: unknown method {obj['method']!r}")
     if obj["guarantee"] not in GUARANTEES:
         raise CertificateError(f"{where}: unknown guarantee {obj['guarantee']!r}")
+    if (obj["guarantee"] == "witness") != (obj["method"] == "pgd"):
+        raise CertificateError(f"{where}: guarantee {obj['guarantee']!r} is not one a {obj['method']!r} run states")
     sel = obj["selection"]
     if not (isinstance(sel, dict) and set(sel) == {"limit", "shard", "n_total"}):
         raise CertificateError(f"{where}: selection must be {{limit, shard, n_total}}")
@@ -164,7 +167,7 @@ def disagreement(rec: dict, header: dict) -> str | None:
     """Why a (parsed) record does not belong to the header's run, or None."""
     sel = header["selection"]
     want = {"model_sha256": header["model_sha256"], "eps": header["eps"], "domain": header["domain"],
-            "shard": sel["shard"], "n_total": sel["n_total"]}
+            "shard": sel["shard"], "n_total": sel["n_total"], "guarantee": header["guarantee"]}
     for k, v in want.items():
         if rec.get(k) != v:
             return f"{k} is {rec.get(k)!r}, the run's header says {v!r}"

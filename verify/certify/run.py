@@ -14,7 +14,8 @@ Guarantees:
 - shards: ``--shard I/N`` takes the selected positions p ≡ I (mod N) (strided, so every shard
   gets a similar mix); the records of the N shard files hold every selected index exactly once;
 - the file is one run (verify/certify/header.py): its header line states model, data identity, eps,
-  domain, method, guarantee and selection, and every record agrees with it.
+  domain, method, guarantee (``--guarantee``: real | float32, verify/guarantee.py) and selection, and
+  every record agrees with it (each record states the guarantee too).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from verify.certify.certificates import CertWriter, input_sha256, resume_records, tool_version
-from verify.certify.certifier import Certifier, CertifyConfig, check_inputs, guarantee_of
+from verify.certify.certifier import Certifier, CertifyConfig, check_inputs
+from verify.guarantee import DEFAULT
 from verify.certify.header import check_limit, data_sha256, make_header, parse_shard, select_indices
 from common.errors import LinfVerifyError, ModelError
 from verify.front.loader import model_identity
@@ -51,7 +53,7 @@ def _record(i, x_hash, label, res, k, cfg, base) -> dict[str, Any]:
         "index": int(i), "input_sha256": x_hash, "label": int(label),
         "predicted": int(res.predicted[k]), "eps": float(cfg.eps), "status": res.status[k],
         "radius": float(res.radius[k]), "margin_lower": m if math.isfinite(m) else None,
-        "method": res.method[k], **base,
+        "method": res.method[k], "guarantee": cfg.guarantee, **base,
     }
 
 
@@ -69,6 +71,7 @@ def run_certify(
     data_dir: str | os.PathLike | None = None,
     split: str = "test",
     bisect_steps: int = 10,
+    guarantee: str = DEFAULT,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Certify the selected samples and write ``out``; returns the summary (see :func:`summarize`)."""
@@ -76,7 +79,7 @@ def run_certify(
     from verify.front.model import load_model
 
     t0 = time.perf_counter()
-    cfg = CertifyConfig(float(eps), method, (float(domain[0]), float(domain[1])), bisect_steps).check()
+    cfg = CertifyConfig(float(eps), method, (float(domain[0]), float(domain[1])), bisect_steps, guarantee).check()
     sh = parse_shard(shard)
     check_limit(limit)
     if batch_size < 1:
@@ -98,7 +101,7 @@ def run_certify(
             "shard": f"{sh[0]}/{sh[1]}", "n_total": int(n_total)}
     header = make_header(model_sha256=model_sha, data_sha256=data_sha256(x, y), n_data=len(x), eps=cfg.eps,
                          domain=cfg.domain, method=cfg.method,
-                         guarantee=guarantee_of(cfg.method, certifier.chain is not None), limit=limit,
+                         guarantee=cfg.guarantee, limit=limit,
                          shard=base["shard"], n_total=n_total, tool_version=base["tool_version"])
     batches = [idx[s:s + batch_size] for s in range(0, len(idx), batch_size)]
     partial = out.with_name(out.name + ".partial")

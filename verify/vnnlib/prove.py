@@ -8,7 +8,9 @@ violated at every point of the box: a sound lower bound of ``c·(y, x)`` over th
 
 A rung (:class:`Rung`) bounds the output part: given the model, the float32 box and the float64
 matrix ``C`` [m, K], it returns float64 lower bounds [m] of ``C·f(x)`` over the box (NaN or −inf
-where it has none), together with the guarantee they hold for. The file's coefficients are exact
+where it has none) that hold under the demanded guarantee (verify/guarantee.py: ``real`` or
+``float32``; a rung names the guarantees it can prove in ``guarantees`` and is skipped for any
+other). The file's coefficients are exact
 rationals: ``c = c64 + δ`` with ``c64`` the float64 nearest, and ``δ·y`` is bounded exactly over the
 interval rung's output box, so a rung only ever sees float64 matrices. Rungs run cheapest first and
 the ladder stops at the first that proves the case: :class:`IntervalRung`, then linear bound
@@ -16,10 +18,12 @@ propagation (:class:`CrownRung`: CROWN, then α-CROWN with optimised slopes with
 deadline, verify/bounds/spec.py); nonnegative combinations of a disjunct's atoms are a row of ``C``
 like any other (λᵀC, λᵀr).
 
-Guarantee of the interval rung ("a+b", docs/SOUNDNESS.md): ``VerifiedModel.interval`` encloses
-(a) the exact real outputs of the stored weights for every real input in the box and (b) the
-float32 outputs of onnxruntime (the pinned session) for every float32 input in it; the box is the
-property's box rounded outwards, so ``unsat`` holds for both readings.
+Guarantees (docs/SOUNDNESS.md): ``VerifiedModel.interval`` encloses (a) the exact real outputs of
+the stored weights for every real input in the box and (b) the float32 outputs of onnxruntime (the
+pinned session) for every float32 input in it; the box is the property's box rounded outwards, so
+the interval rung proves both ``real`` and ``float32`` with the same bounds. The CROWN rung runs
+with ``ort`` = (guarantee is ``float32``): under ``real`` it uses the tighter exact-function bounds.
+A proof states the guarantee demanded of it, which every rung it used proved.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Protocol
 import numpy as np
 
 from common.errors import ModelError
+from verify.guarantee import DEFAULT, FLOAT32, REAL, with_ort
 from verify.vnnlib.cases import Atom, Case, to_float
 
 __all__ = ["Rung", "IntervalRung", "Proof", "prove", "LADDER"]
@@ -40,16 +45,19 @@ class Rung(Protocol):
     """One method of the ladder (see the module docstring)."""
 
     name: str
-    guarantee: str
+    guarantees: tuple[str, ...]
 
-    def lower_bounds(self, model, lo: np.ndarray, hi: np.ndarray, c: np.ndarray, deadline=None) -> np.ndarray:
-        """float64 [m]: sound lower bounds of ``c @ f(x)`` for x in [lo, hi] (float32 [1, ...]);
-        ``deadline`` (time.monotonic(), or None) is when the rung should give up (NaN rows)."""
+    def lower_bounds(self, model, lo: np.ndarray, hi: np.ndarray, c: np.ndarray, deadline=None,
+                     guarantee: str = DEFAULT) -> np.ndarray:
+        """float64 [m]: lower bounds of ``c @ f(x)`` for x in [lo, hi] (float32 [1, ...]), sound under
+        ``guarantee`` (one of ``guarantees``); ``deadline`` (time.monotonic(), or None) is when the
+        rung should give up (NaN rows)."""
 
 
 @dataclass
 class Proof:
-    """Every disjunct of the case is refuted; ``method``/``guarantee`` name the rungs used."""
+    """Every disjunct of the case is refuted; ``method`` names the rungs used, ``guarantee`` what
+    they proved (the demanded one)."""
 
     method: str
     guarantee: str
@@ -61,9 +69,9 @@ class IntervalRung:
     of ``c·y`` over the output box (in rationals, rounded down to float64)."""
 
     name = "interval"
-    guarantee = "a+b"
+    guarantees = (REAL, FLOAT32)  # the same box encloses both readings
 
-    def lower_bounds(self, model, lo, hi, c, deadline=None):
+    def lower_bounds(self, model, lo, hi, c, deadline=None, guarantee=DEFAULT):
         ylo, yhi = output_box(model, lo, hi)
         if ylo is None:
             return np.full(len(c), np.nan)
@@ -72,13 +80,14 @@ class IntervalRung:
 
 class CrownRung:
     """Linear bound propagation (verify/bounds/spec.py ``spec_ladder``): CROWN, then α-CROWN on the
-    rows CROWN leaves unproved, within the deadline. Guarantee "a+b": the linear bounds carry
-    onnxruntime's float32 error (docs/SOUNDNESS.md, "Linear bounds")."""
+    rows CROWN leaves unproved, within the deadline. Under ``float32`` the linear bounds carry
+    onnxruntime's float32 error (``ort=True``, docs/SOUNDNESS.md, "Linear bounds"); under ``real``
+    they bound the exact function only (``ort=False``, tighter)."""
 
     name = "crown"
-    guarantee = "a+b"
+    guarantees = (REAL, FLOAT32)
 
-    def lower_bounds(self, model, lo, hi, c, deadline=None):
+    def lower_bounds(self, model, lo, hi, c, deadline=None, guarantee=DEFAULT):
         import time
 
         from verify.bounds.spec import spec_ladder
@@ -86,7 +95,8 @@ class CrownRung:
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
             return np.full(len(c), np.nan)
-        low, _ = spec_ladder(model, lo, hi, np.asarray(c, np.float64)[None], None, ort=True, timeout=left)
+        low, _ = spec_ladder(model, lo, hi, np.asarray(c, np.float64)[None], None, ort=with_ort(guarantee),
+                             timeout=left)
         return low[0]
 
 
@@ -105,9 +115,12 @@ def output_box(model, lo, hi):
     return ylo, yhi
 
 
-def prove(model, case: Case, ladder=LADDER, deadline: float | None = None) -> Proof | None:
-    """A proof that no input of ``case``'s box meets its condition, or None (see module docstring);
-    rungs stop at ``deadline`` (time.monotonic())."""
+def prove(model, case: Case, ladder=LADDER, deadline: float | None = None,
+          guarantee: str = DEFAULT) -> Proof | None:
+    """A proof under ``guarantee`` that no input of ``case``'s box meets its condition, or None (see
+    module docstring); only the rungs that can prove ``guarantee`` run; they stop at ``deadline``
+    (time.monotonic())."""
+    with_ort(guarantee)  # validates the name
     lo32, hi32 = case.outer_box()
     if not (np.isfinite(lo32).all() and np.isfinite(hi32).all()):
         return None
@@ -115,7 +128,7 @@ def prove(model, case: Case, ladder=LADDER, deadline: float | None = None) -> Pr
     lo, hi = lo32.reshape(shape), hi32.reshape(shape)
     atoms = list(dict.fromkeys(a for conj in case.disjuncts for a in conj))
     if not case.disjuncts:
-        return Proof("empty", "a+b")
+        return Proof("empty", guarantee)
     ylo, yhi = output_box(model, lo, hi)
     if ylo is None:
         return None
@@ -128,8 +141,8 @@ def prove(model, case: Case, ladder=LADDER, deadline: float | None = None) -> Pr
              for a, row, r64 in zip(atoms, c_exact, c64)]
     best: list[Fraction | None] = [None] * len(atoms)
     source: list[Rung | None] = [None] * len(atoms)  # the rung that gave best[i]
-    for rung in ladder:
-        lb = rung.lower_bounds(model, lo, hi, c64, deadline)
+    for rung in (r for r in ladder if guarantee in r.guarantees):
+        lb = rung.lower_bounds(model, lo, hi, c64, deadline, guarantee)
         for i, v in enumerate(lb):
             if np.isfinite(v):
                 total = Fraction(float(v)) + fixed[i]
@@ -139,8 +152,7 @@ def prove(model, case: Case, ladder=LADDER, deadline: float | None = None) -> Pr
         if refuted is not None:
             index = {a: i for i, a in enumerate(atoms)}
             used = list(dict.fromkeys(source[index[conj[j]]] for conj, j in zip(case.disjuncts, refuted)))
-            if _guarantee(used):
-                return Proof("+".join(r.name for r in used), _guarantee(used), refuted)
+            return Proof("+".join(r.name for r in used), guarantee, refuted)
     return None
 
 
@@ -158,12 +170,6 @@ def _refutations(case: Case, atoms: list[Atom], best) -> list[int] | None:
 def _violated(a: Atom, lower: Fraction | None) -> bool:
     """True when ``lower`` ≤ c·(y, x) everywhere proves ``c·(y, x) ≤ r`` (or ``<``) false everywhere."""
     return lower is not None and (lower >= a.rhs if a.strict else lower > a.rhs)
-
-
-def _guarantee(used) -> str:
-    """The theorems every rung used holds for ("a", "b" or "a+b"; "" if none in common)."""
-    common = set.intersection(*(set(r.guarantee.split("+")) for r in used)) if used else set()
-    return "+".join(sorted(common))
 
 
 def _dense(pairs, n: int) -> list[Fraction]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from common.errors import ModelError, PropertyError
+from verify.guarantee import DEFAULT, check_guarantee
 from verify.vnnlib.falsify import Witness, find_witness, replay
 from verify.vnnlib.prove import LADDER, prove
 from verify.vnnlib.spec import Property, read_property
@@ -34,7 +35,7 @@ class VnnResult:
     verdict: str  # unsat | sat | unknown | timeout
     seconds: float
     method: str = ""  # the proof's rungs, or "pgd" for a witness
-    guarantee: str = ""  # unsat: the theorems the proof holds for ("a+b"); sat: "onnxruntime"
+    guarantee: str = ""  # unsat: what the proof holds for (real | float32, verify/guarantee.py); sat: "onnxruntime"
     cases: int = 0
     proved_cases: int = 0
     witness: Witness | None = None
@@ -65,12 +66,15 @@ def check_fit(model, prop: Property) -> None:
 
 
 def run_instance(model_path, prop_path, timeout: float = 60.0, *, seed: int = 0, ladder=LADDER,
-                 restarts: int = 4, steps: int = 100, model=None) -> VnnResult:
-    """Decide one instance within about ``timeout`` seconds (see the module docstring)."""
+                 restarts: int = 4, steps: int = 100, model=None, guarantee: str = DEFAULT) -> VnnResult:
+    """Decide one instance within about ``timeout`` seconds (see the module docstring); ``unsat``
+    is proved under ``guarantee`` (real | float32); ``sat`` is onnxruntime's replayed witness
+    whatever the guarantee."""
     from verify.attack.torch_graph import TorchGraph
     from verify.front.model import load_model
     from common.runtime import ort_session
 
+    check_guarantee(guarantee)
     t0 = time.monotonic()
     deadline = t0 + float(timeout)
     model = model or load_model(model_path)
@@ -78,22 +82,19 @@ def run_instance(model_path, prop_path, timeout: float = 60.0, *, seed: int = 0,
     check_fit(model, prop)
     res = VnnResult("unknown", 0.0, cases=len(prop.cases))
     open_cases = []
-    methods, guarantees = set(), set()
+    methods = set()
     for i, case in enumerate(prop.cases):
-        proof = prove(model, case, ladder, deadline)
+        proof = prove(model, case, ladder, deadline, guarantee)
         if proof is None:
             open_cases.append(i)
         else:
             res.proved_cases += 1
             methods.add(proof.method)
-            guarantees.add(proof.guarantee)
         if time.monotonic() >= deadline:
             return _done(res, "timeout", t0)
     if not open_cases:
-        res.method = "+".join(sorted(methods)) or "empty"
-        common = set.intersection(*(set(g.split("+")) for g in guarantees)) if guarantees else {"a", "b"}
-        res.guarantee = "+".join(sorted(common))
-        return _done(res, "unsat" if res.guarantee else "unknown", t0)
+        res.method, res.guarantee = "+".join(sorted(methods)) or "empty", guarantee
+        return _done(res, "unsat", t0)
     try:
         tg = TorchGraph(model)  # the model proved above, not a second read of the file
     except ModelError as e:  # the verifier reads more ops than the attack: no search, no verdict
