@@ -15,7 +15,7 @@ PY=${PY:-python3}
 mkdir -p "$OUT"
 case "$MODE" in
   tiny) SUFFIX=-cpu; LIMIT="--limit 500"; ATTACK_LIMIT="--limit 200"; EQ=1 ;;
-  cpu) SUFFIX=-cpu60k; LIMIT="--limit 1000"; ATTACK_LIMIT="--limit 500"; EQ=1 ;;
+  cpu) SUFFIX=-cpu60k; LIMIT="--limit 1000"; ATTACK_LIMIT="--limit 1000"; EQ=1 ;;
   full) SUFFIX=; LIMIT=; ATTACK_LIMIT="--limit 1000"; EQ=80 ;;
   *) echo "mode must be tiny, cpu or full, not $MODE" >&2; exit 2 ;;
 esac
@@ -25,26 +25,32 @@ row() {  # row NAME DATASET(mnist|fmnist) EPS [train options...]
   if [ -n "$ONLY" ] && [ "$ONLY" != "$ds" ]; then return 0; fi
   if [ -n "${ROWS:-}" ] && [[ " $ROWS " != *" $name "* ]]; then return 0; fi
   local data=$([ "$ds" = mnist ] && echo mnist || echo fashion-mnist)
-  local t0=$(date +%s)
-  $PY verify_cli.py train --preset "$ds-lenet-mlp$SUFFIX" --out "$OUT/$name" --json "$@" > "$OUT/$name.train.json"
-  local t1=$(date +%s)
-  $PY verify_cli.py export "$OUT/$name" --out "$OUT/$name.onnx" > /dev/null
-  # --bisect-steps 0: the table needs the verdict at eps, not the radius (the bisection is ~5x the cost)
-  $PY verify_cli.py certify "$OUT/$name.onnx" --data "$data" --eps "$eps" $LIMIT --bisect-steps 0 \
-      --out "$OUT/$name.certs.jsonl" --json > "$OUT/$name.certify.json"
+  if [ ! -s "$OUT/$name.certify.json" ]; then  # a rerun keeps the rows already trained and certified
+    local t0=$(date +%s)
+    $PY verify_cli.py train --preset "$ds-lenet-mlp$SUFFIX" --out "$OUT/$name" --json "$@" > "$OUT/$name.train.json"
+    local t1=$(date +%s)
+    echo "$name train_seconds_wall=$((t1 - t0))" | tee -a "$OUT/walltimes.txt"
+    $PY verify_cli.py export "$OUT/$name" --out "$OUT/$name.onnx" > /dev/null
+    # --bisect-steps 0: the table needs the verdict at eps, not the radius (the bisection is ~5x the cost)
+    $PY verify_cli.py certify "$OUT/$name.onnx" --data "$data" --eps "$eps" $LIMIT --bisect-steps 0 \
+        --out "$OUT/$name.certs.jsonl" --json > "$OUT/$name.certify.json"
+  fi
+  # APGD on the samples the certificates do not prove robust (a proven sample cannot be attacked);
+  # the soundness alarm checks every witness against the certificates.
   $PY verify_cli.py attack "$OUT/$name.onnx" --data "$data" --eps "$eps" $ATTACK_LIMIT \
+      --certs "$OUT/$name.certs.jsonl" --skip-certified \
       --out "$OUT/$name.attack.jsonl" --json > "$OUT/$name.attack.json" || true
-  echo "$name train_seconds_wall=$((t1 - t0))" | tee -a "$OUT/walltimes.txt"
 }
 
-# MNIST, ε = 0.3: single model (Adam, ℓp), ensemble of 5, MAdam, log-sum-exp relaxation
+# Single models: MNIST ε = 0.3 and Fashion-MNIST ε = 0.1 (Adam, ℓp relaxation)
 row mnist-single   mnist 0.3
-row mnist-ens5     mnist 0.3 --members 5
-row mnist-madam    mnist 0.3 --optimizer madam --lr 0.01
-row mnist-lse      mnist 0.3 --relaxation lse
-# Fashion-MNIST, ε = 0.1: single vs ensemble of 5
 row fmnist-single  fmnist 0.1
-row fmnist-ens5    fmnist 0.1 --members 5
-# equal total training time: 5 members of 1/5 of the epochs each (phases scale with --epochs)
+# ensembles of 5 at equal total training time: 1/5 of the epochs each (phases scale with --epochs)
 row mnist-ens5-eqtime  mnist 0.3 --members 5 --epochs "$EQ"
 row fmnist-ens5-eqtime fmnist 0.1 --members 5 --epochs "$EQ"
+# MNIST: MAdam vs Adam, log-sum-exp vs ℓp relaxation
+row mnist-madam    mnist 0.3 --optimizer madam --lr 0.01
+row mnist-lse      mnist 0.3 --relaxation lse
+# ensembles of 5 at the single model's schedule each (5x the training time)
+row mnist-ens5     mnist 0.3 --members 5
+row fmnist-ens5    fmnist 0.1 --members 5
