@@ -11,17 +11,23 @@ unsound relaxations (BatchNormalization without its shift, Concat with its parts
 
 from __future__ import annotations
 
+import collections
 from fractions import Fraction
 
 import numpy as np
 import onnx
 import pytest
+from hypothesis import find, given, seed, settings
+from hypothesis import strategies as st
 from onnx import helper as h
 
+from fuzz_builder import KNOWN_OPEN
 from fuzz_exact import evaluate
+from fuzz_graphs import graphs
 from onnx_helpers import make_model, save
 from test_crown import spec_rows, violations
-from verify.bounds import margins
+from test_fuzz_soundness import _SETTINGS, check_model
+from verify.bounds import crown, margins
 from verify.bounds.linear import dot_lo, t64
 from verify.bounds.spec import margin_lower, spec_lower
 from verify.front.model import load_model
@@ -208,3 +214,56 @@ def test_planted_concat_with_swapped_parts_is_caught(tmp_path, monkeypatch):
 
     _plant(monkeypatch, Concat, swap)
     assert violations(path, m, lo, hi, c, rng) > 0
+
+
+FUZZED = ["BatchNormalization", "AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum", "Concat", "Slice",
+          "Pad", "Gather", "Expand", "Mul", "Div"]
+
+
+def _count_relaxed(monkeypatch) -> collections.Counter:
+    """op_type -> number of back-substitution steps its ``relax`` took (not None), from now on."""
+    calls: collections.Counter = collections.Counter()
+    run = crown._run
+
+    def counted(op, fn, args):
+        r = run(op, fn, args)
+        if getattr(fn, "__name__", "") == "relax" and r is not None:
+            calls[op.op_type] += 1
+        return r
+
+    monkeypatch.setattr(crown, "_run", counted)
+    return calls
+
+
+@pytest.mark.parametrize("op", FUZZED)
+def test_fuzzed_graphs_through_the_relaxation_are_sound(tmp_path, monkeypatch, op):
+    """The soundness fuzzer (checks 1-5, tests/test_fuzz_soundness.py) on random graphs starting with
+    the op, without NaN/inf constants (most of those are refused at load): the op's relaxation is
+    taken and every check holds."""
+    calls = _count_relaxed(monkeypatch)
+
+    @settings(max_examples=12, **_SETTINGS)
+    @seed(16)
+    @given(fz=graphs(first=op, max_ops=3, avoid=KNOWN_OPEN), rng_seed=st.integers(0, 2**32 - 1))
+    def sound(fz, rng_seed):
+        bad = check_model(fz, tmp_path, rng_seed)
+        assert not bad, "\n".join(bad[:8])
+
+    sound()
+    assert calls[op] > 0
+
+
+def test_the_fuzzer_catches_a_planted_batchnorm_without_shift(tmp_path, monkeypatch):
+    """Check 5 of the fuzzer finds BN's relaxation without its shift unsound on some random graph."""
+    from verify.ops.op_batchnormalization import BatchNormalization
+
+    def no_shift(op, a, ins, r):
+        cc, b, mean = op._params(ins[0].lo.dim())
+        r.bias = r.bias - dot_lo(a, t64(np.broadcast_to(b - cc * mean, ins[0].lo.shape)))
+        return r
+
+    _plant(monkeypatch, BatchNormalization, no_shift)
+    found = find(graphs(first="BatchNormalization", max_ops=2, avoid=KNOWN_OPEN),
+                 lambda fz: any("(5)" in v for v in check_model(fz, tmp_path, 0)),
+                 settings=settings(max_examples=300, **_SETTINGS))
+    assert "BatchNormalization" in found.ops
