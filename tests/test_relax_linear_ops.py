@@ -31,6 +31,9 @@ from verify.bounds import crown, margins
 from verify.bounds.linear import dot_lo, t64
 from verify.bounds.spec import margin_lower, spec_lower
 from verify.front.model import load_model
+from verify.ops.op_averagepool import AveragePool
+from verify.ops.op_batchnormalization import BatchNormalization
+from verify.ops.op_concat import Concat
 
 C, HW, K = 3, 5, 3  # channels after the Conv, input height/width, classes
 
@@ -130,35 +133,38 @@ def test_relaxation_is_sound_and_used(tmp_path, name):
             assert _exact_violations(path, lo, hi, c, spec_lower(m, lo, hi, c, ort=ort), rng) == 0
     lo, hi = _boxes(rng, 0.3)
     c = spec_rows(rng, len(lo), K, 0)
-    crown = spec_lower(m, lo, hi, c, ort=True)
+    low = spec_lower(m, lo, hi, c, ort=True)
     ilo, ihi = m.interval(lo, hi)
     ibp = np.concatenate([ilo, -ihi], axis=1).astype(np.float64)
-    assert np.all(crown >= ibp - 1e-5) and np.mean(crown - ibp) > 0.05  # the relaxation is used
+    assert np.all(low >= ibp - 1e-5) and np.mean(low - ibp) > 0.05  # the relaxation is used
 
 
-def test_crown_beats_intervals_on_conv_bn_relu_avgpool(tmp_path, monkeypatch):
-    """Conv -> BN -> Relu -> AveragePool -> Flatten -> Gemm: CROWN's margin lower bound is strictly
-    higher than the interval margin, and than CROWN's with BN and AveragePool concretised over their
-    output boxes (no relaxation), on every sample; sound at onnxruntime's points."""
+def cnn(tmp_path):
+    """(rng, path, model) of Conv -> BN -> Relu -> AveragePool -> Flatten -> Gemm (random weights;
+    also benchmarks/bench_relax_linear.py)."""
     rng = np.random.default_rng(1)
     nodes, inits = _conv_front(rng)
     inits.update(_bn_inits(rng, C))
     nodes += [h.make_node("BatchNormalization", ["c", "s", "bb", "mu", "var"], ["b"], epsilon=0.25),
               h.make_node("Relu", ["b"], ["r"]),
               h.make_node("AveragePool", ["r"], ["o"], kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 1])]
-    path, m = _head(nodes, inits, rng, [1, HW, HW], tmp_path, "cnn")
+    return rng, *_head(nodes, inits, rng, [1, HW, HW], tmp_path, "cnn")
+
+
+def test_crown_beats_intervals_on_conv_bn_relu_avgpool(tmp_path, monkeypatch):
+    """Conv -> BN -> Relu -> AveragePool -> Flatten -> Gemm: CROWN's margin lower bound is strictly
+    higher than the interval margin, and than CROWN's with BN and AveragePool concretised over their
+    output boxes (no relaxation), on every sample; sound at onnxruntime's points."""
+    rng, path, m = cnn(tmp_path)
     boxes = [_boxes(rng, eps, 8) for eps in (0.01, 0.05)]
     ys = [np.argmax(m.forward((lo + hi) / 2), 1) for lo, hi in boxes]
-    crown = {ort: [margin_lower(m, lo, hi, y, ort=ort) for (lo, hi), y in zip(boxes, ys)] for ort in (True, False)}
-    for (lo, hi), y, low, real in zip(boxes, ys, crown[True], crown[False]):
+    bound = {ort: [margin_lower(m, lo, hi, y, ort=ort) for (lo, hi), y in zip(boxes, ys)] for ort in (True, False)}
+    for (lo, hi), y, low, real in zip(boxes, ys, bound[True], bound[False]):
         assert np.all(low > margins.box_margin(*m.interval(lo, hi), y)) and np.all(real >= low)
         assert violations(path, m, lo, hi, spec_rows(rng, 8, K), rng) == 0
-    from verify.ops.op_averagepool import AveragePool
-    from verify.ops.op_batchnormalization import BatchNormalization
-
     for cls in (AveragePool, BatchNormalization):
         monkeypatch.setattr(cls, "relax", lambda self, *a: None)
-    for (lo, hi), y, low in zip(boxes, ys, crown[True]):
+    for (lo, hi), y, low in zip(boxes, ys, bound[True]):
         assert np.all(low > margin_lower(m, lo, hi, y, ort=True))
 
 
@@ -173,22 +179,21 @@ def _plant(monkeypatch, cls, spoil):
     monkeypatch.setattr(cls, "relax", planted)
 
 
+def _no_shift(op, a, ins, r):
+    """BN's step with its shift t = B − c·mean taken out of the bias (its error charge kept)."""
+    cc, b, mean = op._params(ins[0].lo.dim())
+    r.bias = r.bias - dot_lo(a, t64(np.broadcast_to(b - cc * mean, ins[0].lo.shape)))
+    return r
+
+
 def test_planted_batchnorm_without_shift_is_caught(tmp_path, monkeypatch):
     """BN's relaxation with its shift t = B − c·mean dropped from the bias is unsound: caught at
     onnxruntime's points and at exact ones."""
-    from verify.ops.op_batchnormalization import BatchNormalization
-
     rng, path, m = _net("BatchNormalization", tmp_path)
     lo, hi = _boxes(rng, 0.05)
     c = spec_rows(rng, len(lo), K, 4)
     assert violations(path, m, lo, hi, c, rng) == 0
-
-    def no_shift(op, a, ins, r):  # the same step with t = 0 (its error charge kept)
-        cc, b, mean = op._params(ins[0].lo.dim())
-        r.bias = r.bias - dot_lo(a, t64(np.broadcast_to(b - cc * mean, ins[0].lo.shape)))
-        return r
-
-    _plant(monkeypatch, BatchNormalization, no_shift)
+    _plant(monkeypatch, BatchNormalization, _no_shift)
     low = spec_lower(m, lo, hi, c, ort=False)
     assert violations(path, m, lo, hi, c, rng) > 0
     assert _exact_violations(path, lo, hi, c, low, rng) > 0
@@ -196,8 +201,6 @@ def test_planted_batchnorm_without_shift_is_caught(tmp_path, monkeypatch):
 
 def test_planted_concat_with_swapped_parts_is_caught(tmp_path, monkeypatch):
     """Concat's relaxation giving each input the other's coefficients (same shapes) is unsound."""
-    from verify.ops.op_concat import Concat
-
     rng = np.random.default_rng(2)
     nodes, inits = _conv_front(rng)
     inits["W1"] = rng.normal(0, 0.6, (C, 1, 3, 3)).astype(np.float32)
@@ -255,14 +258,7 @@ def test_fuzzed_graphs_through_the_relaxation_are_sound(tmp_path, monkeypatch, o
 
 def test_the_fuzzer_catches_a_planted_batchnorm_without_shift(tmp_path, monkeypatch):
     """Check 5 of the fuzzer finds BN's relaxation without its shift unsound on some random graph."""
-    from verify.ops.op_batchnormalization import BatchNormalization
-
-    def no_shift(op, a, ins, r):
-        cc, b, mean = op._params(ins[0].lo.dim())
-        r.bias = r.bias - dot_lo(a, t64(np.broadcast_to(b - cc * mean, ins[0].lo.shape)))
-        return r
-
-    _plant(monkeypatch, BatchNormalization, no_shift)
+    _plant(monkeypatch, BatchNormalization, _no_shift)
     found = find(graphs(first="BatchNormalization", max_ops=2, avoid=KNOWN_OPEN),
                  lambda fz: any("(5)" in v for v in check_model(fz, tmp_path, 0)),
                  settings=settings(max_examples=300, **_SETTINGS))
