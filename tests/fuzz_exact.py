@@ -5,9 +5,10 @@ of verify/ops: ONE implementation run in two number domains.
   affine op (Abs, Add, Sub, Mul, Div, Max, Min, Sum, Relu, LeakyRelu, Clip, Gemm, MatMul, Conv,
   AveragePool, MaxPool, LinfDist, LinfDistConv, casts, every shape op) is evaluated in exact
   rational arithmetic: the value of theorem (a), the real function of the stored weights.
-  Transcendental ops (Sigmoid, Tanh, Softmax; BatchNormalization's square root) have irrational
-  values: they are evaluated in float64 and the result is flagged inexact, so the fuzzer skips the
-  exact checks for that graph (onnxruntime's values are still checked). A real function undefined
+  Transcendental ops (Sigmoid, Tanh, Softmax; BatchNormalization's square root unless every
+  var + epsilon is the square of a rational) have irrational values: they are evaluated in float64
+  and the result is flagged inexact, so the fuzzer skips the exact checks for that graph
+  (onnxruntime's values are still checked). A real function undefined
   at the point (division by 0, a float -> int cast past the integer range, a max over an
   all-padding window) raises :class:`Undefined`: the sample is skipped.
 * ``float`` mode: float64 arrays; used while generating a graph to learn each tensor's shape.
@@ -15,14 +16,14 @@ of verify/ops: ONE implementation run in two number domains.
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from functools import reduce
 
 import numpy as np
 from onnx import TensorProto, numpy_helper
 
-TRANSCENDENTAL = frozenset({"Sigmoid", "Tanh", "Softmax", "BatchNormalization", "LayerNormalization", "Gelu", "Erf",
-                            "Exp", "Sqrt"})
+TRANSCENDENTAL = frozenset({"Sigmoid", "Tanh", "Softmax", "LayerNormalization", "Gelu", "Erf", "Exp", "Sqrt"})
 _INT = {TensorProto.INT64: np.int64, TensorProto.INT32: np.int32}
 
 
@@ -172,6 +173,26 @@ def _bn(x, scale, b, mean, var, eps):
     return f(scale) * (x - f(mean)) / np.sqrt(f(var) + eps) + f(b)
 
 
+def _exact_sqrt(q: Fraction) -> Fraction | None:
+    """sqrt(q) when it is rational (numerator and denominator perfect squares), else None."""
+    if q < 0:
+        return None
+    rn, rd = math.isqrt(q.numerator), math.isqrt(q.denominator)
+    return Fraction(rn, rd) if rn * rn == q.numerator and rd * rd == q.denominator else None
+
+
+def _batchnorm(x, ins, eps, dom):
+    """Exact where every var + eps is the square of a rational (then sqrt is exact), else the
+    float64 evaluation flagged inexact."""
+    if dom.exact:
+        roots = [_exact_sqrt(v + Fraction(eps)) for v in np.ravel(ins[4])]
+        if all(r is not None and r > 0 for r in roots):
+            shape = [1, -1] + [1] * (x.ndim - 2)
+            f = lambda t: np.asarray(t, dtype=object).reshape(shape)  # noqa: E731
+            return f(ins[1]) * (x - f(ins[3])) / f(np.asarray(roots, dtype=object)) + f(ins[2])
+    return dom.approx(lambda v: _bn(v, *ins[1:5], eps), x)
+
+
 def _binary(op, a, b, dom):
     if op == "Div":
         if dom.exact and not np.issubdtype(np.asarray(b).dtype, np.integer) and np.any(b == 0):
@@ -287,8 +308,7 @@ def _node(n, ins, dom):
         "Sigmoid": lambda: dom.approx(lambda v: 1.0 / (1.0 + np.exp(-v)), x),
         "Tanh": lambda: dom.approx(np.tanh, x),
         "Softmax": lambda: dom.approx(lambda v: _softmax(v, int(a.get("axis", -1))), x),
-        "BatchNormalization": lambda: dom.approx(
-            lambda v: _bn(v, *ins[1:5], float(np.float32(a.get("epsilon", 1e-5)))), x),
+        "BatchNormalization": lambda: _batchnorm(x, ins, float(np.float32(a.get("epsilon", 1e-5))), dom),
         "MatMul": lambda: np.matmul(ins[0], ins[1]),
         "Conv": lambda: _conv(x, ins[1], ins[2] if len(ins) > 2 else None, a),
         "AveragePool": lambda: _avgpool(x, a, dom), "MaxPool": lambda: _maxpool(x, a, dom),

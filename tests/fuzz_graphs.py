@@ -175,6 +175,10 @@ def gen_batchnormalization(b):
     else:
         var = var * b.draw(st.sampled_from([1.0, -1.0]))
     eps = b.draw(st.sampled_from([1e-5, 1.0, 1e-45] + ([] if "bad_constants" in b.avoid else [0.0])))
+    if b.draw(st.booleans()):  # var + eps a rational square: the exact checks (2, 3, 5) run
+        eps = b.draw(st.sampled_from([1.0, 0.25]))
+        roots = b.draw(st.lists(st.sampled_from([1.0, 1.25, 1.5, 2.0, 3.0, 0.5, 0.75]), min_size=c, max_size=c))
+        var = np.asarray([max(q * q, eps) - eps for q in roots], np.float32)
     ins = [x, b.floats((c,)), b.floats((c,)), b.floats((c,)), b.init(var.astype(np.float32))]
     b.push(b.emit("BatchNormalization", ins, epsilon=eps))
 

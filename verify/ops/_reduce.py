@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from verify.bounds.linear import Relaxed, affine_bias, t64, up, zero_bias
 from verify.ops._affine import affine_interval
 from verify.ops._shape import axes_from, norm_axes
 from verify.ops.base import Box, Op
@@ -104,6 +105,28 @@ class LinearReduce(Op):
         if self.mean:
             return affine_interval(b, f, f, n, None, extra_ops=2, scaling=1.0 / n)
         return affine_interval(b, f, f, n)
+
+    def relax(self, a, ins, out, ctx):
+        """CROWN step (verify/bounds/linear.affine_bias): every input position of a reduced group gets
+        its output's coefficient, A_in = fl64(A / n) for a mean (one rounding: a 1-term product with
+        the exact weight 1/n) or A for a sum; |L| mag(x) is the reduction of mag(x) (one step up
+        after the division). onnxruntime's error: the interval's model (same n, extra_ops, scaling).
+        None when the batch axis is reduced."""
+        x = ins[0]
+        axes = reduced_axes(self, x.lo.dim())
+        if axes is None:
+            return Relaxed({0: a}, zero_bias(a))
+        if 0 in axes:
+            return None
+        ak = a
+        if not keepdims(self):
+            for ax in axes:
+                ak = ak.unsqueeze(ax + 1)
+        img, n = self._apply(x.mag.detach().numpy())
+        ak = ak / n if self.mean else ak
+        a_in = ak.expand(*a.shape[:2], *x.lo.shape[1:])
+        extra, scaling = (2, 1.0 / n) if self.mean else (0, 1.0)
+        return Relaxed({0: a_in}, affine_bias(a, 1, n, up(t64(img)), None, ctx, extra, scaling))
 
     def batch_axis(self, f):
         return reduce_batch_axis(self, f)

@@ -30,9 +30,10 @@ class ShapeOp(Op):
 
 
 class MoveOp(ShapeOp):
-    """A ShapeOp that only moves values (Flatten, Reshape, Squeeze, Unsqueeze, Transpose): its torch
-    forward reuses the numpy map on an index array (verify/ops/_torch.py ``reshaped``) and its CROWN
-    step moves coefficients back exactly (verify/bounds/moves.py)."""
+    """A ShapeOp that only moves values (Flatten, Reshape, Squeeze, Unsqueeze, Transpose, and with
+    their own torch forward Slice, Gather, Expand): its torch forward reuses the numpy map on an index
+    array (verify/ops/_torch.py ``reshaped``) and its CROWN step moves coefficients back exactly
+    (verify/bounds/moves.py)."""
 
     def torch_forward(self, ctx, x, *rest):
         from verify.ops._torch import reshaped

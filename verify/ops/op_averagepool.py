@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from verify.bounds.linear import Relaxed, affine_bias, t64, up
 from verify.ops._affine import affine_interval
 from verify.ops._torch import f32t
 from verify.ops.base import Op, scaled
@@ -34,11 +35,16 @@ class AveragePool(Op):
     def _pool_t(self, xt: torch.Tensor) -> torch.Tensor:
         k, s, p, _ = pool_params(self)
         xp = F.pad(xt, (p[1], p[3], p[0], p[2]))
-        summed = F.avg_pool2d(xp, k, s, 0, divisor_override=1)
+        return F.avg_pool2d(xp, k, s, 0, divisor_override=1) / self._divisor(xt)
+
+    def _divisor(self, xt: torch.Tensor):
+        """The divisor of each window (a number, or [1, 1, Ho, Wo] in xt's dtype): the kernel size,
+        or the count of its in-bounds elements (count_include_pad = 0); exact integers."""
+        k, s, p, _ = pool_params(self)
         if int(self.attr("count_include_pad", 0)):
-            return summed / float(np.prod(k))
+            return float(np.prod(k))
         ones = F.pad(torch.ones_like(xt[:1, :1]), (p[1], p[3], p[0], p[2]))
-        return summed / F.avg_pool2d(ones, k, s, 0, divisor_override=1)
+        return F.avg_pool2d(ones, k, s, 0, divisor_override=1)
 
     def _pool(self, x: np.ndarray, dtype) -> np.ndarray:
         with torch.no_grad():
@@ -55,6 +61,27 @@ class AveragePool(Op):
         n = int(np.prod(k))
         f = lambda v: self._pool(v, np.float64)  # noqa: E731 - non-negative weights: |A| = A
         return affine_interval(b, f, f, n, None, extra_ops=2, scaling=1.0 / n)  # sum, then divide
+
+    def relax(self, a, ins, out, ctx):
+        """CROWN step (verify/bounds/linear.affine_bias) for y = L x, L = window sums / divisor:
+        A_in = (window sum)ᵀ(fl64(A / divisor)), torch's conv2d_input with a kernel of ones in
+        float64. Each coefficient is a sum of at most m = ceil(kh/sh)·ceil(kw/sw) rounded
+        quotients: |A_in − Lᵀ A| <= γ_m (1 + u) |L|ᵀ|A| + u |L|ᵀ|A| <= γ_{m+1} |L|ᵀ|A|.
+        |L| mag(x) is the pool of mag(x) (one step up after its division). onnxruntime's error:
+        the interval's model (kh·kw-term sums, two extra operations, scaling 1/(kh·kw))."""
+        k, st, p, _ = pool_params(self)
+        x = ins[0]
+        n, s = a.shape[:2]
+        c, h, w = x.lo.shape[1:]
+        div = self._divisor(torch.zeros((1, 1, h, w), dtype=torch.float64))
+        ak = (a / div).reshape(n * s * c, 1, *a.shape[3:])
+        ones = torch.ones((1, 1, *k), dtype=torch.float64)
+        g = torch.nn.grad.conv2d_input((n * s * c, 1, h + p[0] + p[2], w + p[1] + p[3]), ones, ak, stride=st)
+        a_in = g[:, :, p[0]:p[0] + h, p[1]:p[1] + w].reshape(n, s, c, h, w)
+        img = up(t64(self._pool(x.mag.detach().numpy(), np.float64)))
+        m = -(-k[0] // st[0]) * -(-k[1] // st[1])
+        kk = int(np.prod(k))
+        return Relaxed({0: a_in}, affine_bias(a, m + 1, kk, img, None, ctx, extra_ops=2, scaling=1.0 / kk))
 
     def lipschitz(self, lx=None):
         return scaled([lx], 1.0)

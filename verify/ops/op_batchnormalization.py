@@ -22,6 +22,8 @@ import math
 import numpy as np
 import torch
 
+from verify.bounds.linear import t64
+from verify.bounds.scale import scaled_relax
 from verify.ops._affine import center_radius
 from verify.ops.base import Box, Op, scaled
 from verify.bounds.rounding import F32_MAX, TINY32, U32, U64, down, may_overflow32, step_up64, up
@@ -93,13 +95,37 @@ class BatchNormalization(Op):
         e64 = 16 * U64 * mag
         m_in = np.abs(c) + r + np.abs(mean)  # >= |x|, |mean| and |x - mean|
         g = self._growth(bx.lo.ndim)
-        e32 = 12 * U32 * (np.abs(a) * m_in + np.abs(b)) * (1 + 2.0**-20) + 10 * TINY32 * g * (1 + m_in)
+        e32 = self._ort_error(m_in)
         if np.any(may_overflow32(g * m_in + np.abs(b), e32)):
             raise self.fail("float32 overflow is possible (onnxruntime may return ±inf or NaN); cannot certify")
         err = step_up64((e64 + e32) * (1 + 4 * U64))
         mid = a * cm + b
         rad = np.abs(a) * r2
         return Box(down(mid - rad - err), up(mid + rad + err))
+
+    def _ort_error(self, m_in: np.ndarray) -> np.ndarray:
+        """The bound of onnxruntime's float32 error (module docstring) at inputs with
+        |x| + |mean| <= m_in (float64, [N, C, ...]); not yet rounded up."""
+        a, b, _ = self._params(m_in.ndim)
+        g = self._growth(m_in.ndim)
+        return 12 * U32 * (np.abs(a) * m_in + np.abs(b)) * (1 + 2.0**-20) + 10 * TINY32 * g * (1 + m_in)
+
+    def relax(self, a, ins, out, ctx):
+        """CROWN step y = c·x + t per channel (verify/bounds/scale.py), c = scale / sqrt(var + eps)
+        and t = B − c·mean computed in float64: c has at most 3 roundings (a sum, a root, a
+        quotient: relative error <= 3u (1 + 3u)), charged as 8u·|c|; t two more, charged as
+        16u·(|c||mean| + |B|) (>= 3u(1 + 3u)|c||mean| + u|c mean| + u(|B| + |c mean|)). With
+        ``ctx.ort`` onnxruntime's float32 error (the interval's bound, at |x| <= mag(x)) is one more
+        bounded term."""
+        x = ins[0]
+        c, b, mean = self._params(x.lo.dim())
+        t = b - c * mean
+        c_err = 8 * U64 * np.abs(c)
+        t_err = step_up64(16 * U64 * step_up64(np.abs(c) * np.abs(mean) + np.abs(b)) + 2.0**-1022)
+        e_out = None
+        if ctx.ort:
+            e_out = t64(step_up64(self._ort_error(x.mag.detach().numpy() + np.abs(mean)) * (1 + 4 * U64)))
+        return scaled_relax(a, x, t64(c), t64(c_err), t64(t), t64(t_err), e_out)
 
     def lipschitz(self, lx=None, *_):
         scale, var = self.const(1).astype(np.float64), self.const(4).astype(np.float64)

@@ -1,10 +1,12 @@
-"""Concat(axis): exact; Lipschitz = max of the inputs' bounds (ℓ∞ of a concatenation)."""
+"""Concat(axis): exact; Lipschitz = max of the inputs' bounds (ℓ∞ of a concatenation). CROWN: the
+output's coefficients are split among the inputs (verify/bounds/moves.py), exactly."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from verify.bounds.moves import gathered, index_arrays
 from verify.ops._torch import same_kind_t
 from verify.ops.base import Box, Op, var_l
 
@@ -27,6 +29,12 @@ class Concat(Op):
     def lipschitz(self, *in_l):
         v = var_l(in_l)
         return max(v) if v else 0.0
+
+    def relax(self, a, ins, out, ctx):
+        """Each input gets the coefficients of its part of the output (run on element indices);
+        constant inputs are concretised by the engine."""
+        data = list(range(len(ins)))
+        return gathered(a, ins, data, self.forward(*index_arrays(ins, data)))
 
     def batch_axis(self, f):
         from verify.front.batch_axis import Rows, coupled, dims_through

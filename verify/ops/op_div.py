@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from verify.ops._elementwise import corner_box, exact_result, f32, int_div, int_forward, int_interval, is_int
+from verify.bounds.scale import by_constant_relax
 from verify.ops._torch import binary
 from verify.ops.base import Box, Op, mul_up
 
@@ -63,6 +64,14 @@ class Div(Op):
         c = np.abs(self.const(1).astype(np.float64))
         inv = math.nextafter(float(1.0 / np.min(c)), math.inf) if c.size else 0.0
         return mul_up(inv, la)
+
+    def relax(self, a, ins, out, ctx):
+        """CROWN step for a division by a constant c (verify/bounds/scale.py): x / c = (1/c)·x with
+        1/c computed in float64 (one rounding: within u·|1/c|·(1 + 2u), charged); onnxruntime's one
+        rounding is charged. None for a variable divisor."""
+        if not self.is_var(0) or self.const(1) is None:
+            return None
+        return by_constant_relax(a, ins, out, ctx, 0, self.const(1), invert=True)
 
     def batch_axis(self, f):
         from verify.front.batch_axis import elementwise

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from verify.ops._shape import ShapeOp
+from verify.ops._shape import MoveOp
 
 
-class Expand(ShapeOp):
+class Expand(MoveOp):
     op_type = "Expand"
 
     def forward(self, x, shape):

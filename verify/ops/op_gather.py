@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from verify.ops._shape import ShapeOp
+from verify.ops._shape import MoveOp
 from verify.ops._torch import gathered
 
 
-class Gather(ShapeOp):
+class Gather(MoveOp):
     op_type = "Gather"
     known_attrs = frozenset({"axis"})
 

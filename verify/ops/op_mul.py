@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from verify.ops._elementwise import corner_box, exact_result, f32, int_forward, int_interval, is_int
+from verify.bounds.scale import by_constant_relax
 from verify.ops._torch import binary
 from verify.ops.base import Op, mul_up
 
@@ -40,6 +41,14 @@ class Mul(Op):
         c, lv = (self.const(1), la) if la is not None else (self.const(0), lb)
         cmax = float(np.max(np.abs(c))) if c.size else 0.0
         return mul_up(cmax, lv)
+
+    def relax(self, a, ins, out, ctx):
+        """CROWN step for a product with a constant (verify/bounds/scale.py): A·(c x) = (A c)·x in
+        the reals; onnxruntime's one rounding is charged. None for two variable operands."""
+        if self.is_var(0) == self.is_var(1):
+            return None
+        k = 0 if self.is_var(0) else 1
+        return by_constant_relax(a, ins, out, ctx, k, self.const(1 - k))
 
     def batch_axis(self, f):
         from verify.front.batch_axis import elementwise

@@ -1,11 +1,14 @@
 """Pad(data, pads, constant_value?, axes?) in constant mode with non-negative constant pads (attributes
-before opset 11): exact; padded entries are constants, so the Lipschitz bound passes through."""
+before opset 11): exact; padded entries are constants, so the Lipschitz bound passes through.
+CROWN: the coefficients of the copied entries move back onto the input, those of the padded entries
+times the pad value go to the bias (verify/bounds/moves.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch.nn.functional as F
 
+from verify.bounds.moves import FILL, gathered, index_arrays
 from verify.ops._shape import norm_axes
 from verify.ops.base import Box, Op, scaled
 
@@ -57,8 +60,10 @@ class Pad(Op):
         return width
 
     def forward(self, x, *_):
-        x = np.asarray(x)
-        return np.pad(x, self._widths(x.ndim), mode="constant", constant_values=self._value())
+        return self._padded(np.asarray(x), self._value())
+
+    def _padded(self, x: np.ndarray, value) -> np.ndarray:
+        return np.pad(x, self._widths(x.ndim), mode="constant", constant_values=value)
 
     def torch_forward(self, ctx, x, *_):
         flat = [p for w in reversed(self._widths(x.dim())) for p in w]  # F.pad: last axis first
@@ -69,6 +74,11 @@ class Pad(Op):
 
     def lipschitz(self, lx=None, *_):
         return scaled([lx], 1.0)
+
+    def relax(self, a, ins, out, ctx):
+        """Copied entries: coefficients move back; padded entries (marked FILL on the index
+        tensor): A·value into the bias (None for a non-finite value)."""
+        return gathered(a, ins, [0], self._padded(index_arrays(ins, [0])[0], FILL), float(self._value()))
 
     def batch_axis(self, f):
         from verify.front.batch_axis import shape_rows

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from verify.ops._shape import ShapeOp, norm_axes
+from verify.ops._shape import MoveOp, norm_axes
 from verify.ops._torch import gathered
 
 _INT_MAX = (np.iinfo(np.int32).max, np.iinfo(np.int64).max)
@@ -45,7 +45,7 @@ def onnx_slices(op, shape, starts, ends, axes, steps) -> tuple:
     return tuple(sl)
 
 
-class Slice(ShapeOp):
+class Slice(MoveOp):
     op_type = "Slice"
     known_attrs = frozenset({"starts", "ends", "axes"})
 
