@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from verify.bounds.linear import Ctx, Relaxed, TBox, scatter_sum
+from verify.bounds.linear import Ctx, Relaxed, TBox, scatter_sum, zero_bias
 
 
 def moved_values(op, a: torch.Tensor, ins: list[TBox | None], ctx: Ctx) -> Relaxed | None:
@@ -30,7 +30,11 @@ def moved_values(op, a: torch.Tensor, ins: list[TBox | None], ctx: Ctx) -> Relax
     src = src.reshape(n, -1)
     if np.any(src // max(d, 1) != np.arange(n)[:, None]):
         return None
-    local = torch.from_numpy(src % max(d, 1))
+    local = src % max(d, 1)
     s = a.shape[1]
+    if local.shape[1] == d and np.array_equal(local, np.broadcast_to(np.arange(d), local.shape)):
+        # output position j copies input position j (Flatten, most Reshapes): A_in is A, exactly
+        return Relaxed({0: a.reshape(n, s, *shape[1:])}, zero_bias(a))
+    local = torch.from_numpy(local)
     a_in, bias = scatter_sum(n, s, d, local, [a.reshape(n, s, -1)], x.mag.reshape(n, -1))
     return Relaxed({0: a_in.reshape(n, s, *shape[1:])}, bias)
