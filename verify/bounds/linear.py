@@ -120,12 +120,22 @@ def _like(v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return v.expand(a.shape[0], *a.shape[2:])
 
 
+def _terms(a: torch.Tensor) -> int:
+    """The number of terms of each row sum of coefficients ``a`` [N, S, *s] (at least 1)."""
+    return max(1, math.prod(a.shape[2:]))
+
+
+def _rowdot(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """fl64 of Σ a·v over the trailing dims [N, S] (v broadcastable to [N, *s]), one batched
+    matrix product (any summation order: every bound here holds for all orders)."""
+    return torch.bmm(_flat(a, 2), _flat(_like(v, a), 1).unsqueeze(-1)).squeeze(-1)
+
+
 def dot_up(abs_a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Upper bound [N, S] of the exact Σ over the trailing dims of ``abs_a`` [N, S, *s] · ``v``
     (broadcastable to [N, *s]); both non-negative."""
     abs_a = abs_a.detach()
-    m = max(1, int(np.prod(abs_a.shape[2:])))
-    return _sum_up(torch.einsum("nsk,nk->ns", _flat(abs_a, 2), _flat(_like(v.detach(), abs_a), 1)), m)
+    return _sum_up(_rowdot(abs_a, v.detach()), _terms(abs_a))
 
 
 def _sum_up(s: torch.Tensor, m: int) -> torch.Tensor:
@@ -149,9 +159,9 @@ def underflow_charge(mag: torch.Tensor, n: int) -> torch.Tensor:
 def dot_lo(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Lower bound [N, S] of the exact Σ a·v over the trailing dims (v broadcastable to [N, *s]):
     ``fl(Σ a v) − γ_m Σ|a v| − m·2^-1074`` (the last term: products that underflow)."""
-    m = max(1, int(np.prod(a.shape[2:])))
+    m = _terms(a)
     vv = _like(v, a)
-    s = torch.einsum("nsk,nk->ns", _flat(a, 2), _flat(vv, 1))
+    s = _rowdot(a, vv)
     err = up(up(gamma(m, U64) * dot_up(a.abs(), vv.abs())) + m * TINY64)
     return down(s - err)
 
@@ -171,9 +181,9 @@ def concretize(a: torch.Tensor, box: TBox) -> torch.Tensor:
         pos, neg = a.clamp(min=0), a.clamp(max=0)
         return down(dot_lo(pos, box.lo) + dot_lo(neg, box.hi))
     c, r, c_abs = cr
-    m = max(1, int(np.prod(a.shape[2:])))
+    m = _terms(a)
     af = _flat(a, 2)
-    s = torch.einsum("nsk,nk->ns", af, _flat(_like(c, a), 1))
+    s = _rowdot(a, c)
     cols = torch.stack([_flat(_like(c_abs, a), 1), _flat(_like(r, a), 1)], -1)  # [N, m, 2]
     both = _sum_up(torch.bmm(af.detach().abs(), cols), m)  # [N, S, 2]: Σ|a||c|, Σ|a| r (upper)
     err = up(up(gamma(m, U64) * both[..., 0]) + m * TINY64)
@@ -241,7 +251,7 @@ def affine_bias(a: torch.Tensor, n_back: int, n_fwd: int, abs_img: torch.Tensor,
     if ctx.ort:  # one pass over |A|: γ64·img + e32 (both non-negative, summed rounding up)
         babs = torch.zeros((), dtype=torch.float64) if bias is None else bias.abs()
         m = n_fwd + 1 + extra_ops
-        tiny = up(torch.tensor(max(1.0, abs(scaling)) * (m + 1) * TINY32 * (1.0 + 4 * U64), dtype=torch.float64))
+        tiny = math.nextafter(max(1.0, abs(scaling)) * (m + 1) * TINY32 * (1.0 + 4 * U64), math.inf)
         e32 = up(gamma(m, U32) * (1.0 + 2.0**-20) * up(img + babs) + tiny)
         out = -dot_up(a_abs, up(up(g64 * img) + e32))
     else:
