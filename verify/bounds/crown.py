@@ -7,9 +7,11 @@ Method. Boxes of every tensor are computed forward (the ops' sound ``interval``)
 relaxes its input (Relu, LeakyRelu, LinfDist: ``Op.wants_input_bounds``) the box of that input is
 tightened by one back-substitution from the input itself (spec rows ±e_i for the coordinates that
 are not already stable, at most ``max_refine`` of them and MAX_COEF coefficients; IBP otherwise), intersected with its
-interval box. A tensor one op away from the graph input (value moves aside, :func:`_one_op_from_input`)
-keeps its interval box: there the interval is already the op's exact range rounded outward, which
-no linear bound can beat (skipping a tightening is always sound: the box stays the interval box). The final bound back-substitutes C from the output to the graph input: each op's
+interval box. Under ``ctx.ort``, a tensor one op away from the graph input (value moves aside,
+:func:`_one_op_from_input`) keeps its interval box: there the interval is already the op's exact
+range with onnxruntime's float32 error added, which a back-substitution under ``ctx.ort`` would
+only re-derive (without ``ctx.ort`` it can drop that float32 allowance, so it is still done);
+skipping a tightening is always sound: the box stays the interval box. The final bound back-substitutes C from the output to the graph input: each op's
 ``relax(A, ins, out, ctx)`` (in its own op file) turns the coefficients A of its output into
 coefficients of its inputs plus a sound bias (verify/bounds/linear.py: the claim holds for the
 computed float64 coefficients; every rounding is charged to the bias). An op without ``relax`` (or
@@ -170,7 +172,7 @@ def tensor_boxes(graph, lo, hi, ctx: Ctx, refine: bool = True, max_refine: int =
     for op in graph.nodes:
         if refine and getattr(op, "wants_input_bounds", False):
             x = op.inputs[0]
-            if x != graph.input_name and x not in graph.constants and not _one_op_from_input(graph, x):
+            if x != graph.input_name and x not in graph.constants and not (ctx.ort and _one_op_from_input(graph, x)):
                 _refine(graph, boxes, x, ctx, max_refine)
         out = _run(op, op.bound, [boxes.arg(i) for i in op.inputs])
         for name, o in zip(op.outputs, out if isinstance(out, tuple) else (out,)):

@@ -185,9 +185,9 @@ def concretize(a: torch.Tensor, box: TBox) -> torch.Tensor:
     af = _flat(a, 2)
     s = _rowdot(a, c)
     cols = torch.stack([_flat(_like(c_abs, a), 1), _flat(_like(r, a), 1)], -1)  # [N, m, 2]
-    both = _sum_up(torch.bmm(af.detach().abs(), cols), m)  # [N, S, 2]: Σ|a||c|, Σ|a| r (upper)
-    err = up(up(gamma(m, U64) * both[..., 0]) + m * TINY64)
-    return down(down(s - both[..., 1]) - err)
+    both = _sum_up(torch.bmm(af.abs(), cols), m)  # [N, S, 2]: Σ|a||c|, Σ|a| r (upper bounds)
+    err = up(up(gamma(m, U64) * both[..., 0].detach()) + m * TINY64)
+    return down(down(s - both[..., 1]) - err)  # the radius term keeps its gradient (α-CROWN)
 
 
 def add_down(*terms: torch.Tensor) -> torch.Tensor:
