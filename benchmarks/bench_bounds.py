@@ -3,7 +3,11 @@ instance of our CROWN / α-CROWN (each guarantee) beside auto_LiRPA 0.7.1 IBP / 
 from a SEPARATE venv as a subprocess, benchmarks/lirpa_runner.py; never a project dependency) and
 α,β-CROWN's published verdicts, on the same boxes.
 
-    python benchmarks/bench_bounds.py [--bench mnist_fc|oval21] [--limit N] [--lirpa /work/lirpa-venv/bin/python] [--out FILE]
+    python benchmarks/bench_bounds.py [--bench mnist_fc|oval21] [--limit N] [--lirpa /work/lirpa-venv/bin/python] [--out FILE] [--threads T]
+
+Both tools run with the same number of torch intra-op threads (``--threads``, default 1: on a
+machine shared with other jobs, more threads than idle cores make torch's elementwise kernels
+10-300x slower, which distorts every time measured).
 
 The properties are "label wins" over an ε box (VNN-LIB 1.0, parsed minimally here: the X_i bounds
 and the Y_j >= Y_label disjuncts). Our box is the property's box rounded outward to float32. An
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
@@ -82,13 +87,14 @@ def ours(instances, methods):
     return res
 
 
-def lirpa(python: str, instances) -> list[dict]:
+def lirpa(python: str, instances, threads: int) -> list[dict]:
     jobs = []
     for onnx_rel, vnn_rel in instances:
         lo, hi, label = parse_vnnlib(BENCH / vnn_rel)
         jobs.append({"onnx": str(BENCH / onnx_rel), "lo": lo.tolist(), "hi": hi.tolist(), "label": label})
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     p = subprocess.run([python, str(ROOT / "benchmarks" / "lirpa_runner.py")], input=json.dumps(jobs),
-                       capture_output=True, text=True, timeout=7200)
+                       capture_output=True, text=True, timeout=7200, env=env)
     if p.returncode != 0:  # our numbers are still reported
         print(f"auto_LiRPA runner failed: {p.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
         return None
@@ -101,7 +107,11 @@ def main() -> None:
     ap.add_argument("--lirpa", default=None, help="python of the auto_LiRPA venv (skipped if absent)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--bench", default="mnist_fc", choices=["mnist_fc", "oval21"])
+    ap.add_argument("--threads", type=int, default=1, help="torch threads, for both tools")
     a = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(a.threads)
     global BENCH
     BENCH = SUITE / a.bench
     rows = list(csv.reader((BENCH / "instances.csv").open()))
@@ -109,7 +119,7 @@ def main() -> None:
     inst = [(r[0], r[1]) for net in nets for r in [x for x in rows if x[0] == net][: a.limit]]
     methods = {"CROWN a+b": (True, 0), "CROWN a": (False, 0), "α-CROWN a+b": (True, 20)}
     mine = ours(inst, methods)
-    theirs = lirpa(a.lirpa, inst) if a.lirpa else None
+    theirs = lirpa(a.lirpa, inst, a.threads) if a.lirpa else None
     abc = published("alpha_beta_crown")
     sat = {k for tool in [d.name for d in RESULTS.iterdir()] for k, v in published(tool).items() if v == "sat"}
     cols = list(methods) + (["LiRPA IBP", "LiRPA CROWN", "LiRPA α-CROWN"] if theirs else [])

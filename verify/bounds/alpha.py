@@ -26,6 +26,15 @@ def initial_slopes(graph, boxes: Boxes) -> dict[str, torch.Tensor]:
     return out
 
 
+def _adam_step(p, g, m1, m2, t: int, lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
+    """One Adam step (Kingma & Ba; torch.optim.Adam's update, written out because the first
+    torch.optim step imports torch._dynamo: seconds per process) on leaf ``p`` in place."""
+    m1.mul_(b1).add_(g, alpha=1.0 - b1)
+    m2.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+    denom = (m2.sqrt() / (1.0 - b2**t) ** 0.5).add_(eps)
+    p.addcdiv_(m1, denom, value=-lr / (1.0 - b1**t))
+
+
 def alpha_lower(graph, boxes: Boxes, c, ctx: Ctx, steps: int = 20, lr: float = 0.1,
                 deadline: float | None = None) -> torch.Tensor:
     """Sound lower bound [N, S] of c·y: the best of the CROWN bound and the bound with optimised
@@ -35,19 +44,20 @@ def alpha_lower(graph, boxes: Boxes, c, ctx: Ctx, steps: int = 20, lr: float = 0
     best = back_substitute(graph, boxes, graph.output_name, c, Ctx(ctx.ort)).detach()
     if not slopes or steps <= 0:
         return best
-    opt = torch.optim.Adam(list(slopes.values()), lr=lr)
-    for _ in range(steps):
+    params = list(slopes.values())
+    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+    for t in range(1, steps + 1):
         if deadline is not None and time.monotonic() > deadline:
             break
-        opt.zero_grad()
         lb = back_substitute(graph, boxes, graph.output_name, c, Ctx(ctx.ort, slopes))
         if not lb.requires_grad:  # no slope reaches the output (e.g. an op without relaxation between)
             break
-        (-lb.sum()).backward()
-        opt.step()
+        grads = torch.autograd.grad(-lb.sum(), params, allow_unused=True)
         with torch.no_grad():
-            for v in slopes.values():
-                v.clamp_(0.0, 1.0)
+            for p, g, (m1, m2) in zip(params, grads, moments):
+                if g is not None:
+                    _adam_step(p, g, m1, m2, t, lr)
+                p.clamp_(0.0, 1.0)
     with torch.no_grad():
         fixed = {k: v.detach().clamp(0.0, 1.0) for k, v in slopes.items()}
         final = back_substitute(graph, boxes, graph.output_name, c, Ctx(ctx.ort, fixed))

@@ -7,7 +7,11 @@ Method. Boxes of every tensor are computed forward (the ops' sound ``interval``)
 relaxes its input (Relu, LeakyRelu, LinfDist: ``Op.wants_input_bounds``) the box of that input is
 tightened by one back-substitution from the input itself (spec rows ±e_i for the coordinates that
 are not already stable, at most ``max_refine`` of them and MAX_COEF coefficients; IBP otherwise), intersected with its
-interval box. The final bound back-substitutes C from the output to the graph input: each op's
+interval box. Under ``ctx.ort``, a tensor one op away from the graph input (value moves aside,
+:func:`_one_op_from_input`) keeps its interval box: there the interval is already the op's exact
+range with onnxruntime's float32 error added, which a back-substitution under ``ctx.ort`` would
+only re-derive (without ``ctx.ort`` it can drop that float32 allowance, so it is still done);
+skipping a tightening is always sound: the box stays the interval box. The final bound back-substitutes C from the output to the graph input: each op's
 ``relax(A, ins, out, ctx)`` (in its own op file) turns the coefficients A of its output into
 coefficients of its inputs plus a sound bias (verify/bounds/linear.py: the claim holds for the
 computed float64 coefficients; every rounding is charged to the bias). An op without ``relax`` (or
@@ -30,6 +34,7 @@ import torch
 from verify.bounds.linear import Ctx, TBox, add_down, concretize, rescaled_err, t64
 from common.errors import ModelError
 from verify.front.graph import _run
+from verify.ops._shape import MoveOp
 from verify.ops.base import Box
 from verify.bounds.rounding import down as down32
 from verify.bounds.rounding import up as up32
@@ -140,13 +145,34 @@ def _refine(graph, boxes: Boxes, name: str, ctx: Ctx, max_refine: int) -> None:
     boxes.set(name, Box(new_lo.reshape(b.lo.shape), new_hi.reshape(b.hi.shape)))
 
 
+def _one_op_from_input(graph, name: str) -> bool:
+    """True when tensor ``name`` is computed from the graph input by ONE op with one variable
+    input, apart from ops that only move values (MoveOp): its box is then the interval of one op
+    over a box of independent coordinates, the op's exact range rounded outward for every op
+    with a relaxation (affine maps, monotone or coordinatewise-max ops), so a back-substitution
+    could only re-derive it. A heuristic for speed only: it decides where to tighten, never
+    whether a box is sound."""
+    producer = {o: op for op in graph.nodes for o in op.outputs}
+    ops = 0
+    while name != graph.input_name:
+        op = producer.get(name)
+        var = [] if op is None else [i for i in op.inputs if i and i not in graph.constants]
+        if len(var) != 1:
+            return False
+        ops += not isinstance(op, MoveOp)
+        if ops > 1:
+            return False
+        name = var[0]
+    return True
+
+
 def tensor_boxes(graph, lo, hi, ctx: Ctx, refine: bool = True, max_refine: int = MAX_REFINE) -> Boxes:
     """Boxes of every tensor: the ops' intervals, tightened at relaxed inputs (module docstring)."""
     boxes = Boxes(graph, lo, hi)
     for op in graph.nodes:
         if refine and getattr(op, "wants_input_bounds", False):
             x = op.inputs[0]
-            if x != graph.input_name and x not in graph.constants:
+            if x != graph.input_name and x not in graph.constants and not (ctx.ort and _one_op_from_input(graph, x)):
                 _refine(graph, boxes, x, ctx, max_refine)
         out = _run(op, op.bound, [boxes.arg(i) for i in op.inputs])
         for name, o in zip(op.outputs, out if isinstance(out, tuple) else (out,)):

@@ -9,7 +9,12 @@ coefficients is charged to ``β`` with a proven bound, so the claim holds for th
 Bounds used (Higham, Accuracy and Stability, Thm 3.1/3.5; u = 2^-53; any summation order, FMA or not):
 
 * an m-term float64 dot product ``fl(Σ a_k b_k)`` is within ``γ_m Σ |a_k b_k|`` of the exact value,
-  plus ``m·2^-1074`` for products that underflow;
+  plus ``m·2^-1074`` for products that underflow (an ABSOLUTE term: it is added, never scaled by
+  γ; each underflowed product is off by ≤ 2^-1075, the later sums scale that by ≤ 1 + γ_m ≤ 2);
+* in particular a coefficient that a relaxation computes as a product (or an n-term dot product)
+  of float64 numbers may underflow: its absolute error ≤ 2^-1074 (n·2^-1074) is charged times
+  Σ mag(x) of the input it multiplies (:func:`rescaled_err`, :func:`affine_bias`), since the
+  relative bounds γ and u do not cover it;
 * a sum of m non-negative terms computed in float64 is ``≥ (1 − γ_m)`` times the exact sum, so
   :func:`dot_up` (``fl · (1 + 2γ_m)`` + ``m·2^-1074``, one step up) is an upper bound of the exact sum;
 * one rounded product/sum of float64 numbers is within u of the exact result (relative).
@@ -29,19 +34,25 @@ import torch
 from verify.bounds.rounding import TINY32, U32, U64, gamma
 
 TINY64 = 2.0**-1074
+_TO = {(torch.float64, -1): torch.tensor(-math.inf, dtype=torch.float64),
+       (torch.float64, 1): torch.tensor(math.inf, dtype=torch.float64)}  # read-only directions
+
+
+def _step(t: torch.Tensor, sign: int) -> torch.Tensor:
+    to = _TO.get((t.dtype, sign))
+    n = torch.nextafter(t.detach(), to if to is not None else torch.tensor(sign * math.inf, dtype=t.dtype))
+    return t + (n - t.detach()) if t.requires_grad else n
 
 
 def down(t: torch.Tensor) -> torch.Tensor:
     """One float64 step towards -inf (a lower bound of t's exact value when t = RN64(t)). The
     value is exactly nextafter(t); with autograd (α-CROWN) the gradient is the identity's."""
-    n = torch.nextafter(t.detach(), torch.tensor(-math.inf, dtype=t.dtype))
-    return t + (n - t.detach()) if t.requires_grad else n
+    return _step(t, -1)
 
 
 def up(t: torch.Tensor) -> torch.Tensor:
     """One float64 step towards +inf (see :func:`down`)."""
-    n = torch.nextafter(t.detach(), torch.tensor(math.inf, dtype=t.dtype))
-    return t + (n - t.detach()) if t.requires_grad else n
+    return _step(t, 1)
 
 
 def t64(a) -> torch.Tensor:
@@ -57,11 +68,28 @@ class TBox:
 
     lo: torch.Tensor
     hi: torch.Tensor
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def mag(self) -> torch.Tensor:
-        """max(|lo|, |hi|): an upper bound of |t| for every t in the box."""
-        return torch.maximum(self.lo.abs(), self.hi.abs())
+        """max(|lo|, |hi|): an upper bound of |t| for every t in the box (computed once)."""
+        if "mag" not in self._cache:
+            self._cache["mag"] = torch.maximum(self.lo.abs(), self.hi.abs())
+        return self._cache["mag"]
+
+    def centre_radius(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """``(c, r, |c|)`` with ``[lo, hi] ⊆ [c − r, c + r]`` exactly (computed once), None when a
+        bound is not finite. ``c = RN64((lo + hi)/2)`` (any rounding), ``r = max(up(hi − c),
+        up(c − lo))``: each difference is one rounded op, one step up bounds it."""
+        if "cr" not in self._cache:
+            lo, hi = self.lo.detach(), self.hi.detach()
+            if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+                self._cache["cr"] = None
+            else:
+                c = 0.5 * (lo + hi)
+                r = torch.maximum(up(hi - c), up(c - lo)).clamp(min=0.0)
+                self._cache["cr"] = (c, r, c.abs())
+        return self._cache["cr"]
 
 
 @dataclass
@@ -92,28 +120,74 @@ def _like(v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return v.expand(a.shape[0], *a.shape[2:])
 
 
+def _terms(a: torch.Tensor) -> int:
+    """The number of terms of each row sum of coefficients ``a`` [N, S, *s] (at least 1)."""
+    return max(1, math.prod(a.shape[2:]))
+
+
+def _rowdot(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """fl64 of Σ a·v over the trailing dims [N, S] (v broadcastable to [N, *s]), one batched
+    matrix product (any summation order: every bound here holds for all orders)."""
+    return torch.bmm(_flat(a, 2), _flat(_like(v, a), 1).unsqueeze(-1)).squeeze(-1)
+
+
 def dot_up(abs_a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Upper bound [N, S] of the exact Σ over the trailing dims of ``abs_a`` [N, S, *s] · ``v``
     (broadcastable to [N, *s]); both non-negative."""
     abs_a = abs_a.detach()
-    m = max(1, int(np.prod(abs_a.shape[2:])))
-    s = torch.einsum("nsk,nk->ns", _flat(abs_a, 2), _flat(_like(v.detach(), abs_a), 1))
+    return _sum_up(_rowdot(abs_a, v.detach()), _terms(abs_a))
+
+
+def _sum_up(s: torch.Tensor, m: int) -> torch.Tensor:
+    """Upper bound of the exact m-term sum of non-negative products whose float64 sum is ``s``
+    (any order): ``s ≥ (1 − γ_m)(exact − m·2^-1075)``, so ``s·(1 + 2γ_m) + m·2^-1074`` (each
+    operation rounded up) is above it."""
     return up(up(s * (1.0 + 2.0 * gamma(m, U64))) + m * TINY64)
 
 
+def underflow_charge(mag: torch.Tensor, n: int) -> torch.Tensor:
+    """Upper bound [N, 1] of ``n·2^-1074·Σ mag`` over the trailing dims of mag [N, *s]: the absolute error of coefficients that are float64
+    results of n products each (module docstring), times the magnitude of the input they multiply.
+    The float64 sum of non-negative terms is ≥ (1 − γ_m) times the exact sum, so ×(1 + 2γ_m) and
+    one step up bound it; n·2^-1074 is exact (n < 2^52) and the last product is rounded up."""
+    v = _flat(mag.detach(), 1)
+    m = max(1, v.shape[1])
+    total = up(v.sum(1, keepdim=True) * (1.0 + 2.0 * gamma(m, U64)))
+    return up(total * (max(n, 1) * TINY64))
+
+
 def dot_lo(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Lower bound [N, S] of the exact Σ a·v over the trailing dims (v broadcastable to [N, *s])."""
-    m = max(1, int(np.prod(a.shape[2:])))
+    """Lower bound [N, S] of the exact Σ a·v over the trailing dims (v broadcastable to [N, *s]):
+    ``fl(Σ a v) − γ_m Σ|a v| − m·2^-1074`` (the last term: products that underflow)."""
+    m = _terms(a)
     vv = _like(v, a)
-    s = torch.einsum("nsk,nk->ns", _flat(a, 2), _flat(vv, 1))
-    err = up(gamma(m, U64) * dot_up(a.abs(), vv.abs()))
+    s = _rowdot(a, vv)
+    err = up(up(gamma(m, U64) * dot_up(a.abs(), vv.abs())) + m * TINY64)
     return down(s - err)
 
 
 def concretize(a: torch.Tensor, box: TBox) -> torch.Tensor:
-    """Lower bound [N, S] of min over the box of Σ a·t (t in [lo, hi])."""
-    pos, neg = a.clamp(min=0), a.clamp(max=0)
-    return down(dot_lo(pos, box.lo) + dot_lo(neg, box.hi))
+    """Lower bound [N, S] of min over the box of Σ a·t (t in [lo, hi]).
+
+    Centre-radius form (one pass over |A| for both error terms): with ``c``, ``r`` from
+    :meth:`TBox.centre_radius` ([lo, hi] ⊆ [c − r, c + r] exactly), every t of the box has
+    ``Σ a t ≥ Σ a c − Σ |a| r`` (exactly, since |t − c| ≤ r). ``fl(Σ a c)`` is within
+    ``γ_m Σ|a||c| + m·2^-1074`` of ``Σ a c`` (Higham, products that underflow) and
+    :func:`dot_up` bounds ``Σ|a| r`` and ``Σ|a||c|`` from above; each subtraction is rounded down.
+    Non-finite boxes take the sign-split form (a coefficient 0 times an infinite bound is NaN, a
+    non-zero one −inf: no information either way)."""
+    cr = box.centre_radius()
+    if cr is None:
+        pos, neg = a.clamp(min=0), a.clamp(max=0)
+        return down(dot_lo(pos, box.lo) + dot_lo(neg, box.hi))
+    c, r, c_abs = cr
+    m = _terms(a)
+    af = _flat(a, 2)
+    s = _rowdot(a, c)
+    cols = torch.stack([_flat(_like(c_abs, a), 1), _flat(_like(r, a), 1)], -1)  # [N, m, 2]
+    both = _sum_up(torch.bmm(af.abs(), cols), m)  # [N, S, 2]: Σ|a||c|, Σ|a| r (upper bounds)
+    err = up(up(gamma(m, U64) * both[..., 0].detach()) + m * TINY64)
+    return down(down(s - both[..., 1]) - err)  # the radius term keeps its gradient (α-CROWN)
 
 
 def add_down(*terms: torch.Tensor) -> torch.Tensor:
@@ -125,9 +199,12 @@ def add_down(*terms: torch.Tensor) -> torch.Tensor:
 
 
 def rescaled_err(a_new: torch.Tensor, mag: torch.Tensor, k: float = 1.0) -> torch.Tensor:
-    """Charge for coefficients ``a_new`` = RN64 of exact ones (one rounded op each, relative error
-    ≤ u): Σ |exact − a_new|·|t| ≤ u·Σ|a_new|·mag·(1 + 2u); ``k`` scales mag (e.g. 2 for |t − l|)."""
-    return up(U64 * (1.0 + 4 * U64) * k * dot_up(a_new.abs(), mag))
+    """Charge for coefficients ``a_new`` = RN64 of exact ones (one rounded op each): ``|exact −
+    a_new| ≤ u|exact| + 2^-1075`` (the absolute term: a result that underflows), so ``|exact −
+    a_new| ≤ u(1 + 2u)|a_new| + 2^-1074`` and Σ |exact − a_new|·|t| ≤ u(1 + 4u)·Σ|a_new|·mag +
+    2^-1074·Σ mag; ``k`` scales mag (e.g. 2 for |t − l|)."""
+    rel = up(U64 * (1.0 + 4 * U64) * k * dot_up(a_new.abs(), mag))
+    return up(rel + underflow_charge(_like(k * mag, a_new), 1))
 
 
 def scatter_sum(n: int, s: int, d: int, index: torch.Tensor, terms: list[torch.Tensor],
@@ -150,13 +227,17 @@ def scatter_sum(n: int, s: int, d: int, index: torch.Tensor, terms: list[torch.T
 
 
 def affine_bias(a: torch.Tensor, n_back: int, n_fwd: int, abs_img: torch.Tensor, bias: torch.Tensor | None,
-                ctx: Ctx, extra_ops: int = 0, scaling: float = 1.0) -> torch.Tensor:
+                ctx: Ctx, extra_ops: int = 0, scaling: float = 1.0,
+                x_mag: torch.Tensor | None = None) -> torch.Tensor:
     """The bias [N, S] of a step through ``y = L x + b`` (L constant) whose input coefficients the
     op computed as ``A_in = fl64(Lᵀ A)`` (each an ``n_back``-term dot product):
 
-    ``A·y ≥ A_in·x + A·b − γ_{n_back}·Σ_out |A|·(|L| |x|) − [ort] Σ_out |A|·e``
+    ``A·y ≥ A_in·x + A·b − γ_{n_back}·Σ_out |A|·(|L| |x|) − n_back·2^-1074·Σ_in mag(x) − [ort] Σ_out |A|·e``
 
-    since ``|Lᵀ A − A_in| ≤ γ_{n_back} |L|ᵀ|A|`` elementwise. ``abs_img`` = fl64(|L| mag(x)) [N, *out]
+    since ``|Lᵀ A − A_in| ≤ γ_{n_back} |L|ᵀ|A| + n_back·2^-1074`` elementwise (the last term:
+    products A·L that underflow in float64, e.g. after many layers of small weights; it needs
+    ``x_mag`` = mag(x) [N, *in]: every op whose A_in is such a product must pass it — without it
+    that term is not charged, sound only if no product can underflow). ``abs_img`` = fl64(|L| mag(x)) [N, *out]
     (``n_fwd``-term sums of non-negative terms, ≥ (1 − γ_{n_fwd}) times the exact value: inflated
     here). With ``ctx.ort``, e bounds onnxruntime's float32 error of the node (verify/ops/_affine.py,
     step 4): γ32_{n_fwd+1+k}(|L||x| + |b|) + max(1, |s|)·(n_fwd + 2 + k)·2^-149, k = ``extra_ops``,
@@ -170,11 +251,13 @@ def affine_bias(a: torch.Tensor, n_back: int, n_fwd: int, abs_img: torch.Tensor,
     if ctx.ort:  # one pass over |A|: γ64·img + e32 (both non-negative, summed rounding up)
         babs = torch.zeros((), dtype=torch.float64) if bias is None else bias.abs()
         m = n_fwd + 1 + extra_ops
-        tiny = up(torch.tensor(max(1.0, abs(scaling)) * (m + 1) * TINY32 * (1.0 + 4 * U64), dtype=torch.float64))
+        tiny = math.nextafter(max(1.0, abs(scaling)) * (m + 1) * TINY32 * (1.0 + 4 * U64), math.inf)
         e32 = up(gamma(m, U32) * (1.0 + 2.0**-20) * up(img + babs) + tiny)
         out = -dot_up(a_abs, up(up(g64 * img) + e32))
     else:
         out = -up(g64 * dot_up(a_abs, img))
+    if x_mag is not None:
+        out = down(out - underflow_charge(x_mag.expand(a.shape[0], *x_mag.shape[1:]), n_back))
     if bias is not None:
         out = add_down(out, dot_lo(a, bias))
     return out

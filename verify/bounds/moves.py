@@ -66,6 +66,10 @@ def gathered(a: torch.Tensor, ins: list[TBox | None], data: list[int], src, fill
         if np.any(loc // d != rows):
             return None
         covered |= mine
+        if af.shape[2] == d == len(cols) and len(data) == 1 and np.array_equal(loc % d, np.broadcast_to(np.arange(d), loc.shape)):
+            # output position j copies input position j (Flatten, most Reshapes): A_in is A, exactly
+            parts[i] = a.reshape(n, s, *shape[1:])
+            continue
         a_in, charge = scatter_sum(n, s, d, torch.from_numpy(loc % d), [af[:, :, torch.from_numpy(cols)]],
                                    ins[i].mag.reshape(n, -1))
         parts[i] = a_in.reshape(n, s, *shape[1:])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 
 from verify.ops._affine import affine_interval
@@ -82,20 +84,27 @@ class Gemm(Op):
             return mul_up(mul_up(abs(alpha), inf_norm_up(am, 1)), lb)
         return 0.0
 
+    @cached_property
+    def _relax_consts(self):
+        """(alpha B' [D, K], |alpha B'|, beta C or None) in float64 torch, once per node (the
+        constants are fixed at load): alpha·B' is exact (float32 * float32), beta·C too."""
+        alpha, beta = self._mats()
+        bm = alpha * t64(self._op(self.const(1), "transB"))
+        bias = beta * t64(self.const(2)) if len(self.inputs) > 2 and self.inputs[2] else None
+        return bm, bm.abs(), bias
+
     def relax(self, a, ins, out, ctx):
         """CROWN step (verify/bounds/linear.affine_bias): A_in = A (alpha B')ᵀ for a variable A
         input with batch rows (transA = 0); None (concretise) otherwise."""
         if not self.is_var(0) or self.is_var(1) or self.attr("transA", 0):
             return None
         alpha, beta = self._mats()
-        bm = alpha * t64(self._op(self.const(1), "transB"))  # [D, K], exact (float32 * float32)
-        bias = None
-        if len(self.inputs) > 2 and self.inputs[2]:
-            bias = beta * t64(self.const(2))
+        bm, bm_abs, bias = self._relax_consts
         extra = (alpha != 1.0) + (beta != 1.0)
         a_in = a @ bm.T
-        img = ins[0].mag @ bm.abs()
-        return Relaxed({0: a_in}, affine_bias(a, bm.shape[1], bm.shape[0], img, bias, ctx, extra, alpha))
+        img = ins[0].mag @ bm_abs
+        return Relaxed({0: a_in}, affine_bias(a, bm.shape[1], bm.shape[0], img, bias, ctx, extra, alpha,
+                                                     x_mag=ins[0].mag))
 
     def batch_axis(self, f):
         from verify.front.batch_axis import Rows, coupled

@@ -5,6 +5,8 @@ Lipschitz on an unbounded domain (``math.inf``); their batch axes must be the sa
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 
 from verify.ops._affine import affine_interval
@@ -57,13 +59,20 @@ class MatMul(Op):
             return mul_up(inf_norm_up(a2, a2.ndim - 1), lb)
         return 0.0
 
+    @cached_property
+    def _relax_consts(self):
+        """(B, |B|) in float64 torch, once per node (the constant is fixed at load)."""
+        bm = t64(self.const(1))
+        return bm, bm.abs()
+
     def relax(self, a, ins, out, ctx):
         """CROWN step for X @ B with X [N, D] variable and B [D, K] constant; None otherwise."""
         b = self.const(1)
         if not self.is_var(0) or b is None or b.ndim != 2 or ins[0].lo.dim() != 2:
             return None
-        bm = t64(b)
-        return Relaxed({0: a @ bm.T}, affine_bias(a, bm.shape[1], bm.shape[0], ins[0].mag @ bm.abs(), None, ctx))
+        bm, bm_abs = self._relax_consts
+        return Relaxed({0: a @ bm.T}, affine_bias(a, bm.shape[1], bm.shape[0], ins[0].mag @ bm_abs, None, ctx,
+                                                         x_mag=ins[0].mag))
 
     def batch_axis(self, f):
         from verify.front.batch_axis import Rows, coupled
