@@ -112,17 +112,19 @@ def upper_slope(sh: SShape, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     chord = torch.where(w > 0, (fu_ - fl_) / torch.where(w > 0, w, 1.0), _deriv_est(sh, l))
     tangent_mid = _deriv_est(sh, (l + u) / 2)
 
-    def phi(d):  # >= 0 iff the tangent at d passes above (l, f(l))
-        return sh.f64(d) + _deriv_est(sh, d) * (l - d) - fl_
+    def phi(d, l_, f_l):  # >= 0 iff the tangent at d passes above (l, f(l))
+        return sh.f64(d) + _deriv_est(sh, d) * (l_ - d) - f_l
 
-    lo_b, hi_b = torch.zeros_like(u), u.clamp(min=0.0)
-    mixed = (l < 0) & (u > 0) & (phi(hi_b) >= 0)
-    for _ in range(BISECT if bool(mixed.any()) else 0):
+    mixed = (l < 0) & (u > 0)
+    mixed[mixed.clone()] = phi(u[mixed], l[mixed], fl_[mixed]) >= 0
+    lm, lo_b, hi_b = l[mixed], torch.zeros_like(u[mixed]), u[mixed]  # bisect the mixed ones only
+    for _ in range(BISECT if lm.numel() else 0):
         mid = (lo_b + hi_b) / 2
-        above = phi(mid) >= 0
+        above = phi(mid, lm, fl_[mixed]) >= 0
         hi_b, lo_b = torch.where(above, mid, hi_b), torch.where(above, lo_b, mid)
-    k_mixed = torch.where(mixed, _deriv_est(sh, hi_b), chord)
-    return torch.where(u <= 0, chord, torch.where(l >= 0, tangent_mid, k_mixed))
+    k = torch.where(u <= 0, chord, torch.where(l >= 0, tangent_mid, chord))
+    k[mixed] = _deriv_est(sh, hi_b)
+    return k
 
 
 def lines(sh: SShape, l: torch.Tensor, u: torch.Tensor):
