@@ -13,18 +13,18 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from fuzz_exact import evaluate
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from fuzz_exact import evaluate
 from common.runtime import ort_logits, ort_session
 from verify.bounds import maxpool, sshape
 from verify.bounds.spec import spec_lower
 from verify.front.model import load_model
 
 OPSET = 17
-POOL = dict(kernel_shape=[3, 2], strides=[2, 1], pads=[1, 0, 1, 1], dilations=[1, 2])
+POOL = {"kernel_shape": [3, 2], "strides": [2, 1], "pads": [1, 0, 1, 1], "dilations": [1, 2]}
 
 
 def build(layers, in_shape, path):
@@ -37,8 +37,9 @@ def build(layers, in_shape, path):
             inits.append(nh.from_array(arr.astype(np.float32), f"p{i}_{j}"))
             ins.append(f"p{i}_{j}")
         attrs = next((a for a in args if isinstance(a, dict)), {})
-        op = {"gemm": "Gemm", "conv": "Conv", "maxpool": "MaxPool", "gmp": "GlobalMaxPool", "flatten": "Flatten"}.get(kind, kind)
-        nodes.append(h.make_node(op, ins, [out], name=f"n{i}", **(dict(transB=1) if kind == "gemm" else attrs)))
+        op = {"gemm": "Gemm", "conv": "Conv", "maxpool": "MaxPool", "gmp": "GlobalMaxPool",
+              "flatten": "Flatten"}.get(kind, kind)
+        nodes.append(h.make_node(op, ins, [out], name=f"n{i}", **({"transB": 1} if kind == "gemm" else attrs)))
         x = out
     nodes[-1].output[0] = "logits"
     probe = onnx.helper.make_graph(nodes, "t", [h.make_tensor_value_info("input", T.FLOAT, ["N", *in_shape])],
@@ -61,12 +62,13 @@ def _conv(rng, c_in, c_out, attrs):
 
 def net(kind, rng, tmp_path):
     """(path, input shape) of a small net of each kind."""
-    pad = dict(pads=[1, 1, 1, 1])
+    pad = {"pads": [1, 1, 1, 1]}
     layers, shape = {
-        "tanh-sigmoid": ([_gemm(rng, 4, 8, 2.0), ("Tanh",), _gemm(rng, 8, 6, 2.0), ("Sigmoid",), _gemm(rng, 6, 3)], [4]),
+        "tanh-sigmoid": ([_gemm(rng, 4, 8, 2.0), ("Tanh",), _gemm(rng, 8, 6, 2.0), ("Sigmoid",), _gemm(rng, 6, 3)],
+                         [4]),
         "sigmoid": ([("Sigmoid",)], [5]),
         "tanh": ([("Tanh",)], [5]),
-        "conv-relu-maxpool": ([_conv(rng, 1, 3, pad), ("Relu",), ("maxpool", dict(kernel_shape=[2, 2], strides=[2, 2])),
+        "conv-relu-maxpool": ([_conv(rng, 1, 3, pad), ("Relu",), ("maxpool", {"kernel_shape": [2, 2], "strides": [2, 2]}),
                                ("flatten",), _gemm(rng, 27, 3)], [1, 6, 6]),
         "maxpool-dilated": ([("maxpool", POOL), ("flatten",), _gemm(rng, 18, 3)], [2, 5, 4]),
         "conv-tanh-gmp": ([_conv(rng, 2, 3, pad), ("Tanh",), ("gmp",), ("flatten",), _gemm(rng, 3, 2)], [2, 4, 3]),
@@ -226,7 +228,7 @@ def test_planted_unsound_relaxations_are_caught(tmp_path, monkeypatch, plant, ki
         monkeypatch.setattr(sshape, "libm_error", lambda v: v * 0.0)
     else:
         monkeypatch.setattr(maxpool, "window_max_relax", _planted_dominant)
-        import verify.ops.op_maxpool as op_maxpool
+        from verify.ops import op_maxpool
         monkeypatch.setattr(op_maxpool, "window_max_relax", _planted_dominant)
     found = []
     for seed in range(6):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from verify.bounds.sshape import TANH, sshape_relax
 from verify.ops._elementwise import f32, monotone_libm
 from verify.ops._torch import unary
-from verify.bounds.sshape import TANH, sshape_relax
 from verify.ops.base import Op, scaled
 
 
