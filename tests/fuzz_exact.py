@@ -5,10 +5,13 @@ of verify/ops: ONE implementation run in two number domains.
   affine op (Abs, Add, Sub, Mul, Div, Max, Min, Sum, Relu, LeakyRelu, Clip, Gemm, MatMul, Conv,
   AveragePool, MaxPool, LinfDist, LinfDistConv, casts, every shape op) is evaluated in exact
   rational arithmetic: the value of theorem (a), the real function of the stored weights.
-  Transcendental ops (Sigmoid, Tanh, Softmax; BatchNormalization's square root unless every
-  var + epsilon is the square of a rational) have irrational values: they are evaluated in float64
-  and the result is flagged inexact, so the fuzzer skips the exact checks for that graph
-  (onnxruntime's values are still checked). A real function undefined
+  Transcendental ops (Softmax; BatchNormalization's square root unless every var + epsilon is the
+  square of a rational, ...) have irrational values: they are evaluated in float64 and the result is
+  flagged inexact, so the fuzzer skips the exact checks for that graph (onnxruntime's values are
+  still checked). Sigmoid and Tanh (``NEAR_EXACT``) are evaluated in 600-bit mpmath instead
+  (relative error < 2^-590, far below any sound bound's margin) and the result is flagged ``near``:
+  the fuzzer checks bounds against it, not Lipschitz ratios (whose slack can be smaller than that
+  error); arguments beyond ±700 are flagged inexact. A real function undefined
   at the point (division by 0, a float -> int cast past the integer range, a max over an
   all-padding window) raises :class:`Undefined`: the sample is skipped.
 * ``float`` mode: float64 arrays; used while generating a graph to learn each tensor's shape.
@@ -23,7 +26,8 @@ from functools import reduce
 import numpy as np
 from onnx import TensorProto, numpy_helper
 
-TRANSCENDENTAL = frozenset({"Sigmoid", "Tanh", "Softmax", "LayerNormalization", "Gelu", "Erf", "Exp", "Sqrt"})
+NEAR_EXACT = frozenset({"Sigmoid", "Tanh"})
+TRANSCENDENTAL = frozenset({"Softmax", "LayerNormalization", "Gelu", "Erf", "Exp", "Sqrt"})
 _INT = {TensorProto.INT64: np.int64, TensorProto.INT32: np.int32}
 
 
@@ -37,6 +41,7 @@ class Domain:
     def __init__(self, exact: bool):
         self.exact = exact
         self.inexact = False  # set when a transcendental op ran in exact mode
+        self.near = False  # set when a NEAR_EXACT op ran in exact mode
 
     def lift(self, a) -> np.ndarray:
         a = np.asarray(a)
@@ -57,6 +62,25 @@ class Domain:
         with np.errstate(all="ignore"):
             y = fn(np.asarray(x, dtype=np.float64))
         return _frac(np.nan_to_num(y))
+
+    def near_exact(self, name: str, fn, x: np.ndarray) -> np.ndarray:
+        """Sigmoid or Tanh (``name``; ``fn`` its float64 form): 600-bit mpmath on Fractions."""
+        if not self.exact:
+            return fn(x)
+        if any(abs(v) > 700 for v in np.ravel(x)):
+            return self.approx(fn, x)
+        self.near = True
+        return np.vectorize(lambda v: _near(name, v), otypes=[object])(x)
+
+
+def _near(name: str, v: Fraction) -> Fraction:
+    import mpmath
+
+    with mpmath.workprec(600):
+        t = mpmath.mpf(v.numerator) / v.denominator
+        r = mpmath.tanh(t) if name == "Tanh" else 1 / (1 + mpmath.exp(-t))
+        m, e = r.man_exp  # |r| = m 2^e
+        return (-1 if r < 0 else 1) * Fraction(int(m)) * Fraction(2) ** int(e)
 
 
 _frac = np.vectorize(lambda v: Fraction(float(v)), otypes=[object])
@@ -305,8 +329,8 @@ def _node(n, ins, dom):
         "LeakyRelu": lambda: np.where(x >= zero, x, dom.lift(np.float32(a.get("alpha", 0.01))) * x),
         "Max": lambda: reduce(np.maximum, ins), "Min": lambda: reduce(np.minimum, ins),
         "Sum": lambda: reduce(np.add, ins),
-        "Sigmoid": lambda: dom.approx(lambda v: 1.0 / (1.0 + np.exp(-v)), x),
-        "Tanh": lambda: dom.approx(np.tanh, x),
+        "Sigmoid": lambda: dom.near_exact(t, lambda v: 1.0 / (1.0 + np.exp(-v)), x),
+        "Tanh": lambda: dom.near_exact(t, np.tanh, x),
         "Softmax": lambda: dom.approx(lambda v: _softmax(v, int(a.get("axis", -1))), x),
         "BatchNormalization": lambda: _batchnorm(x, ins, float(np.float32(a.get("epsilon", 1e-5))), dom),
         "MatMul": lambda: np.matmul(ins[0], ins[1]),
@@ -365,13 +389,14 @@ def run_node(n, vals: dict, dom: Domain) -> None:
         vals[name] = v
 
 
-def evaluate(model, x: np.ndarray, exact: bool) -> tuple[np.ndarray, bool]:
-    """(output, inexact) of the graph at one input ``x`` (float32 array, or Fractions, with the batch
-    dim); raises :class:`Undefined` where the exact function is undefined."""
+def evaluate(model, x: np.ndarray, exact: bool) -> tuple[np.ndarray, bool, bool]:
+    """(output, inexact, near) of the graph at one input ``x`` (float32 array, or Fractions, with
+    the batch dim; ``near``: a NEAR_EXACT op ran); raises :class:`Undefined` where the exact
+    function is undefined."""
     dom = Domain(exact)
     g = model.graph
     vals = {i.name: dom.lift(numpy_helper.to_array(i)) for i in g.initializer}
     vals[g.input[0].name] = x if x.dtype == object else dom.lift(x)
     for n in g.node:
         run_node(n, vals, dom)
-    return vals[g.output[0].name], dom.inexact
+    return vals[g.output[0].name], dom.inexact, dom.near

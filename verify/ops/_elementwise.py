@@ -51,18 +51,23 @@ def corner_box(fn: Callable, a: Box, b: Box) -> Box:
     return outward(lo, hi)
 
 
-
-
-
 def monotone_libm(fn64: Callable, box: Box) -> Box:
     """Sound box of a non-decreasing transcendental ``fn`` (float64 endpoints, widened by the error
     model, rounded outward; deliberately not clipped to fn's real range, see the module docstring)."""
     with np.errstate(all="ignore"):
         flo = fn64(box.lo.astype(np.float64))
         fhi = fn64(box.hi.astype(np.float64))
-    lo = down(flo - (np.abs(flo) * LIBM_REL + LIBM_ABS))
-    hi = up(fhi + (np.abs(fhi) * LIBM_REL + LIBM_ABS))
+    lo = down(flo - libm_error(flo))
+    hi = up(fhi + libm_error(fhi))
     return Box(lo, hi)
+
+
+def libm_error(v):
+    """The error model above: onnxruntime's float32 result of a transcendental op whose value is
+    ``v`` (numpy or torch float64) is within ``|v|·LIBM_REL + LIBM_ABS`` of it (rounded to nearest
+    here: callers round outward). The one bound used by the intervals and the linear relaxations
+    (verify/bounds/sshape.py)."""
+    return abs(v) * LIBM_REL + LIBM_ABS
 
 
 def _sum64(a64: np.ndarray, b64: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from verify.bounds.maxpool import window_index, window_max_relax
 from verify.ops._shape import ShapeOp
 from verify.ops._torch import f32t
 
@@ -51,6 +52,14 @@ class MaxPool(ShapeOp):
         k, s, p, d = pool_params(self)
         xt = F.pad(f32t(x), (p[1], p[3], p[0], p[2]), value=float("-inf"))
         return F.max_pool2d(xt, k, s, 0, d)
+
+    def relax(self, a, ins, out, ctx):
+        """Lower: the window's input with the largest lower bound; upper: the chord of
+        max(x_i*, L) (exact when one input dominates); verify/bounds/maxpool.py."""
+        x = ins[0]
+        if x.lo.dim() != 4:
+            return None
+        return window_max_relax(a, x, window_index(tuple(x.lo.shape[1:]), *pool_params(self)))
 
     def batch_axis(self, f):
         from verify.front.batch_axis import keep_rows0
