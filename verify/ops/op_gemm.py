@@ -95,7 +95,8 @@ class Gemm(Op):
         extra = (alpha != 1.0) + (beta != 1.0)
         a_in = a @ bm.T
         img = ins[0].mag @ bm.abs()
-        return Relaxed({0: a_in}, affine_bias(a, bm.shape[1], bm.shape[0], img, bias, ctx, extra, alpha))
+        return Relaxed({0: a_in}, affine_bias(a, bm.shape[1], bm.shape[0], img, bias, ctx, extra, alpha,
+                                                    in_mag=ins[0].mag))
 
     def batch_axis(self, f):
         from verify.front.batch_axis import Rows, coupled

@@ -63,7 +63,8 @@ class MatMul(Op):
         if not self.is_var(0) or b is None or b.ndim != 2 or ins[0].lo.dim() != 2:
             return None
         bm = t64(b)
-        return Relaxed({0: a @ bm.T}, affine_bias(a, bm.shape[1], bm.shape[0], ins[0].mag @ bm.abs(), None, ctx))
+        return Relaxed({0: a @ bm.T}, affine_bias(a, bm.shape[1], bm.shape[0], ins[0].mag @ bm.abs(), None, ctx,
+                                                    in_mag=ins[0].mag))
 
     def batch_axis(self, f):
         from verify.front.batch_axis import Rows, coupled
