@@ -94,3 +94,16 @@ def test_vnnlib_does_not_prove_a_property_that_holds_at_the_centre(tmp_path, gua
     prop.write_text("\n".join(lines) + "\n")
     res = run_instance(path, prop, 60.0, guarantee=guarantee)
     assert res.verdict != "unsat"
+
+
+def test_relu_chord_coefficient_that_underflows_is_charged(tmp_path):
+    """ReduceSum(Relu(x)) on x ∈ [−3, 1]: the chord coefficient −2^-1074·s (s ≈ 1/4) rounds to 0 at
+    every unstable input, so linear.rescaled_err's relative charge alone bounded −2^-1074·y by
+    about 0 where the exact value at x = 1 is −1000·2^-1074."""
+    nodes = [h.make_node("Relu", ["input"], ["r"]), h.make_node("ReduceSum", ["r", "ax"], ["logits"], keepdims=1)]
+    path = save(make_model(nodes, {"ax": np.array([1], np.int64)}, [P], 1), tmp_path, "relu.onnx")
+    m = load_model(path)
+    lo, hi = np.full((1, P), -3.0, np.float32), np.ones((1, P), np.float32)
+    for ort in (False, True):
+        low = spec_lower(m, lo, hi, np.array([[[-T]]]), ort=ort)[0, 0]
+        assert Fraction(float(low)) <= -P * Fraction(T)
