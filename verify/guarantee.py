@@ -7,7 +7,8 @@
 - ``float32``: theorems (a) AND (b) — also onnxruntime's float32 evaluation (the pinned session of
   common/runtime.py) at every float32 input of the ball/box. The default.
 
-``certify``, ``vnnlib`` and ``audit`` take ``--guarantee``; a certificate file states it in its header
+``certify`` and ``vnnlib`` take ``--guarantee`` (``audit`` certifies under ``float32``: its soundness
+alarm compares certificates with onnxruntime's witnesses); a certificate file states it in its header
 and in every record, and ``check`` re-proves each record under it. One vocabulary, here.
 """
 

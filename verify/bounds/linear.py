@@ -145,23 +145,14 @@ def _sum_up(s: torch.Tensor, m: int) -> torch.Tensor:
     return up(up(s * (1.0 + 2.0 * gamma(m, U64))) + m * TINY64)
 
 
-def underflow_charge(mag: torch.Tensor, n: int) -> torch.Tensor:
-    """Upper bound [N, 1] of ``n·2^-1074·Σ mag`` over the trailing dims of mag [N, *s]: the absolute error of coefficients that are float64
-    results of n products each (module docstring), times the magnitude of the input they multiply.
-    The float64 sum of non-negative terms is ≥ (1 − γ_m) times the exact sum, so ×(1 + 2γ_m) and
-    one step up bound it; n·2^-1074 is exact (n < 2^52) and the last product is rounded up."""
-    v = _flat(mag.detach(), 1)
-    m = max(1, v.shape[1])
-    total = up(v.sum(1, keepdim=True) * (1.0 + 2.0 * gamma(m, U64)))
-    return up(total * (max(n, 1) * TINY64))
-
-
 def dot_lo(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Lower bound [N, S] of the exact Σ a·v over the trailing dims (v broadcastable to [N, *s]):
     ``fl(Σ a v) − γ_m Σ|a v| − m·2^-1074`` (the last term: products that underflow)."""
     m = _terms(a)
     vv = _like(v, a)
     s = _rowdot(a, vv)
+    # γ_m Σ|a v| for the roundings of normal results, plus 2^-1074 for each product that underflows
+    # (an absolute error, not scaled by γ_m: 2^-1074·0.51 rounds to 2^-1074, a 96 % error)
     err = up(up(gamma(m, U64) * dot_up(a.abs(), vv.abs())) + m * TINY64)
     return down(s - err)
 
@@ -198,13 +189,22 @@ def add_down(*terms: torch.Tensor) -> torch.Tensor:
     return s
 
 
+def underflow_err(a: torch.Tensor, mag: torch.Tensor, ops: float = 1.0) -> torch.Tensor:
+    """Charge [N, S] (≥ 0, the shape of ``a``'s first two dims) for coefficients of a tensor with
+    magnitudes ``mag`` ([N, *in]), each the result of at most ``ops`` rounded float64 products or
+    quotients that may UNDERFLOW: such a rounding errs by up to 2^-1075 absolute whatever the size
+    of the result (0.49·2^-1074 rounds to 0), which no relative charge covers; sums of subnormals are
+    exact. Bound: ops·2^-1074·Σ mag per sample."""
+    ones = torch.ones((a.shape[0], 1, *mag.shape[1:]), dtype=torch.float64)
+    return up(ops * TINY64 * dot_up(ones, mag)).expand(*a.shape[:2])
+
+
 def rescaled_err(a_new: torch.Tensor, mag: torch.Tensor, k: float = 1.0) -> torch.Tensor:
-    """Charge for coefficients ``a_new`` = RN64 of exact ones (one rounded op each): ``|exact −
-    a_new| ≤ u|exact| + 2^-1075`` (the absolute term: a result that underflows), so ``|exact −
-    a_new| ≤ u(1 + 2u)|a_new| + 2^-1074`` and Σ |exact − a_new|·|t| ≤ u(1 + 4u)·Σ|a_new|·mag +
-    2^-1074·Σ mag; ``k`` scales mag (e.g. 2 for |t − l|)."""
+    """Charge for coefficients ``a_new`` = RN64 of exact ones (one rounded op each, relative error
+    ≤ u while normal, plus 2^-1075 absolute when it underflows): Σ |exact − a_new|·|t| ≤
+    u·Σ|a_new|·mag·(1 + 2u) + :func:`underflow_err`; ``k`` scales mag (e.g. 2 for |t − l|)."""
     rel = up(U64 * (1.0 + 4 * U64) * k * dot_up(a_new.abs(), mag))
-    return up(rel + underflow_charge(_like(k * mag, a_new), 1))
+    return up(rel + underflow_err(a_new, torch.broadcast_to(k * mag, (a_new.shape[0], *a_new.shape[2:]))))
 
 
 def scatter_sum(n: int, s: int, d: int, index: torch.Tensor, terms: list[torch.Tensor],
@@ -227,17 +227,16 @@ def scatter_sum(n: int, s: int, d: int, index: torch.Tensor, terms: list[torch.T
 
 
 def affine_bias(a: torch.Tensor, n_back: int, n_fwd: int, abs_img: torch.Tensor, bias: torch.Tensor | None,
-                ctx: Ctx, extra_ops: int = 0, scaling: float = 1.0,
-                x_mag: torch.Tensor | None = None) -> torch.Tensor:
+                ctx: Ctx, extra_ops: int = 0, scaling: float = 1.0, *, in_mag: torch.Tensor) -> torch.Tensor:
     """The bias [N, S] of a step through ``y = L x + b`` (L constant) whose input coefficients the
     op computed as ``A_in = fl64(Lᵀ A)`` (each an ``n_back``-term dot product):
 
     ``A·y ≥ A_in·x + A·b − γ_{n_back}·Σ_out |A|·(|L| |x|) − n_back·2^-1074·Σ_in mag(x) − [ort] Σ_out |A|·e``
 
-    since ``|Lᵀ A − A_in| ≤ γ_{n_back} |L|ᵀ|A| + n_back·2^-1074`` elementwise (the last term:
-    products A·L that underflow in float64, e.g. after many layers of small weights; it needs
-    ``x_mag`` = mag(x) [N, *in]: every op whose A_in is such a product must pass it — without it
-    that term is not charged, sound only if no product can underflow). ``abs_img`` = fl64(|L| mag(x)) [N, *out]
+    ``− n_back·2^-1074·Σ_in mag(x)`` (linear.underflow_err; ``in_mag`` = mag(x) [N, *in])
+
+    since ``|Lᵀ A − A_in| ≤ γ_{n_back} |L|ᵀ|A| + n_back·2^-1075`` elementwise (a product that
+    underflows errs absolutely). ``abs_img`` = fl64(|L| mag(x)) [N, *out]
     (``n_fwd``-term sums of non-negative terms, ≥ (1 − γ_{n_fwd}) times the exact value: inflated
     here). With ``ctx.ort``, e bounds onnxruntime's float32 error of the node (verify/ops/_affine.py,
     step 4): γ32_{n_fwd+1+k}(|L||x| + |b|) + max(1, |s|)·(n_fwd + 2 + k)·2^-149, k = ``extra_ops``,
@@ -256,8 +255,7 @@ def affine_bias(a: torch.Tensor, n_back: int, n_fwd: int, abs_img: torch.Tensor,
         out = -dot_up(a_abs, up(up(g64 * img) + e32))
     else:
         out = -up(g64 * dot_up(a_abs, img))
-    if x_mag is not None:
-        out = down(out - underflow_charge(x_mag.expand(a.shape[0], *x_mag.shape[1:]), n_back))
+    out = add_down(out, -underflow_err(a, in_mag, n_back))
     if bias is not None:
         out = add_down(out, dot_lo(a, bias))
     return out

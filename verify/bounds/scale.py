@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from verify.bounds.rounding import U64, step_up64
-from verify.bounds.linear import TINY64, Ctx, Relaxed, TBox, add_down, dot_lo, dot_up, ort_rounding, rescaled_err, t64, up
+from verify.bounds.linear import Ctx, Relaxed, TBox, add_down, dot_lo, dot_up, ort_rounding, rescaled_err, t64, up
 
 
 def scaled_relax(a: torch.Tensor, x: TBox, c: torch.Tensor, c_err: torch.Tensor | None = None,
@@ -18,14 +18,12 @@ def scaled_relax(a: torch.Tensor, x: TBox, c: torch.Tensor, c_err: torch.Tensor 
     ``c``, ``t`` (float64, broadcastable to x's shape [N, *s]) approximate the exact reals c*, t*
     with ``|c* − c| ≤ c_err``, ``|t* − t| ≤ t_err`` (None: exact, or absent for t and e_out).
     ``A_in = fl64(A·c)``: one rounded product each, within u·|A_in|·(1 + 2u) of A·c when normal
-    (charged by linear.rescaled_err) and within 2^-1074 when it underflows (charged as
-    2^-1074·Σ mag(x), 2^-1074 per position). The rest: ``Σ A·t`` bounded below (linear.dot_lo),
+    and within 2^-1075 when it underflows (both charged by linear.rescaled_err). The rest: ``Σ A·t`` bounded below (linear.dot_lo),
     ``−Σ |A|·(c_err·mag(x) + t_err + e_out)`` bounded by linear.dot_up. ``index``: x's input."""
     shape = tuple(x.lo.shape)
     a_in = a * torch.broadcast_to(c, shape).unsqueeze(1)
     mag = x.mag
-    ones = torch.ones((shape[0], 1, *shape[1:]), dtype=torch.float64)
-    bias = add_down(-rescaled_err(a_in, mag), -up(TINY64 * dot_up(ones, mag)))
+    bias = -rescaled_err(a_in, mag)
     err = torch.zeros((), dtype=torch.float64)
     if c_err is not None:
         err = up(c_err * mag)

@@ -127,7 +127,7 @@ class LinearReduce(Op):
         a_in = ak.expand(*a.shape[:2], *x.lo.shape[1:])
         extra, scaling = (2, 1.0 / n) if self.mean else (0, 1.0)
         return Relaxed({0: a_in}, affine_bias(a, 1, n, up(t64(img)), None, ctx, extra, scaling,
-                                                 x_mag=x.mag))
+                                                 in_mag=x.mag))
 
     def batch_axis(self, f):
         return reduce_batch_axis(self, f)

@@ -82,7 +82,7 @@ class AveragePool(Op):
         m = -(-k[0] // st[0]) * -(-k[1] // st[1])
         kk = int(np.prod(k))
         return Relaxed({0: a_in}, affine_bias(a, m + 1, kk, img, None, ctx, extra_ops=2,
-                                                 scaling=1.0 / kk, x_mag=x.mag))
+                                                 scaling=1.0 / kk, in_mag=x.mag))
 
     def lipschitz(self, lx=None):
         return scaled([lx], 1.0)

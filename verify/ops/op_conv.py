@@ -95,7 +95,7 @@ class Conv(Op):
         bias = None if len(self.inputs) < 3 or not self.inputs[2] else t64(self.const(2)).reshape(-1, 1, 1)
         k = int(np.prod(w.shape[1:]))
         return Relaxed({0: a_in}, affine_bias(a, w.shape[0] * w.shape[2] * w.shape[3], k, img, bias, ctx,
-                                                     x_mag=ins[0].mag))
+                                                     in_mag=ins[0].mag))
 
     def batch_axis(self, f):
         from verify.front.batch_axis import keep_rows0

@@ -104,7 +104,7 @@ class Gemm(Op):
         a_in = a @ bm.T
         img = ins[0].mag @ bm_abs
         return Relaxed({0: a_in}, affine_bias(a, bm.shape[1], bm.shape[0], img, bias, ctx, extra, alpha,
-                                                     x_mag=ins[0].mag))
+                                                     in_mag=ins[0].mag))
 
     def batch_axis(self, f):
         from verify.front.batch_axis import Rows, coupled

@@ -72,7 +72,7 @@ class MatMul(Op):
             return None
         bm, bm_abs = self._relax_consts
         return Relaxed({0: a @ bm.T}, affine_bias(a, bm.shape[1], bm.shape[0], ins[0].mag @ bm_abs, None, ctx,
-                                                         x_mag=ins[0].mag))
+                                                         in_mag=ins[0].mag))
 
     def batch_axis(self, f):
         from verify.front.batch_axis import Rows, coupled
