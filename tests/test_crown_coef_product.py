@@ -24,7 +24,7 @@ def _check(a: torch.Tensor, m: torch.Tensor) -> None:
 
 def test_one_nonzero_per_row_is_gathered_correctly():
     torch.manual_seed(0)
-    n, s, d, k = 2, 40, 30, 50
+    n, s, d, k = 2, 60, 30, 50  # n·s·k ≥ 4096: the shortcuts are taken
     a = torch.zeros(n, s, d, dtype=torch.float64)
     cols = torch.randint(0, d, (n, s))
     a.scatter_(2, cols[..., None], torch.randn(n, s, 1, dtype=torch.float64))
@@ -39,7 +39,7 @@ def test_one_nonzero_per_row_is_gathered_correctly():
 
 def test_zero_columns_are_dropped_correctly():
     torch.manual_seed(1)
-    n, s, d, k = 2, 40, 64, 50
+    n, s, d, k = 2, 60, 64, 50
     a = torch.randn(n, s, d, dtype=torch.float64)
     a[:, :, torch.randperm(d)[:50]] = 0.0  # a column zero in every row of every sample
     a[0, :, 3] = 0.0
@@ -48,11 +48,11 @@ def test_zero_columns_are_dropped_correctly():
 
 
 def test_dense_and_autograd_take_the_product():
-    a = torch.randn(2, 40, 64, dtype=torch.float64, requires_grad=True)
+    a = torch.randn(2, 60, 64, dtype=torch.float64, requires_grad=True)
     a2 = a.detach().clone()
     a2[:, :, :60] = 0.0
     m = torch.randn(50, 64, dtype=torch.float64)
     assert torch.equal(coef_product(a, m), a @ m.T)
     b = a2.clone().requires_grad_(True)
     coef_product(b, m).sum().backward()
-    torch.testing.assert_close(b.grad, m.sum(0).expand(2, 40, 64))  # zero coefficients keep their gradient
+    torch.testing.assert_close(b.grad, m.sum(0).expand(2, 60, 64))  # zero coefficients keep their gradient
