@@ -88,7 +88,7 @@ def back_substitute(graph, boxes: Boxes, target: str, c: torch.Tensor, ctx: Ctx)
         a = coef.pop(out)
         relax = getattr(op, "relax", None)
         step = None
-        if relax is not None and not torch.all(a == 0):
+        if relax is not None and bool(a.any()):  # NaN counts as non-zero, as in a != 0
             ins = [boxes.t(i) for i in op.inputs]
             step = _run(op, relax, (a, ins, boxes.t(out), ctx))
         if step is None:

@@ -261,6 +261,38 @@ def affine_bias(a: torch.Tensor, n_back: int, n_fwd: int, abs_img: torch.Tensor,
     return out
 
 
+def coef_product(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``A_in = fl64(A mᵀ)`` for coefficients ``a`` [N, S, D] and a constant ``m`` [K, D] (an affine
+    op's ``Lᵀ``, read by rows of m) — the input coefficients whose rounding :func:`affine_bias`
+    charges as D-term dot products: ``|exact − A_in| ≤ γ_D Σ_j |A_j||m_ij| + D·2^-1074``, a bound
+    that holds for every summation order and for every way of computing the SAME exact sum with
+    fewer (≤ D) rounded products and additions. Two such ways, used when they are cheaper:
+
+    * every row of A has at most one non-zero entry (the ±e_i rows of a tightening,
+      verify/bounds/crown.py, and their zero padding): a gather, row (n, s) is ``v·m[:, j]`` for
+      its one non-zero ``v = A[n, s, j]`` (``v = 0`` for a zero row: ``0·m[:, 0]``). Each entry is
+      ONE rounded product, within ``u|v m_ij| + 2^-1075`` of the exact ``v m_ij``, inside the bound
+      above (γ_D ≥ u, D ≥ 1); for v = ±1 it is exact, bit for bit the matrix product's value;
+    * columns j of A that are zero in every row (e.g. behind Relus that are stably inactive) add
+      exact zeros ``0·m_ij`` to the exact sum (m finite: the stored weights), so the product over
+      the other D' < D columns has the same exact value and its error is within γ_D' ≤ γ_D of it.
+
+    Not under autograd (α-CROWN keeps the product: a coefficient that is 0 may still have a
+    non-zero gradient)."""
+    n, s, d = a.shape
+    if a.requires_grad or n * s * m.shape[0] < 4096:
+        return a @ m.T
+    nz = a != 0
+    if int(nz.sum(-1).max()) <= 1:
+        j = a.abs().argmax(-1).reshape(-1)  # [N*S]: the column of each row's non-zero (0 for a zero row)
+        v = a.reshape(-1, d).gather(1, j[:, None])  # [N*S, 1]
+        return (v * m.index_select(1, j).T).reshape(n, s, m.shape[0])
+    cols = torch.nonzero(nz.any(1).any(0)).squeeze(1)
+    if 4 * cols.numel() > 3 * d:
+        return a @ m.T
+    return a.index_select(2, cols) @ m.index_select(1, cols).T
+
+
 def zero_bias(a: torch.Tensor) -> torch.Tensor:
     """The bias of an exact step (no rounding, no float32 error): zeros [N, S]."""
     return torch.zeros(a.shape[:2], dtype=torch.float64)

@@ -34,8 +34,8 @@ def relu_like_relax(op, a: torch.Tensor, z: TBox, out: TBox, ctx: Ctx, neg: floa
     pos, ng = a.clamp(min=0), a.clamp(max=0)
     a_up = ng * s.unsqueeze(1)
     a_in = pos * lam.unsqueeze(1) + a_up  # disjoint supports: the sum is exact
-    um = uns.unsqueeze(1).expand_as(a)
-    bias = add_down(-rescaled_err(a_in, z.mag, 2.0), dot_lo(torch.where(um, a_up, 0.0), -l))
+    zero = torch.zeros_like(l)  # masks on the [N, *s] vectors, not on A: a·0 adds exact zeros
+    bias = add_down(-rescaled_err(a_in, z.mag, 2.0), dot_lo(a_up, torch.where(uns, -l, zero)))
     if neg != 0.0:
-        bias = add_down(bias, dot_lo(torch.where(um, ng, 0.0), neg * l), ort_rounding(a, out.mag, ctx))
+        bias = add_down(bias, dot_lo(ng, torch.where(uns, neg * l, zero)), ort_rounding(a, out.mag, ctx))
     return Relaxed({0: a_in}, bias)

@@ -9,7 +9,7 @@ import numpy as np
 from verify.ops._affine import affine_interval
 from verify.ops._torch import f32t
 from verify.ops.base import Box, Op, inf_norm_up, mul_up
-from verify.bounds.linear import Relaxed, affine_bias, t64
+from verify.bounds.linear import Relaxed, affine_bias, coef_product, t64
 
 
 class Gemm(Op):
@@ -101,7 +101,7 @@ class Gemm(Op):
         alpha, beta = self._mats()
         bm, bm_abs, bias = self._relax_consts
         extra = (alpha != 1.0) + (beta != 1.0)
-        a_in = a @ bm.T
+        a_in = coef_product(a, bm)
         img = ins[0].mag @ bm_abs
         return Relaxed({0: a_in}, affine_bias(a, bm.shape[1], bm.shape[0], img, bias, ctx, extra, alpha,
                                                      in_mag=ins[0].mag))

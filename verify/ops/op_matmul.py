@@ -14,7 +14,7 @@ from verify.ops._elementwise import int_forward, int_interval, is_int
 from verify.ops._bilinear import bilinear_interval
 from verify.ops._torch import f32t
 from verify.ops.base import Op, inf_norm_up, mul_up
-from verify.bounds.linear import Relaxed, affine_bias, t64
+from verify.bounds.linear import Relaxed, affine_bias, coef_product, t64
 
 
 class MatMul(Op):
@@ -71,7 +71,7 @@ class MatMul(Op):
         if not self.is_var(0) or b is None or b.ndim != 2 or ins[0].lo.dim() != 2:
             return None
         bm, bm_abs = self._relax_consts
-        return Relaxed({0: a @ bm.T}, affine_bias(a, bm.shape[1], bm.shape[0], ins[0].mag @ bm_abs, None, ctx,
+        return Relaxed({0: coef_product(a, bm)}, affine_bias(a, bm.shape[1], bm.shape[0], ins[0].mag @ bm_abs, None, ctx,
                                                          in_mag=ins[0].mag))
 
     def batch_axis(self, f):
