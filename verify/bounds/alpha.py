@@ -41,7 +41,7 @@ def alpha_lower(graph, boxes: Boxes, c, ctx: Ctx, steps: int = 20, lr: float = 0
     slopes (each spec row keeps its best value; both are sound)."""
     c = t64(c)
     slopes = initial_slopes(graph, boxes)
-    best = back_substitute(graph, boxes, graph.output_name, c, Ctx(ctx.ort)).detach()
+    best = back_substitute(graph, boxes, graph.output_name, c, Ctx(ctx.ort), cuts=True).detach()
     if not slopes or steps <= 0:
         return best
     params = list(slopes.values())
@@ -60,5 +60,5 @@ def alpha_lower(graph, boxes: Boxes, c, ctx: Ctx, steps: int = 20, lr: float = 0
                 p.clamp_(0.0, 1.0)
     with torch.no_grad():
         fixed = {k: v.detach().clamp(0.0, 1.0) for k, v in slopes.items()}
-        final = back_substitute(graph, boxes, graph.output_name, c, Ctx(ctx.ort, fixed))
+        final = back_substitute(graph, boxes, graph.output_name, c, Ctx(ctx.ort, fixed), cuts=True)
     return torch.maximum(best, final)
