@@ -141,8 +141,7 @@ def test_relaxation_is_sound_and_used(tmp_path, name):
 
 
 def cnn(tmp_path):
-    """(rng, path, model) of Conv -> BN -> Relu -> AveragePool -> Flatten -> Gemm (random weights;
-    also benchmarks/bench_relax_linear.py)."""
+    """(rng, path, model) of Conv -> BN -> Relu -> AveragePool -> Flatten -> Gemm (random weights)."""
     rng = np.random.default_rng(1)
     nodes, inits = _conv_front(rng)
     inits.update(_bn_inits(rng, C))
