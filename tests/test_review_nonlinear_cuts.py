@@ -158,3 +158,27 @@ def test_coef_product_odd_coefficients_match_the_product():
     mixed[0, :, :4] = torch.randn(s, 4, dtype=torch.float64)  # columns 0-3 non-zero in sample 0 only
     mixed[1:, :, 4] = 1e-320
     torch.testing.assert_close(coef_product(mixed, m), mixed @ m.T, rtol=1e-13, atol=1e-300)
+
+
+@pytest.mark.parametrize("second", ["Relu", "Tanh"])
+def test_infinite_input_box_keeps_the_cut_bound(tmp_path, second):
+    """FINDING: an input box with an infinite bound in front of a Sigmoid/Tanh (whose relaxation then
+    falls back to the constants of its finite output box, coefficient 0 on the input) made CROWN
+    return NaN (no bound), discarding the finite cut bounds: concretize multiplied the zero
+    coefficient by the infinite bound (0·inf = NaN) and a NaN final bound raises. A zero coefficient
+    contributes exactly 0 (the term is absent); the bound is now at least the interval bound."""
+    rng = np.random.default_rng(0)
+    layers = [("Sigmoid",), _gemm(rng, 4, 6), (second,), _gemm(rng, 6, 3)]
+    path = build(layers, [4], tmp_path / "m.onnx")
+    m = load_model(path)
+    lo = np.array([[-np.inf, -1, 0, 2]], np.float32)
+    hi = np.array([[np.inf, 1, 0, np.inf]], np.float32)
+    ilo, ihi = m.interval(lo, hi)
+    c = np.concatenate([np.eye(3), -np.eye(3)])[None]
+    ys = ort_logits(ort_session(path), np.array([[-3e38, -1, 0, 2], [1e30, 1, 0, 3e38], [0, 0.5, 0, 7]], np.float32))
+    for ort in (True, False):
+        for alpha in (0, 3):
+            low = spec_lower(m, lo, hi, c, ort=ort, alpha_steps=alpha)[0]
+            assert np.all(low >= np.concatenate([ilo[0], -ihi[0]]) - 1e-6), (ort, alpha, low)
+            if ort:
+                assert np.all(np.concatenate([ys, -ys], 1) >= low)
