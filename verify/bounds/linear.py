@@ -165,12 +165,24 @@ def concretize(a: torch.Tensor, box: TBox) -> torch.Tensor:
     ``Σ a t ≥ Σ a c − Σ |a| r`` (exactly, since |t − c| ≤ r). ``fl(Σ a c)`` is within
     ``γ_m Σ|a||c| + m·2^-1074`` of ``Σ a c`` (Higham, products that underflow) and
     :func:`dot_up` bounds ``Σ|a| r`` and ``Σ|a||c|`` from above; each subtraction is rounded down.
-    Non-finite boxes take the sign-split form (a coefficient 0 times an infinite bound is NaN, a
-    non-zero one −inf: no information either way)."""
+    Non-finite boxes take the sign-split form over the finite bounds plus the infinite ones where
+    the coefficient is non-zero (±inf; both: NaN; a NaN bound: NaN). A ZERO coefficient contributes exactly 0 whatever
+    the box (the term is absent: relaxations that fall back to constants give their input
+    coefficient 0), so an infinite input box does not turn the whole bound into NaN."""
     cr = box.centre_radius()
     if cr is None:
         pos, neg = a.clamp(min=0), a.clamp(max=0)
-        return down(dot_lo(pos, box.lo) + dot_lo(neg, box.hi))
+        lo, hi = box.lo, box.hi
+        fin = down(dot_lo(pos, torch.where(torch.isinf(lo), 0.0, lo)) + dot_lo(neg, torch.where(torch.isinf(hi), 0.0, hi)))  # NaN stays
+        p, q = (pos > 0), (neg < 0)
+
+        def hits(mask, v, inf):  # [N, S]: some non-zero coefficient meets an infinite bound
+            return _flat(mask & (v == inf).unsqueeze(1).expand_as(mask), 2).any(-1)
+
+        minus = hits(p, _like(lo, a), -math.inf) | hits(q, _like(hi, a), math.inf)
+        plus = hits(p, _like(lo, a), math.inf) | hits(q, _like(hi, a), -math.inf)
+        inf = torch.where(minus & plus, math.nan, torch.where(minus, -math.inf, torch.where(plus, math.inf, 0.0)))
+        return fin + inf.to(fin.dtype)
     c, r, c_abs = cr
     m = _terms(a)
     af = _flat(a, 2)
