@@ -16,6 +16,7 @@ from pipeline.config_options import train_signature
 from pipeline.cli_options import (App, BatchSizeOpt, DataDirOpt, DataOpt, DomainOpt, EpsOpt, GuaranteeOpt, JsonOpt,
                                 LimitOpt, ModelArg, PresetSeedOpt, RestartsOpt, SeedOpt, SplitOpt, StepsOpt, out_option)
 from common.outputs import EXIT_CODES, command_inputs, exit_code_of
+from verify.guarantee import check_guarantee
 
 EXIT_HELP = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
 
@@ -116,7 +117,6 @@ def certify(
 ):
     """Soundly certify every selected sample at --eps; writes one certificate per sample (resumable)."""
     from verify.certify.run import run_certify
-    from verify.guarantee import check_guarantee
     from common.outputs import check_file_output, output_lock
     from pipeline.progress import progress_bar
 
@@ -387,7 +387,6 @@ def vnnlib(
     """Decide a VNN-COMP instance: unsat (proved), sat (witness replayed in onnxruntime), unknown or timeout."""
     from common.errors import LinfVerifyError
     from common.outputs import check_file_output, output_lock
-    from verify.guarantee import check_guarantee
     from verify.vnnlib.run import run_instance, write_result
 
     if not 0 < timeout < float("inf"):

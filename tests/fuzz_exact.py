@@ -19,12 +19,13 @@ of verify/ops: ONE implementation run in two number domains.
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 from functools import reduce
 
 import numpy as np
 from onnx import TensorProto, numpy_helper
+
+from fuzz_exact_special import exact_sqrt, near_value
 
 NEAR_EXACT = frozenset({"Sigmoid", "Tanh"})
 TRANSCENDENTAL = frozenset({"Softmax", "LayerNormalization", "Gelu", "Erf", "Exp", "Sqrt"})
@@ -70,17 +71,7 @@ class Domain:
         if any(abs(v) > 700 for v in np.ravel(x)):
             return self.approx(fn, x)
         self.near = True
-        return np.vectorize(lambda v: _near(name, v), otypes=[object])(x)
-
-
-def _near(name: str, v: Fraction) -> Fraction:
-    import mpmath
-
-    with mpmath.workprec(600):
-        t = mpmath.mpf(v.numerator) / v.denominator
-        r = mpmath.tanh(t) if name == "Tanh" else 1 / (1 + mpmath.exp(-t))
-        m, e = r.man_exp  # |r| = m 2^e
-        return (-1 if r < 0 else 1) * Fraction(int(m)) * Fraction(2) ** int(e)
+        return np.vectorize(lambda v: near_value(name, v), otypes=[object])(x)
 
 
 _frac = np.vectorize(lambda v: Fraction(float(v)), otypes=[object])
@@ -197,19 +188,11 @@ def _bn(x, scale, b, mean, var, eps):
     return f(scale) * (x - f(mean)) / np.sqrt(f(var) + eps) + f(b)
 
 
-def _exact_sqrt(q: Fraction) -> Fraction | None:
-    """sqrt(q) when it is rational (numerator and denominator perfect squares), else None."""
-    if q < 0:
-        return None
-    rn, rd = math.isqrt(q.numerator), math.isqrt(q.denominator)
-    return Fraction(rn, rd) if rn * rn == q.numerator and rd * rd == q.denominator else None
-
-
 def _batchnorm(x, ins, eps, dom):
     """Exact where every var + eps is the square of a rational (then sqrt is exact), else the
     float64 evaluation flagged inexact."""
     if dom.exact:
-        roots = [_exact_sqrt(v + Fraction(eps)) for v in np.ravel(ins[4])]
+        roots = [exact_sqrt(v + Fraction(eps)) for v in np.ravel(ins[4])]
         if all(r is not None and r > 0 for r in roots):
             shape = [1, -1] + [1] * (x.ndim - 2)
             f = lambda t: np.asarray(t, dtype=object).reshape(shape)  # noqa: E731

@@ -15,9 +15,7 @@ import torch
 from verify.ops._elementwise import f32, outward
 from verify.ops._torch import f32t
 from verify.ops.base import Box, Op, add_up
-from verify.bounds.linear import Relaxed, dot_up, zero_bias
-from verify.bounds.linear import up as up64
-from verify.bounds.rounding import TINY32, U32, U64, dot_error_bound, down, gamma, may_overflow32, step_down64, step_up64, up
+from verify.bounds.rounding import U64, dot_error_bound, down, gamma, may_overflow32, step_down64, step_up64, up
 from verify.bounds.sums import sum_relax
 
 
@@ -47,26 +45,9 @@ class Sum(Op):
         return Box(down(step_down64(lo64 - err)), up(step_up64(hi64 + err)))
 
     def relax(self, a, ins, out, ctx):
-        """CROWN step: ``A·y = Σ_i A·x_i`` exactly (every coefficient copied; a constant operand is
-        concretised by the engine; a broadcast variable operand: None). Two inputs: one float32
-        rounding, as Add (bounds/sums.py). More: onnxruntime's k-term float32 sum in any order errs
-        by at most the interval's bound, γ32_k·Σ mag(x_i)·(1 + 2^-20) + (k + 1)·2^-149
-        (rounding.dot_error_bound; Σ mag computed in float64 and inflated by 1 + 2γ64_k), charged
-        as −Σ|A|·e under ``ctx.ort``; the real sum (theorem (a)) needs no charge."""
-        if len(ins) <= 2:
-            return sum_relax(self, a, ins, out, ctx, (1.0,) * len(ins))
-        if not out.lo.is_floating_point() or any(b is None or not b.lo.is_floating_point() for b in ins):
-            return None
-        if any(self.is_var(i) and tuple(b.lo.shape) != tuple(out.lo.shape) for i, b in enumerate(ins)):
-            return None
-        parts = {i: a for i in range(len(ins))}
-        if not ctx.ort:
-            return Relaxed(parts, zero_bias(a))
-        k = len(ins)
-        mags = [torch.broadcast_to(b.mag, out.lo.shape) for b in ins]
-        mag = up64(reduce(torch.add, mags) * (1.0 + 2.0 * gamma(k, U64)))
-        e = up64(up64(gamma(k, U32) * (1.0 + 2.0**-20) * mag) + (k + 1) * TINY32)
-        return Relaxed(parts, -dot_up(a.abs(), e))
+        """CROWN step: ``A·y = Σ_i A·x_i`` exactly; onnxruntime's rounding of the sum charged as
+        verify/bounds/sums.py says (one rounding for two operands, the k-term bound for more)."""
+        return sum_relax(self, a, ins, out, ctx, (1.0,) * len(ins))
 
     def lipschitz(self, *in_l):
         return add_up(*(v for v in in_l if v is not None))
